@@ -1,0 +1,21 @@
+"""Datasets: one declarative registry entry each. Importing this package registers them."""
+
+from harness.datasets import fashion_mnist, synthetic
+from harness.datasets.base import DATASETS, ArraySplit, Dataset, DatasetSpec, Split, subset
+
+__all__ = [
+    "DATASETS",
+    "ArraySplit",
+    "Dataset",
+    "DatasetSpec",
+    "Split",
+    "fashion_mnist",
+    "open_dataset",
+    "subset",
+    "synthetic",
+]
+
+
+def open_dataset(name: str) -> Dataset:
+    """Open a registered dataset (raises DatasetUnavailable with how-to if it is missing)."""
+    return DATASETS.get(name).open()

@@ -1,0 +1,110 @@
+"""The dataset layer's vocabulary: a spec (declarative entry), splits of images, the registry."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from harness.errors import DatasetError
+from harness.registry import Registry
+
+PROTOCOLS = {
+    "split": "queries are the test split, the gallery is the train split, relevant = same class",
+}
+
+
+class Split(Protocol):
+    """One split: integer labels and an image per index."""
+
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def image(self, index: int) -> Image.Image:
+        """The item as an RGB PIL image."""
+        ...
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An opened dataset: its splits and the fingerprint of exactly this content."""
+
+    name: str
+    fingerprint: str
+    splits: dict[str, Split]
+
+    def split(self, name: str) -> Split:
+        try:
+            return self.splits[name]
+        except KeyError:
+            raise DatasetError(
+                f"dataset {self.name!r} has no split {name!r}; it has {sorted(self.splits)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registry entry: what the dataset is, and how to open it."""
+
+    name: str
+    domain: str
+    classes: tuple[str, ...]
+    splits: tuple[str, ...]
+    protocol: str
+    open: Callable[[], Dataset] = field(repr=False, compare=False)
+    source: str = ""
+    fetch: Callable[[Path], Path] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"{self.name}: unknown retrieval protocol {self.protocol!r}")
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", DatasetError)
+
+
+@dataclass(frozen=True)
+class ArraySplit:
+    """A split held in memory as uint8 arrays: (N, H, W) grayscale or (N, H, W, 3) RGB."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.labels):
+            raise DatasetError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> Image.Image:
+        return to_rgb(Image.fromarray(self.images[index]))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The one conversion rule: every mode (L, P, RGBA, ...) becomes 8-bit RGB."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def fingerprint(parts: Sequence[bytes | str]) -> str:
+    """sha256 over length-prefixed parts, so different part boundaries never collide."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def subset(n_items: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded uniform sample of ``n`` items (all items if ``n`` is None)."""
+    if n is None or n >= n_items:
+        return np.arange(n_items)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_items, size=n, replace=False))

@@ -1,0 +1,101 @@
+"""Embeddings of a dataset split by a backbone, through the cache: a hit loads no model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.weights import ResolvedWeights, resolve
+from harness.cache import EMBEDDING_VERSION, CacheEntry
+from harness.datasets.base import Dataset
+from harness.extract import device, embed_batches
+from harness.provenance import library_versions
+
+if TYPE_CHECKING:
+    import torch
+
+# The model-side libraries whose version can change an embedding.
+KEY_LIBRARIES = ("torch", "torchvision", "timm", "open_clip", "pillow")
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Embeddings of the items ``indices`` of one split, with their labels."""
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    computed: int
+    seconds: float
+    key: dict[str, object]
+
+
+def embedding_key(
+    dataset: Dataset,
+    split: str,
+    spec: BackboneSpec,
+    weights: ResolvedWeights,
+    pre: Preprocess,
+    device: str,
+) -> dict[str, object]:
+    versions = library_versions()
+    return {
+        "embedding_version": EMBEDDING_VERSION,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "backbone": spec.name,
+        "source": spec.source,
+        "model": spec.model,
+        "weights_sha256": weights.sha256,
+        "preprocess": pre.as_dict(),
+        "dtype": "float32",
+        "device": device,
+        "libraries": {name: versions[name] for name in KEY_LIBRARIES},
+    }
+
+
+@lru_cache(maxsize=2)
+def load_model(spec: BackboneSpec, weights: ResolvedWeights) -> torch.nn.Module:
+    from harness.backbones.build import build_model
+
+    return build_model(spec, weights)
+
+
+def embed(
+    dataset: Dataset,
+    split: str,
+    indices: np.ndarray,
+    spec: BackboneSpec,
+    pre: Preprocess,
+    batch_size: int,
+    cache_root: Path,
+) -> Embedded:
+    """Embeddings for ``indices`` of ``split``, computing only the rows not yet cached."""
+    weights = resolve(spec)
+    data = dataset.split(split)
+    entry = CacheEntry(
+        cache_root, embedding_key(dataset, split, spec, weights, pre, device()), len(data)
+    )
+    start = time.perf_counter()
+    computed = 0
+    if not entry.has(indices):
+        model = load_model(spec, weights)
+        desc = f"embed {dataset.name}/{split} with {spec.name}"
+        computed = entry.fill(
+            indices, lambda rows: embed_batches(model, data, rows, pre, batch_size, desc)
+        )
+    return Embedded(
+        entry.read(indices),
+        data.labels[indices],
+        indices,
+        computed,
+        time.perf_counter() - start,
+        entry.key,
+    )

@@ -1,0 +1,33 @@
+"""One exception type per layer; each message tells the user what to do next."""
+
+
+class ShelfbenchError(Exception):
+    """Base class: the CLI and the pytest plugin print these as one line, not a traceback."""
+
+
+class Unavailable(ShelfbenchError):
+    """Data or weights are not on this machine; a cell that needs them is skipped."""
+
+
+class DatasetError(ShelfbenchError):
+    """A dataset is malformed or asked for wrongly."""
+
+
+class DatasetUnavailable(DatasetError, Unavailable):
+    """A dataset's files are not on this machine."""
+
+
+class WeightsError(ShelfbenchError):
+    """Weights are corrupt or do not fit their backbone."""
+
+
+class WeightsUnavailable(WeightsError, Unavailable):
+    """A backbone's weights are not on this machine."""
+
+
+class SuiteError(ShelfbenchError):
+    """A suite file is invalid or names something that is not registered."""
+
+
+class CacheError(ShelfbenchError):
+    """The embedding cache is unreadable or inconsistent."""

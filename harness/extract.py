@@ -1,0 +1,94 @@
+"""Batched embedding extraction: preprocessing, threads, device, progress bar (torch lazily)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from harness.backbones.base import Preprocess
+from harness.datasets.base import Split
+
+if TYPE_CHECKING:
+    import torch
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def cpu_threads() -> int:
+    """``$SHELFBENCH_THREADS``, else the usable cores shared among pytest-xdist workers."""
+    if os.environ.get("SHELFBENCH_THREADS"):
+        return max(1, int(os.environ["SHELFBENCH_THREADS"]))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+def device() -> str:
+    """``cuda`` when a GPU is usable, else ``cpu``; without an NVIDIA driver, no torch import."""
+    if shutil.which("nvidia-smi") is None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def transform(image: Image.Image, pre: Preprocess) -> np.ndarray:
+    """Resize the short side to ``floor(size / crop_pct)`` (as timm does), centre-crop."""
+    scaled = math.floor(pre.size / pre.crop_pct)
+    w, h = image.size
+    ratio = scaled / min(w, h)
+    new_w, new_h = max(scaled, round(w * ratio)), max(scaled, round(h * ratio))
+    image = image.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
+    left, top = (new_w - pre.size) // 2, (new_h - pre.size) // 2
+    return np.asarray(image.crop((left, top, left + pre.size, top + pre.size)))
+
+
+def to_tensor(images: list[np.ndarray], pre: Preprocess) -> torch.Tensor:
+    """uint8 HWC images -> normalised float32 NCHW batch in channels_last memory."""
+    import torch
+
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    return batch.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+
+
+def embed_batches(
+    model: torch.nn.Module,
+    split: Split,
+    indices: np.ndarray,
+    pre: Preprocess,
+    batch_size: int,
+    desc: str,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(indices, float32 embeddings)`` per batch, under inference mode, fp32.
+
+    fp32 on the CPU on purpose: on CPUs without bf16 hardware, bf16 autocast is ~10x slower.
+    """
+    import torch
+
+    torch.set_num_threads(cpu_threads())
+    dev = device()
+    model = model.to(dev, memory_format=torch.channels_last)
+    bar = tqdm(
+        total=len(indices),
+        desc=desc,
+        unit="img",
+        file=sys.stderr,
+        mininterval=0.5 if sys.stderr.isatty() else 15,
+        dynamic_ncols=True,
+    )
+    with torch.inference_mode(), bar:
+        for start in range(0, len(indices), batch_size):
+            rows = indices[start : start + batch_size]
+            x = to_tensor([transform(split.image(int(i)), pre) for i in rows], pre)
+            out = model(x.to(dev, non_blocking=True))
+            yield rows, out.float().cpu().numpy()
+            bar.update(len(rows))

@@ -1,0 +1,183 @@
+"""The pytest plugin (entry point ``pytest11: shelfbench``): options, the ``shelfbench``
+fixture that runs and records a cell, and the report written at the end of the session.
+
+Results travel as JSON strings in ``user_properties``, so they reach the controller under
+pytest-xdist, which alone writes the tables and files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import ShelfbenchError, Unavailable
+from harness.paths import cache_root
+from harness.provenance import now, run_provenance
+
+CELL_PROPERTY = "shelfbench.cell"
+RESULT_PROPERTY = "shelfbench.result"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("shelfbench")
+    group.addoption(
+        "--shelf-cache",
+        type=Path,
+        default=None,
+        help="embedding cache directory (default $SHELFBENCH_CACHE or ~/.cache/shelfbench)",
+    )
+    group.addoption(
+        "--shelf-reports",
+        type=Path,
+        default=None,
+        help="where latest.json/.md/.csv go (default <rootdir>/reports)",
+    )
+    group.addoption(
+        "--shelf-require",
+        action="store_true",
+        help="fail, instead of skip, a cell whose data or weights are missing",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "shelfbench: a benchmark cell")
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ShelfReport(config), "shelfbench-report")
+
+
+def load_cells(path: Path) -> tuple[Any, ...]:
+    """The cells of a suite file, for ``pytest.mark.parametrize``; a mistake in the file
+    fails collection with one line instead of a traceback."""
+    from harness.suite import load_suite
+
+    try:
+        return load_suite(path).cells
+    except ShelfbenchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from harness.suite import Cell
+
+    for item in items:
+        cell = getattr(getattr(item, "callspec", None), "params", {}).get("cell")
+        if isinstance(cell, Cell):
+            item.add_marker("shelfbench")
+            static = {
+                "id": cell.id,
+                "dataset": cell.dataset,
+                "backbone": cell.backbone,
+                "strategy": cell.strategy,
+                "suite": cell.suite,
+            }
+            item.user_properties.append((CELL_PROPERTY, json.dumps(static)))
+
+
+class Bench:
+    """The ``shelfbench`` fixture: ``shelfbench.check(cell)`` runs, records and gates."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        config = request.config
+        self.cache = config.getoption("--shelf-cache") or cache_root()
+        self._require = config.getoption("--shelf-require")
+
+    def check(self, cell: Any) -> dict[str, Any]:
+        """Run ``cell``, record its result row, and fail if a metric is below its floor."""
+        from harness.cell import run_cell
+
+        try:
+            with self._terminal():
+                result = run_cell(cell, self.cache)
+        except Unavailable as exc:
+            if self._require:
+                pytest.fail(str(exc), pytrace=False)
+            pytest.skip(str(exc))
+        except ShelfbenchError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        row = result.row()
+        self._request.node.user_properties.append((RESULT_PROPERTY, json.dumps(row)))
+        failures = result.below_floor(cell)
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
+        return row
+
+    @contextlib.contextmanager
+    def _terminal(self) -> Iterator[None]:
+        """Let progress bars reach the terminal through pytest's output capture."""
+        capman = self._request.config.pluginmanager.getplugin("capturemanager")
+        if capman is None or os.environ.get("PYTEST_XDIST_WORKER"):
+            yield
+            return
+        with capman.global_and_fixture_disabled():
+            yield
+
+
+@pytest.fixture
+def shelfbench(request: pytest.FixtureRequest) -> Bench:
+    return Bench(request)
+
+
+class ShelfReport:
+    """Collects cell rows on the controller and writes the report at the end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.started = now()
+        self.paths: list[Path] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if CELL_PROPERTY not in props:
+            return
+        static = json.loads(props[CELL_PROPERTY])
+        row = self.rows.setdefault(static["id"], {**static, "outcome": "passed"})
+        if RESULT_PROPERTY in props:
+            row.update(json.loads(props[RESULT_PROPERTY]))
+        if report.when == "call" or report.outcome != "passed":
+            row["outcome"] = _outcome(report)
+        if report.outcome != "passed":
+            row["message"] = _message(report)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.rows:
+            return
+        from harness.report import terminal_table
+
+        terminalreporter.write_sep("=", "shelfbench")
+        terminalreporter.write_line(terminal_table(list(self.rows.values())))
+        for path in self.paths:
+            terminalreporter.write_line(f"wrote {path}")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.rows:
+            return
+        from harness.report import write_reports
+
+        directory = self.config.getoption("--shelf-reports") or self.config.rootpath / "reports"
+        provenance = {
+            **run_provenance(self.config.rootpath),
+            "started": self.started,
+            "finished": now(),
+        }
+        self.paths = write_reports(directory, provenance, list(self.rows.values()))
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    if report.when != "call" and report.failed:
+        return "error"
+    return report.outcome
+
+
+def _message(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return report.longreprtext.strip()

@@ -1,0 +1,65 @@
+"""Library versions, git commit and host: what every cache key and result row carries."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from harness import __version__
+
+# Distributions whose versions change embeddings or metrics. Read from package metadata,
+# so asking costs no import of torch.
+LIBRARIES = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "open_clip": "open_clip_torch",
+    "faiss": "faiss-cpu",
+    "numpy": "numpy",
+    "scikit_learn": "scikit-learn",
+    "pillow": "pillow",
+}
+
+
+@cache
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for key, dist in LIBRARIES.items():
+        try:
+            versions[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[key] = None
+    return versions
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_provenance(root: Path) -> dict[str, object]:
+    return {
+        "harness": __version__,
+        "python": platform.python_version(),
+        **library_versions(),
+        "git_commit": git_commit(root),
+        "host": platform.node(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    }

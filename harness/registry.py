@@ -1,0 +1,51 @@
+"""A registry is a dict plus a decorator plus a glob (after timm's ``_registry.py``)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from typing import Generic, Protocol, TypeVar
+
+
+class _Named(Protocol):
+    name: str
+
+
+T = TypeVar("T", bound=_Named)
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind (datasets, backbones, strategies)."""
+
+    def __init__(self, kind: str, error: type[Exception]) -> None:
+        self.kind = kind
+        self._error = error
+        self._entries: dict[str, T] = {}
+
+    def add(self, entry: T) -> T:
+        if entry.name in self._entries:
+            raise ValueError(f"{self.kind} {entry.name!r} is registered twice")
+        self._entries[entry.name] = entry
+        return entry
+
+    def register(self, factory: Callable[[], T]) -> Callable[[], T]:
+        """Decorator: register the entry that ``factory()`` returns."""
+        self.add(factory())
+        return factory
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise self._error(f"unknown {self.kind} {name!r}; registered: {known}") from None
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Sorted names matching a shell-style glob, e.g. ``'effnet-*'``."""
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._entries[n] for n in sorted(self._entries))

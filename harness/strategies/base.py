@@ -1,0 +1,75 @@
+"""The strategy layer's vocabulary: inputs, outcome, and a decorator registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.errors import SuiteError
+from harness.registry import Registry
+
+
+@dataclass(frozen=True)
+class Features:
+    """Frozen embeddings of the train (gallery) and test (query) items, with labels."""
+
+    train: np.ndarray
+    train_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+    n_classes: int
+
+
+@dataclass
+class Outcome:
+    """What a strategy measured: metrics, phase timings, and the settings it chose."""
+
+    metrics: dict[str, float]
+    seconds: dict[str, float]
+    chosen: dict[str, Any] = field(default_factory=dict)
+
+
+Run = Callable[[Features, Mapping[str, Any]], Outcome]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    run: Run = field(repr=False)
+    metrics: tuple[str, ...]
+    main_metric: str
+    defaults: Mapping[str, Any]
+    description: str
+
+    def params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(overrides) - set(self.defaults)
+        if unknown:
+            raise SuiteError(
+                f"strategy {self.name!r} has no parameter {sorted(unknown)}; "
+                f"it takes {sorted(self.defaults)}"
+            )
+        return {**self.defaults, **overrides}
+
+
+CLASSIFICATION = ("accuracy", "top5_accuracy", "macro_f1")
+RETRIEVAL = ("recall@1", "recall@5", "mmp@5", "map@r", "mrr@10", "ndcg@10")
+
+STRATEGIES: Registry[StrategySpec] = Registry("strategy", SuiteError)
+
+
+def strategy(
+    name: str, metrics: tuple[str, ...], main_metric: str, **defaults: Any
+) -> Callable[[Run], Run]:
+    """Register ``run`` as a strategy that reports ``metrics``; its docstring's first line
+    is its description and ``defaults`` are its parameters."""
+
+    def register(run: Run) -> Run:
+        doc = (run.__doc__ or "").strip().splitlines()
+        description = doc[0] if doc else ""
+        STRATEGIES.add(StrategySpec(name, run, metrics, main_metric, defaults, description))
+        return run
+
+    return register

@@ -1,0 +1,117 @@
+"""Each metric against a brute-force, loop-per-query reference, on random rankings."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from harness import metrics
+
+
+@st.composite
+def rankings(draw):
+    """Random query labels, a random gallery, and each query's full ranking of it."""
+    n_classes = draw(st.integers(1, 5))
+    n_gallery = draw(st.integers(1, 30))
+    n_queries = draw(st.integers(1, 10))
+    gallery = draw(hnp.arrays(np.int64, n_gallery, elements=st.integers(0, n_classes - 1)))
+    queries = draw(hnp.arrays(np.int64, n_queries, elements=st.integers(0, n_classes - 1)))
+    order = np.stack([draw(st.permutations(range(n_gallery))) for _ in range(n_queries)])
+    relevance = gallery[order] == queries[:, None]
+    n_relevant = np.array([(gallery == q).sum() for q in queries])
+    return relevance, n_relevant
+
+
+def reference(relevance, n_relevant, score_one):
+    return float(np.mean([score_one(list(r), int(n)) for r, n in zip(relevance, n_relevant)]))
+
+
+def recall_one(rel, n, k):
+    return 1.0 if any(rel[:k]) else 0.0
+
+
+def mmp_one(rel, n, k):
+    return sum(rel[:k]) / min(k, n) if n else 0.0
+
+
+def map_r_one(rel, n):
+    if not n:
+        return 0.0
+    return sum(sum(rel[:i]) / i * rel[i - 1] for i in range(1, n + 1)) / n
+
+
+def mrr_one(rel, n, k):
+    for i, r in enumerate(rel[:k], start=1):
+        if r:
+            return 1 / i
+    return 0.0
+
+
+def ndcg_one(rel, n, k):
+    dcg = sum(r / math.log2(i + 1) for i, r in enumerate(rel[:k], start=1))
+    idcg = sum(1 / math.log2(i + 1) for i in range(1, min(k, n) + 1))
+    return dcg / idcg if idcg else 0.0
+
+
+@given(rankings(), st.integers(1, 12))
+def test_retrieval_metrics_match_brute_force(ranking, k):
+    rel, n_rel = ranking
+    assert metrics.recall_at_k(rel, k) == pytest.approx(reference(rel, n_rel, lambda r, n: recall_one(r, n, k)))
+    assert metrics.mmp_at_k(rel, n_rel, k) == pytest.approx(reference(rel, n_rel, lambda r, n: mmp_one(r, n, k)))
+    assert metrics.mrr_at_k(rel, k) == pytest.approx(reference(rel, n_rel, lambda r, n: mrr_one(r, n, k)))
+    assert metrics.ndcg_at_k(rel, n_rel, k) == pytest.approx(reference(rel, n_rel, lambda r, n: ndcg_one(r, n, k)))
+    assert metrics.map_at_r(rel, n_rel) == pytest.approx(reference(rel, n_rel, map_r_one))
+
+
+@given(rankings())
+def test_retrieval_metrics_are_fractions(ranking):
+    rel, n_rel = ranking
+    for value in (metrics.mmp_at_k(rel, n_rel, 5), metrics.map_at_r(rel, n_rel),
+                  metrics.ndcg_at_k(rel, n_rel, 5)):
+        assert 0.0 <= value <= 1.0 + 1e-12
+
+
+def test_map_at_r_refuses_a_ranking_shorter_than_r():
+    with pytest.raises(ValueError, match="MAP@R"):
+        metrics.map_at_r(np.ones((1, 2), dtype=bool), np.array([3]))
+
+
+def test_perfect_ranking_scores_one():
+    rel = np.array([[True, True, False, False]])
+    n = np.array([2])
+    assert metrics.map_at_r(rel, n) == metrics.ndcg_at_k(rel, n, 4) == metrics.mmp_at_k(rel, n, 5) == 1.0
+
+
+labels_pairs = st.integers(1, 40).flatmap(lambda n: st.tuples(
+    hnp.arrays(np.int64, n, elements=st.integers(0, 6)),
+    hnp.arrays(np.int64, n, elements=st.integers(0, 6)),
+))
+
+
+@given(labels_pairs)
+def test_classification_metrics_match_brute_force(pair):
+    y, p = pair
+    assert metrics.accuracy(y, p) == pytest.approx(sum(a == b for a, b in zip(y, p)) / len(y))
+    f1s = []
+    for c in set(y) | set(p):
+        tp = sum(a == c and b == c for a, b in zip(y, p))
+        fp = sum(a != c and b == c for a, b in zip(y, p))
+        fn = sum(a == c and b != c for a, b in zip(y, p))
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    assert metrics.macro_f1(y, p) == pytest.approx(sum(f1s) / len(f1s))
+
+
+@given(st.integers(1, 20).flatmap(lambda n: st.tuples(
+    hnp.arrays(np.int64, n, elements=st.integers(0, 5)),
+    hnp.arrays(np.float64, (n, 6), elements=st.sampled_from([0.0, 0.25, 0.5, 1.0])),
+)), st.integers(1, 6))
+def test_top_k_accuracy_breaks_ties_by_class_index(data, k):
+    y, scores = data
+    hits = 0
+    for label, row in zip(y, scores):
+        ranked = sorted(range(len(row)), key=lambda c: (-row[c], c))
+        hits += label in ranked[:k]
+    assert metrics.top_k_accuracy(y, scores, k) == pytest.approx(hits / len(y))
