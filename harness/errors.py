@@ -25,6 +25,10 @@ class WeightsUnavailable(WeightsError, Unavailable):
     """A backbone's weights are not on this machine."""
 
 
+class EmbeddingError(ShelfbenchError):
+    """A backbone could not embed a batch (e.g. an input size the model does not take)."""
+
+
 class SuiteError(ShelfbenchError):
     """A suite file is invalid or names something that is not registered."""
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from harness.backbones.base import Preprocess
 from harness.datasets.base import Split
+from harness.errors import EmbeddingError
 
 if TYPE_CHECKING:
     import torch
@@ -89,6 +90,13 @@ def embed_batches(
         for start in range(0, len(indices), batch_size):
             rows = indices[start : start + batch_size]
             x = to_tensor([transform(split.image(int(i)), pre) for i in rows], pre)
-            out = model(x.to(dev, non_blocking=True))
+            try:
+                out = model(x.to(dev, non_blocking=True))
+            except (RuntimeError, AssertionError, ValueError) as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise EmbeddingError(
+                    f"{desc}: the model failed on a batch of {tuple(x.shape)}: {reason}; "
+                    "check the suite's image_size against the backbone's input size"
+                ) from exc
             yield rows, out.float().cpu().numpy()
             bar.update(len(rows))

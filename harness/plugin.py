@@ -59,7 +59,8 @@ def load_cells(path: Path) -> tuple[Any, ...]:
     try:
         return load_suite(path).cells
     except ShelfbenchError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -95,12 +96,14 @@ class Bench:
         try:
             with self._terminal():
                 result = run_cell(cell, self.cache)
-        except Unavailable as exc:
-            if self._require:
-                pytest.fail(str(exc), pytrace=False)
-            pytest.skip(str(exc))
         except ShelfbenchError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            error = exc
+        else:
+            error = None
+        if isinstance(error, Unavailable) and not self._require:
+            pytest.skip(str(error))
+        if error is not None:
+            pytest.fail(str(error), pytrace=False)
         row = result.row()
         self._request.node.user_properties.append((RESULT_PROPERTY, json.dumps(row)))
         failures = result.below_floor(cell)

@@ -18,7 +18,6 @@ LIBRARIES = {
     "torchvision": "torchvision",
     "timm": "timm",
     "open_clip": "open_clip_torch",
-    "faiss": "faiss-cpu",
     "numpy": "numpy",
     "scikit_learn": "scikit-learn",
     "pillow": "pillow",

@@ -1,10 +1,17 @@
-"""Nearest-neighbour ranking of a gallery for each query: cosine similarity with faiss."""
+"""Nearest-neighbour ranking of a gallery for each query: exact cosine similarity.
+
+numpy rather than faiss: measured here (2k queries × 10k gallery, d = 1280), faiss-cpu
+1.15.1's ``IndexFlatIP.search`` took 1.8-2.1 s, because below 128,000 queries it skips BLAS
+and its bundled OpenBLAS runs the generic Prescott kernel on this CPU; numpy's matmul,
+partition and sort took 0.9 s for the same exact top-1050.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from harness.extract import cpu_threads
+# Similarities are computed for blocks of queries, at most this many floats at a time.
+BLOCK_FLOATS = 1 << 25
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -17,19 +24,27 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 def rank(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` gallery items per query by cosine similarity: ``(scores, indices)``.
 
-    Exact search (faiss ``IndexFlatIP`` on L2-normalised vectors). Within the returned
+    Exact: the similarity q·g of L2-normalised vectors for every pair. Within the returned
     list, equal scores are ordered by ascending gallery index; which of several items tied
-    at the k-th place make the list is faiss's choice.
+    at the k-th place make the list is unspecified.
     """
-    import faiss
-
-    faiss.omp_set_num_threads(cpu_threads())
     gallery = l2_normalise(gallery)
-    index = faiss.IndexFlatIP(gallery.shape[1])
-    index.add(gallery)
-    scores, indices = index.search(l2_normalise(queries), min(k, len(gallery)))
-    order = np.lexsort((indices, -scores), axis=1)
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+    queries = l2_normalise(queries)
+    k = min(k, len(gallery))
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    indices = np.empty((len(queries), k), dtype=np.int64)
+    block = max(1, BLOCK_FLOATS // max(1, len(gallery)))
+    for start in range(0, len(queries), block):
+        sims = queries[start : start + block] @ gallery.T
+        if k < len(gallery):
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(len(gallery)), sims.shape)
+        top_scores = np.take_along_axis(sims, top, 1)
+        order = np.lexsort((top, -top_scores), axis=1)
+        scores[start : start + block] = np.take_along_axis(top_scores, order, 1)
+        indices[start : start + block] = np.take_along_axis(top, order, 1)
+    return scores, indices
 
 
 def relevance(

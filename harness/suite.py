@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.backbones import BACKBONES
 from harness.datasets import DATASETS
-from harness.errors import SuiteError
+from harness.errors import ShelfbenchError, SuiteError
 from harness.strategies import STRATEGIES
 
 FLOOR_FIELDS = {"floor", "measured", "date", "machine"}
@@ -94,10 +94,13 @@ def load_suite(path: Path) -> Suite:
     for group in raw.get("cells", []):
         product = itertools.product(group["datasets"], group["backbones"], group["strategies"])
         for dataset, backbone, strategy_name in product:
-            DATASETS.get(dataset)
-            BACKBONES.get(backbone)
-            strategy = STRATEGIES.get(strategy_name)
-            params = strategy.params(raw.get("strategy", {}).get(strategy_name, {}))
+            try:
+                DATASETS.get(dataset)
+                BACKBONES.get(backbone)
+                strategy = STRATEGIES.get(strategy_name)
+                params = strategy.params(raw.get("strategy", {}).get(strategy_name, {}))
+            except ShelfbenchError as exc:
+                raise SuiteError(f"{path}: {exc}") from None
             cells.append(Cell(name, dataset, backbone, strategy_name, profile, params))
 
     by_id = {cell.id: cell for cell in cells}
@@ -143,10 +146,13 @@ def find_cell(cell_id: str, suites_dir: Path) -> Cell:
     """The cell ``cell_id`` in the one suite of ``suites_dir`` that declares it."""
     suites = [load_suite(p) for p in sorted(suites_dir.glob("*.toml"))]
     found = [s.cell(cell_id) for s in suites if cell_id in {c.id for c in s.cells}]
-    if len(found) != 1:
-        where = "no suite" if not found else f"{len(found)} suites"
+    if not found:
         raise SuiteError(
-            f"{where} in {suites_dir} declare{'s' if found else ''} cell "
-            f"{cell_id!r}; pass --suite FILE"
+            f"no suite in {suites_dir}/ declares cell {cell_id!r}; "
+            "pass --suite FILE or --suites-dir DIR"
+        )
+    if len(found) > 1:
+        raise SuiteError(
+            f"{len(found)} suites in {suites_dir}/ declare cell {cell_id!r}; pass --suite FILE"
         )
     return found[0]

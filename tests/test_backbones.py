@@ -21,7 +21,10 @@ def test_preprocessing_matches_timm_pretrained_cfg(name):
     cfg = timm.get_pretrained_cfg(spec.model).to_dict()
     pre = spec.preprocess
     assert (pre.size, pre.interpolation, pre.crop_pct) == (
-        cfg["input_size"][1], cfg["interpolation"], cfg["crop_pct"])
+        cfg["input_size"][1],
+        cfg["interpolation"],
+        cfg["crop_pct"],
+    )
     assert pre.mean == pytest.approx(cfg["mean"]) and pre.std == pytest.approx(cfg["std"])
 
 
@@ -72,8 +75,9 @@ def test_lite0_with_imagenet_statistics_is_a_worse_daisy_detector():
     spec = BACKBONES.get("effnet-lite0")
     model = build_model(spec, resolve(spec), head=True)
     photo = Image.fromarray(load_sample_image("flower.jpg"))
-    wrong = dataclasses.replace(spec.preprocess, mean=(0.485, 0.456, 0.406),
-                                std=(0.229, 0.224, 0.225))
+    wrong = dataclasses.replace(
+        spec.preprocess, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     with torch.inference_mode():
         right_p = model(to_tensor([transform(photo, spec.preprocess)], spec.preprocess))
         wrong_p = model(to_tensor([transform(photo, wrong)], wrong))

@@ -93,5 +93,6 @@ def test_concurrent_processes_compute_each_row_once(tmp_path):
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
     assert log.read_text().splitlines() == ["0 1 2 3 4 5 6 7"]
-    np.testing.assert_array_equal(CacheEntry(tmp_path, KEY, 8).read(np.arange(8)),
-                                  np.outer(np.arange(8), [1, 2, 3]))
+    np.testing.assert_array_equal(
+        CacheEntry(tmp_path, KEY, 8).read(np.arange(8)), np.outer(np.arange(8), [1, 2, 3])
+    )

@@ -29,10 +29,13 @@ def test_read_idx_round_trip(tmp_path):
     assert sha256 == hashlib.sha256(raw).hexdigest()
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    (idx_bytes(np.zeros((2, 3), np.uint8))[:-1], "truncated"),
-    (b"\x01\x00\x08\x01\x00\x00\x00\x01\x00", "magic"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (idx_bytes(np.zeros((2, 3), np.uint8))[:-1], "truncated"),
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x00", "magic"),
+    ],
+)
 def test_read_idx_rejects_bad_files(tmp_path, raw, message):
     (tmp_path / "bad").write_bytes(raw)
     with pytest.raises(DatasetError, match=message):
@@ -55,8 +58,11 @@ def test_missing_fashion_mnist_says_the_three_ways_to_get_it(tmp_path, monkeypat
         open_dataset("fashion-mnist")
     message = str(err.value)
     assert "\n" not in message
-    for way in ("apt-get install dataset-fashion-mnist", "$SHELFBENCH_DATA/fashion-mnist",
-                "shelfbench data fetch fashion-mnist"):
+    for way in (
+        "apt-get install dataset-fashion-mnist",
+        "$SHELFBENCH_DATA/fashion-mnist",
+        "shelfbench data fetch fashion-mnist",
+    ):
         assert way in message
 
 
@@ -116,7 +122,8 @@ def test_download_verifies_md5_before_the_file_appears(tmp_path):
         download(source.as_uri(), tmp_path / "out" / "bad.bin", md5="0" * 32)
     assert list((tmp_path / "out").iterdir()) == []
     assert download(source.as_uri(), tmp_path / "out" / "ok.bin", md5=good).read_bytes() == (
-        b"product images")
+        b"product images"
+    )
 
 
 def test_every_registered_dataset_declares_its_classes_and_splits():

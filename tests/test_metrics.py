@@ -26,7 +26,9 @@ def rankings(draw):
 
 
 def reference(relevance, n_relevant, score_one):
-    return float(np.mean([score_one(list(r), int(n)) for r, n in zip(relevance, n_relevant)]))
+    return float(
+        np.mean([score_one(list(r), int(n)) for r, n in zip(relevance, n_relevant, strict=True)])
+    )
 
 
 def recall_one(rel, n, k):
@@ -59,18 +61,29 @@ def ndcg_one(rel, n, k):
 @given(rankings(), st.integers(1, 12))
 def test_retrieval_metrics_match_brute_force(ranking, k):
     rel, n_rel = ranking
-    assert metrics.recall_at_k(rel, k) == pytest.approx(reference(rel, n_rel, lambda r, n: recall_one(r, n, k)))
-    assert metrics.mmp_at_k(rel, n_rel, k) == pytest.approx(reference(rel, n_rel, lambda r, n: mmp_one(r, n, k)))
-    assert metrics.mrr_at_k(rel, k) == pytest.approx(reference(rel, n_rel, lambda r, n: mrr_one(r, n, k)))
-    assert metrics.ndcg_at_k(rel, n_rel, k) == pytest.approx(reference(rel, n_rel, lambda r, n: ndcg_one(r, n, k)))
+    assert metrics.recall_at_k(rel, k) == pytest.approx(
+        reference(rel, n_rel, lambda r, n: recall_one(r, n, k))
+    )
+    assert metrics.mmp_at_k(rel, n_rel, k) == pytest.approx(
+        reference(rel, n_rel, lambda r, n: mmp_one(r, n, k))
+    )
+    assert metrics.mrr_at_k(rel, k) == pytest.approx(
+        reference(rel, n_rel, lambda r, n: mrr_one(r, n, k))
+    )
+    assert metrics.ndcg_at_k(rel, n_rel, k) == pytest.approx(
+        reference(rel, n_rel, lambda r, n: ndcg_one(r, n, k))
+    )
     assert metrics.map_at_r(rel, n_rel) == pytest.approx(reference(rel, n_rel, map_r_one))
 
 
 @given(rankings())
 def test_retrieval_metrics_are_fractions(ranking):
     rel, n_rel = ranking
-    for value in (metrics.mmp_at_k(rel, n_rel, 5), metrics.map_at_r(rel, n_rel),
-                  metrics.ndcg_at_k(rel, n_rel, 5)):
+    for value in (
+        metrics.mmp_at_k(rel, n_rel, 5),
+        metrics.map_at_r(rel, n_rel),
+        metrics.ndcg_at_k(rel, n_rel, 5),
+    ):
         assert 0.0 <= value <= 1.0 + 1e-12
 
 
@@ -82,36 +95,50 @@ def test_map_at_r_refuses_a_ranking_shorter_than_r():
 def test_perfect_ranking_scores_one():
     rel = np.array([[True, True, False, False]])
     n = np.array([2])
-    assert metrics.map_at_r(rel, n) == metrics.ndcg_at_k(rel, n, 4) == metrics.mmp_at_k(rel, n, 5) == 1.0
+    assert (
+        metrics.map_at_r(rel, n)
+        == metrics.ndcg_at_k(rel, n, 4)
+        == metrics.mmp_at_k(rel, n, 5)
+        == 1.0
+    )
 
 
-labels_pairs = st.integers(1, 40).flatmap(lambda n: st.tuples(
-    hnp.arrays(np.int64, n, elements=st.integers(0, 6)),
-    hnp.arrays(np.int64, n, elements=st.integers(0, 6)),
-))
+labels_pairs = st.integers(1, 40).flatmap(
+    lambda n: st.tuples(
+        hnp.arrays(np.int64, n, elements=st.integers(0, 6)),
+        hnp.arrays(np.int64, n, elements=st.integers(0, 6)),
+    )
+)
 
 
 @given(labels_pairs)
 def test_classification_metrics_match_brute_force(pair):
     y, p = pair
-    assert metrics.accuracy(y, p) == pytest.approx(sum(a == b for a, b in zip(y, p)) / len(y))
+    assert metrics.accuracy(y, p) == pytest.approx(
+        sum(a == b for a, b in zip(y, p, strict=True)) / len(y)
+    )
     f1s = []
     for c in set(y) | set(p):
-        tp = sum(a == c and b == c for a, b in zip(y, p))
-        fp = sum(a != c and b == c for a, b in zip(y, p))
-        fn = sum(a == c and b != c for a, b in zip(y, p))
+        tp = sum(a == c and b == c for a, b in zip(y, p, strict=True))
+        fp = sum(a != c and b == c for a, b in zip(y, p, strict=True))
+        fn = sum(a == c and b != c for a, b in zip(y, p, strict=True))
         f1s.append(2 * tp / (2 * tp + fp + fn))
     assert metrics.macro_f1(y, p) == pytest.approx(sum(f1s) / len(f1s))
 
 
-@given(st.integers(1, 20).flatmap(lambda n: st.tuples(
-    hnp.arrays(np.int64, n, elements=st.integers(0, 5)),
-    hnp.arrays(np.float64, (n, 6), elements=st.sampled_from([0.0, 0.25, 0.5, 1.0])),
-)), st.integers(1, 6))
+@given(
+    st.integers(1, 20).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.int64, n, elements=st.integers(0, 5)),
+            hnp.arrays(np.float64, (n, 6), elements=st.sampled_from([0.0, 0.25, 0.5, 1.0])),
+        )
+    ),
+    st.integers(1, 6),
+)
 def test_top_k_accuracy_breaks_ties_by_class_index(data, k):
     y, scores = data
     hits = 0
-    for label, row in zip(y, scores):
+    for label, row in zip(y, scores, strict=True):
         ranked = sorted(range(len(row)), key=lambda c: (-row[c], c))
         hits += label in ranked[:k]
     assert metrics.top_k_accuracy(y, scores, k) == pytest.approx(hits / len(y))

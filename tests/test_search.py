@@ -1,4 +1,4 @@
-"""faiss ranking against a numpy brute force; tie order within the returned list."""
+"""Ranking against a brute-force argsort; tie order within the returned list."""
 
 import numpy as np
 from hypothesis import given

@@ -1,0 +1,178 @@
+"""The pytest plugin end to end, on the tiny suite (synthetic data, random-init model)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import timm  # noqa: F401
+import torch  # noqa: F401
+
+from harness.datasets import fashion_mnist
+
+# pytester's in-process runs drop the modules they imported when they end, and extension
+# modules do not survive a second import (faiss's segfaulted). Importing the heavy libraries
+# here keeps them loaded once for the whole module.
+
+pytest_plugins = ["pytester"]
+
+TINY = (Path(__file__).parents[1] / "fixtures" / "suites" / "tiny.toml").read_text()
+TEST_FILE = """
+from pathlib import Path
+import pytest
+from harness.plugin import load_cells
+
+CELLS = load_cells(Path(__file__).with_name("suite.toml"))
+
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+def test_cell(cell, shelfbench):
+    shelfbench.check(cell)
+"""
+KNN = "synthetic-products/test-efficientnet/knn"
+LINEAR = "synthetic-products/test-efficientnet/linear"
+
+
+def floor(cell, metric, value):
+    return (
+        f'\n[floors."{cell}"]\n"{metric}" = {{ floor = {value}, measured = {value}, '
+        'date = "2026-11-27", machine = "test" }\n'
+    )
+
+
+@pytest.fixture
+def suite(pytester):
+    def write(toml: str = TINY) -> Path:
+        pytester.makefile(".toml", suite=toml)
+        pytester.makepyfile(test_cells=TEST_FILE)
+        return pytester.path
+
+    return write
+
+
+def report(pytester) -> dict:
+    return json.loads((pytester.path / "reports" / "latest.json").read_text())
+
+
+def test_cells_pass_and_the_report_has_the_stable_schema(pytester, suite):
+    suite(TINY + floor(KNN, "accuracy", 0.2))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*shelfbench*", f"{KNN}*passed*", "*wrote*latest.json"])
+    data = report(pytester)
+    assert data["schema"] == 1
+    assert {
+        "harness",
+        "python",
+        "torch",
+        "timm",
+        "open_clip",
+        "git_commit",
+        "host",
+        "started",
+        "finished",
+    } <= set(data["provenance"])
+    cells = {c["id"]: c for c in data["cells"]}
+    assert list(cells) == [KNN, LINEAR]
+    knn = cells[KNN]
+    for field in (
+        "id",
+        "dataset",
+        "backbone",
+        "strategy",
+        "outcome",
+        "metrics",
+        "floors",
+        "seconds",
+        "cache",
+        "n_train",
+        "n_test",
+        "dataset_fingerprint",
+        "weights_sha256",
+    ):
+        assert field in knn
+    assert knn["outcome"] == "passed" and knn["floors"] == {"accuracy": 0.2}
+    assert (knn["n_train"], knn["n_test"]) == (320, 96)
+    assert set(knn["seconds"]) >= {"embed", "fit", "eval"}
+    assert all(isinstance(v, float) for v in knn["metrics"].values())
+    assert (pytester.path / "reports" / "latest.md").read_text().count(KNN) == 1
+    assert (pytester.path / "reports" / "latest.csv").read_text().splitlines()[0].startswith("id,")
+
+
+def test_second_run_reads_the_cache(pytester, suite):
+    suite()
+    pytester.runpytest().assert_outcomes(passed=2)
+    assert [c["cache"] for c in report(pytester)["cells"]] == ["miss", "hit"]
+    pytester.runpytest().assert_outcomes(passed=2)
+    assert [c["cache"] for c in report(pytester)["cells"]] == ["hit", "hit"]
+
+
+def test_a_metric_below_its_floor_fails_with_value_floor_and_sizes(pytester, suite):
+    suite(TINY + floor(LINEAR, "macro_f1", 0.999))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*macro_f1 = 0.* is below its floor 0.9990*n_train=320, n_test=96"]
+    )
+    cell = report(pytester)["cells"][1]
+    assert cell["outcome"] == "failed" and "macro_f1" in cell["metrics"]
+    assert "below its floor" in cell["message"]
+
+
+def test_k_selects_cells_by_id(pytester, suite):
+    suite()
+    pytester.runpytest("-k", "knn").assert_outcomes(passed=1, deselected=1)
+    assert [c["id"] for c in report(pytester)["cells"]] == [KNN]
+
+
+MISSING_DATA = """
+[suite]
+name = "needs-data"
+
+[profile]
+n_train = 10
+n_test = 10
+
+[[cells]]
+datasets = ["fashion-mnist"]
+backbones = ["test-efficientnet"]
+strategies = ["knn"]
+"""
+
+
+def test_missing_data_skips_with_how_to_and_require_fails(pytester, suite, monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", pytester.path / "absent")
+    monkeypatch.setenv("SHELFBENCH_DATA", str(pytester.path))
+    suite(MISSING_DATA)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*apt-get install dataset-fashion-mnist*"])
+    cell = report(pytester)["cells"][0]
+    assert cell["outcome"] == "skipped" and "shelfbench data fetch" in cell["message"]
+    pytester.runpytest("--shelf-require").assert_outcomes(failed=1)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('"test-efficientnet"', '"nope"'), "unknown backbone 'nope'"),
+        (lambda t: t + floor(KNN, "acuracy", 0.1), "no metric 'acuracy'"),
+        (
+            lambda t: t + f'\n[floors."{KNN}"]\naccuracy = {{ floor = 0.5 }}\n',
+            "a floor records its measurement",
+        ),
+        (lambda t: t.replace("[profile]", "[profile]\nimage_sise = 3"), "image_sise"),
+    ],
+)
+def test_suite_mistakes_fail_collection_in_one_line(pytester, suite, edit, message):
+    suite(edit(TINY))
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([f"*{message}*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_xdist_workers_report_through_the_controller(pytester, suite):
+    suite()
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist")
+    result.assert_outcomes(passed=2)
+    assert sorted(c["id"] for c in report(pytester)["cells"]) == [KNN, LINEAR]
+    assert all(c["metrics"] for c in report(pytester)["cells"])

@@ -1,0 +1,85 @@
+"""Strategies: the L-BFGS solver, the linear probe's protocol, and kNN on easy data."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.strategies import STRATEGIES, Features, lbfgs
+from harness.strategies.linear import fit_softmax, softmax_objective, stratified_holdout
+
+
+@given(st.integers(0, 2**31), st.integers(1, 12))
+def test_lbfgs_solves_a_convex_quadratic(seed, dim):
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=(dim, dim))
+    a = m @ m.T + dim * np.eye(dim)
+    b = rng.normal(size=dim)
+    x = lbfgs.minimize(lambda v: (0.5 * v @ a @ v - b @ v, a @ v - b), np.zeros(dim), 200)
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-5)
+
+
+def test_softmax_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 20)
+    objective = softmax_objective(x, y, 3, weight_decay=0.1)
+    theta = rng.normal(size=4 * 3 + 3)
+    _, grad = objective(theta)
+    eps = 1e-3
+    numeric = [
+        (objective(theta + eps * e)[0] - objective(theta - eps * e)[0]) / (2 * eps)
+        for e in np.eye(len(theta))
+    ]
+    np.testing.assert_allclose(grad, numeric, atol=1e-3)
+
+
+def test_fit_softmax_reaches_the_scipy_optimum():
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 200)
+    objective = softmax_objective(x, y, 4, weight_decay=0.05)
+    w, b = fit_softmax(x, y, 4, 0.05, max_iter=300)
+    ours = objective(np.concatenate([w.ravel(), b]))[0]
+    reference = minimize(objective, np.zeros(28), jac=True, method="L-BFGS-B").fun
+    assert ours == pytest.approx(reference, abs=1e-5)
+
+
+def test_holdout_takes_the_fraction_of_every_class():
+    labels = np.repeat([0, 1, 2], [10, 20, 1])
+    held = stratified_holdout(labels, 0.2, seed=0)
+    assert np.bincount(labels[held], minlength=3).tolist() == [2, 4, 0]
+    np.testing.assert_array_equal(held, stratified_holdout(labels, 0.2, seed=0))
+
+
+def blobs(seed=0, n=60, dim=8, classes=3):
+    """Well-separated Gaussian classes; the centres are fixed, the noise is seeded."""
+    centres = np.random.default_rng(100).normal(size=(classes, dim)) * 5
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    return (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+def test_knn_and_linear_are_perfect_on_separated_blobs():
+    train, train_labels = blobs(0)
+    test, test_labels = blobs(1)
+    data = Features(train, train_labels, test, test_labels, 3)
+    knn = STRATEGIES.get("knn")
+    result = knn.run(data, knn.params({})).metrics
+    assert result["accuracy"] == result["recall@1"] == result["map@r"] == 1.0
+    linear = STRATEGIES.get("linear")
+    assert linear.run(data, linear.params({})).metrics["accuracy"] == 1.0
+
+
+def test_linear_chooses_its_weight_decay_without_looking_at_test():
+    train, train_labels = blobs(2, dim=30)
+    test, test_labels = blobs(3, dim=30)
+    linear = STRATEGIES.get("linear")
+    params = linear.params({"weight_decays": (10.0, 1.0, 0.01)})
+    chosen = [
+        linear.run(Features(train, train_labels, test, labels, 3), params).chosen
+        for labels in (test_labels, np.roll(test_labels, 1))
+    ]
+    assert chosen[0] == chosen[1]
