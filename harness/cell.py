@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from harness.backbones import BACKBONES
 from harness.cache import digest
 from harness.datasets import DATASETS, open_dataset, subset
-from harness.embeddings import Embedded, embed
+from harness.embeddings import Embedded, embed, embed_texts
 from harness.strategies import STRATEGIES, Features
 from harness.suite import Cell
 
@@ -78,12 +79,16 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     embedded = cell_embeddings(cell, cache_root)
     train, test = embedded["train"], embedded["test"]
     strategy = STRATEGIES.get(cell.strategy)
+    spec = BACKBONES.get(cell.backbone)
+    classes = DATASETS.get(cell.dataset).classes
     features = Features(
         train.vectors,
         train.labels,
         test.vectors,
         test.labels,
-        len(DATASETS.get(cell.dataset).classes),
+        len(classes),
+        classes,
+        partial(embed_texts, spec, cache_root=cache_root) if spec.source == "open_clip" else None,
     )
     outcome = strategy.run(features, cell.params)
     seconds = {

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tabulate import tabulate
@@ -29,16 +30,89 @@ def _list(args: argparse.Namespace) -> None:
         from harness.backbones import BACKBONES
 
         rows = [
-            [b.name, b.family, b.kind, b.source, b.model, b.embed_dim, b.weights.source]
+            [
+                b.name,
+                b.family,
+                b.kind,
+                b.source,
+                b.identifier,
+                b.embed_dim,
+                b.pooling,
+                _availability(b),
+            ]
             for b in BACKBONES
+            if args.family in (None, b.family)
         ]
-        headers = ["name", "family", "kind", "source", "model", "dim", "weights"]
+        if args.available:
+            rows = [row for row in rows if not row[-1].startswith("missing")]
+        headers = ["name", "family", "kind", "source", "identifier", "dim", "pooling", "weights"]
     else:
         from harness.strategies import STRATEGIES
 
         rows = [[s.name, s.main_metric, s.description] for s in STRATEGIES]
         headers = ["name", "main metric", "description"]
     print(tabulate(rows, headers))
+
+
+def _availability(spec: Any) -> str:
+    from harness.backbones import resolve
+    from harness.errors import Unavailable
+
+    try:
+        return resolve(spec).origin
+    except Unavailable:
+        return "missing"
+
+
+def _backbones(names: list[str], suites_dir: Path) -> list[Any]:
+    """Backbone specs named directly, or used by a suite (a name in suites_dir or a path)."""
+    from harness.backbones import BACKBONES
+    from harness.suite import load_suite
+
+    specs: dict[str, Any] = {}
+    for name in names:
+        path = Path(name) if name.endswith(".toml") else suites_dir / f"{name}.toml"
+        if name not in BACKBONES and path.is_file():
+            for cell in load_suite(path).cells:
+                specs.setdefault(cell.backbone, BACKBONES.get(cell.backbone))
+        else:
+            specs.setdefault(name, BACKBONES.get(name))
+    return list(specs.values())
+
+
+def _weights(args: argparse.Namespace) -> None:
+    from harness.backbones import weights
+
+    failed = 0
+    for spec in _backbones(args.names, args.suites_dir):
+        try:
+            if args.action == "fetch":
+                found = weights.fetch(spec)
+                print(f"ok       {spec.name}: {found.path} ({found.origin})")
+            else:
+                print(f"ok       {spec.name}: {_verify(spec)}")
+        except ShelfbenchError as exc:
+            failed += 1
+            print(f"missing  {spec.name}: {exc}")
+    if failed:
+        raise ShelfbenchError(f"{failed} backbone(s) without usable weights; see above")
+
+
+def _verify(spec: Any) -> str:
+    """Re-hash what resolution finds (ignoring the hash memo) and compare."""
+    from harness.backbones.weights import hash_file, resolve
+
+    found = resolve(spec)
+    if found.path is None or found.path.is_dir():
+        return f"{found.origin}, sha256 {found.sha256[:12]}…"
+    actual = hash_file(found.path)
+    expected = spec.weights.sha256 or found.sha256
+    if actual != expected:
+        raise ShelfbenchError(
+            f"{found.path}: sha256 {actual[:12]}… but expected "
+            f"{expected[:12]}…; delete it and fetch it again"
+        )
+    return f"{found.path} ({found.origin}), sha256 {actual[:12]}… verified"
 
 
 def _fetch(args: argparse.Namespace) -> None:
@@ -84,6 +158,22 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered datasets, backbones or strategies")
     ls.add_argument("what", choices=["datasets", "backbones", "strategies"])
     ls.set_defaults(run=_list)
+
+    ls.add_argument("--family", choices=["supervised", "ssl", "contrastive", "untrained"])
+    ls.add_argument(
+        "--available", action="store_true", help="only backbones whose weights are here"
+    )
+
+    weights = sub.add_parser("weights", help="backbone weights")
+    weights_sub = weights.add_subparsers(dest="action", required=True)
+    for action, text in [
+        ("fetch", "download weights into the Hugging Face cache (needs the network)"),
+        ("verify", "re-hash the weights on this machine and compare with the expected sha256"),
+    ]:
+        w = weights_sub.add_parser(action, help=text)
+        w.add_argument("names", nargs="+", help="backbone names, or suite names or files")
+        w.add_argument("--suites-dir", type=Path, default=Path("suites"))
+        w.set_defaults(run=_weights)
 
     data = sub.add_parser("data", help="dataset files")
     data_sub = data.add_subparsers(dest="action", required=True)

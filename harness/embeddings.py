@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,7 +16,7 @@ from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights, resolve
 from harness.cache import EMBEDDING_VERSION, CacheEntry
 from harness.datasets.base import Dataset
-from harness.extract import device, embed_batches
+from harness.extract import device, embed_batches, text_batches
 from harness.provenance import library_versions
 
 if TYPE_CHECKING:
@@ -52,7 +54,9 @@ def embedding_key(
         "split": split,
         "backbone": spec.name,
         "source": spec.source,
-        "model": spec.model,
+        "identifier": spec.identifier,
+        "pooling": spec.pooling,
+        "quick_gelu": spec.quick_gelu,
         "weights_sha256": weights.sha256,
         "preprocess": pre.as_dict(),
         "dtype": "float32",
@@ -99,3 +103,27 @@ def embed(
         time.perf_counter() - start,
         entry.key,
     )
+
+
+def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.ndarray:
+    """Normalised text-tower embeddings of ``prompts`` (open_clip models), cached like
+    images under a key of the backbone, its weights and the exact prompts."""
+    weights = resolve(spec)
+    versions = library_versions()
+    key = {
+        "embedding_version": EMBEDDING_VERSION,
+        "kind": "text",
+        "prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
+        "backbone": spec.name,
+        "identifier": spec.identifier,
+        "quick_gelu": spec.quick_gelu,
+        "weights_sha256": weights.sha256,
+        "device": device(),
+        "libraries": {name: versions[name] for name in KEY_LIBRARIES},
+    }
+    entry = CacheEntry(cache_root, key, len(prompts))
+    rows = np.arange(len(prompts))
+    if not entry.has(rows):
+        model = load_model(spec, weights)
+        entry.fill(rows, lambda todo: text_batches(model, spec, weights, prompts, todo))
+    return entry.read(rows)

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from harness.backbones.base import Preprocess
+from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.weights import ResolvedWeights
 from harness.datasets.base import Split
 from harness.errors import EmbeddingError
 
@@ -41,12 +42,16 @@ def device() -> str:
 
 
 def transform(image: Image.Image, pre: Preprocess) -> np.ndarray:
-    """Resize the short side to ``floor(size / crop_pct)`` (as timm does), centre-crop."""
+    """``shortest``: resize the short side to ``floor(size / crop_pct)`` (as timm does) and
+    centre-crop; ``squash``: resize to ``size`` x ``size`` (as open_clip's squash mode)."""
+    resample = _RESAMPLE[pre.interpolation]
+    if pre.resize == "squash":
+        return np.asarray(image.resize((pre.size, pre.size), resample))
     scaled = math.floor(pre.size / pre.crop_pct)
     w, h = image.size
     ratio = scaled / min(w, h)
     new_w, new_h = max(scaled, round(w * ratio)), max(scaled, round(h * ratio))
-    image = image.resize((new_w, new_h), _RESAMPLE[pre.interpolation])
+    image = image.resize((new_w, new_h), resample)
     left, top = (new_w - pre.size) // 2, (new_h - pre.size) // 2
     return np.asarray(image.crop((left, top, left + pre.size, top + pre.size)))
 
@@ -100,3 +105,25 @@ def embed_batches(
                 ) from exc
             yield rows, out.float().cpu().numpy()
             bar.update(len(rows))
+
+
+def text_batches(
+    tower: torch.nn.Module,
+    spec: BackboneSpec,
+    weights: ResolvedWeights,
+    prompts: list[str],
+    rows: np.ndarray,
+    batch_size: int = 256,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(rows, normalised text embeddings)`` from an open_clip image tower's model."""
+    import open_clip
+    import torch
+
+    name = f"local-dir:{weights.path}" if spec.model.startswith("hf-hub:") else spec.model
+    tokenizer = open_clip.get_tokenizer(name)
+    model = tower.clip.to(device())
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            tokens = tokenizer([prompts[i] for i in chunk]).to(device())
+            yield chunk, model.encode_text(tokens, normalize=True).float().cpu().numpy()

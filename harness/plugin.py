@@ -45,8 +45,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Every cell carries its backbone's family and kind as markers, and "clip" for open_clip
+# models, so `-k clip`, `-k ssl` or `-k vit` select the way the study groups backbones.
+CELL_MARKERS = {
+    "shelfbench": "a benchmark cell",
+    "supervised": "a cell of a supervised backbone",
+    "ssl": "a cell of a self-supervised backbone",
+    "contrastive": "a cell of a text-image contrastive backbone",
+    "untrained": "a cell of a random-init test backbone",
+    "cnn": "a cell of a convolutional backbone",
+    "vit": "a cell of a vision-transformer backbone",
+    "clip": "a cell of an open_clip (CLIP-style) backbone",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "shelfbench: a benchmark cell")
+    for name, description in CELL_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ShelfReport(config), "shelfbench-report")
 
@@ -64,12 +79,16 @@ def load_cells(path: Path) -> tuple[Any, ...]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from harness.backbones import BACKBONES
     from harness.suite import Cell
 
     for item in items:
         cell = getattr(getattr(item, "callspec", None), "params", {}).get("cell")
         if isinstance(cell, Cell):
-            item.add_marker("shelfbench")
+            spec = BACKBONES.get(cell.backbone)
+            markers = ["shelfbench", spec.family, spec.kind]
+            for marker in markers + (["clip"] if spec.source == "open_clip" else []):
+                item.add_marker(marker)
             static = {
                 "id": cell.id,
                 "dataset": cell.dataset,
@@ -156,6 +175,13 @@ class ShelfReport:
 
         terminalreporter.write_sep("=", "shelfbench")
         terminalreporter.write_line(terminal_table(list(self.rows.values())))
+        reasons: dict[tuple[str, str], list[str]] = {}
+        for row in self.rows.values():
+            if row.get("message"):
+                key = (row["outcome"], row["message"].splitlines()[0])
+                reasons.setdefault(key, []).append(row["id"])
+        for (outcome, reason), ids in reasons.items():
+            terminalreporter.write_line(f"{outcome} {', '.join(ids)}: {reason}")
         for path in self.paths:
             terminalreporter.write_line(f"wrote {path}")
 

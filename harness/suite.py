@@ -96,11 +96,16 @@ def load_suite(path: Path) -> Suite:
         for dataset, backbone, strategy_name in product:
             try:
                 DATASETS.get(dataset)
-                BACKBONES.get(backbone)
+                source = BACKBONES.get(backbone).source
                 strategy = STRATEGIES.get(strategy_name)
                 params = strategy.params(raw.get("strategy", {}).get(strategy_name, {}))
             except ShelfbenchError as exc:
                 raise SuiteError(f"{path}: {exc}") from None
+            if strategy.needs_text and source != "open_clip":
+                raise SuiteError(
+                    f"{path}: {strategy_name} needs a text tower; {backbone} is "
+                    f"an image-only {source} model"
+                )
             cells.append(Cell(name, dataset, backbone, strategy_name, profile, params))
 
     by_id = {cell.id: cell for cell in cells}

