@@ -125,13 +125,23 @@ class CacheEntry:
                     buffered.append((rows, batch))
                     full = sum(len(r) for r, _ in buffered) >= PART_ROWS
                     if full or time.monotonic() - last > PART_SECONDS:
-                        self._write_part(buffered)
+                        self._write_part(buffered, time.monotonic() - last)
                         buffered, last = [], time.monotonic()
             finally:
-                self._write_part(buffered)
+                self._write_part(buffered, time.monotonic() - last)
             return len(missing)
 
-    def _write_part(self, buffered: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    def seconds_per_item(self) -> float:
+        """Compute time per cached row when it was computed (0 for an empty entry): the
+        cost of these embeddings, which a warm run's wall time does not show."""
+        seconds = rows = 0.0
+        for part in self._parts():
+            with np.load(part) as data:
+                seconds += float(data["seconds"])
+                rows += len(data["indices"])
+        return seconds / rows if rows else 0.0
+
+    def _write_part(self, buffered: list[tuple[np.ndarray, np.ndarray]], seconds: float) -> None:
         if not buffered:
             return
         indices = np.concatenate([rows for rows, _ in buffered]).astype(np.int64)
@@ -139,6 +149,6 @@ class CacheEntry:
 
         def save(path: Path) -> None:
             with path.open("wb") as f:
-                np.savez(f, indices=indices, vectors=vectors)
+                np.savez(f, indices=indices, vectors=vectors, seconds=seconds)
 
         atomic_write(self.dir / f"part-{uuid.uuid4().hex}.npz", save)

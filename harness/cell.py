@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -12,6 +13,7 @@ from harness.backbones import BACKBONES
 from harness.cache import digest
 from harness.datasets import DATASETS, open_dataset, subset
 from harness.embeddings import Embedded, embed, embed_texts
+from harness.stats import bootstrap_ci
 from harness.strategies import STRATEGIES, Features
 from harness.suite import Cell
 
@@ -39,6 +41,11 @@ class CellResult:
     chosen: dict[str, Any]
     preprocess: dict[str, Any]
     embedding_keys: dict[str, str]
+    ci: dict[str, list[float]]
+    gate: dict[str, float]
+    protocol: str
+    test_items_sha256: str
+    items: dict[str, list[float]]
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,17 +98,21 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         partial(embed_texts, spec, cache_root=cache_root) if spec.source == "open_clip" else None,
     )
     outcome = strategy.run(features, cell.params)
+    metrics = outcome.metrics
+    gate = cell.gate
+    ci = {m: list(bootstrap_ci(outcome.items, m, gate.resamples, gate.seed)) for m in metrics}
     seconds = {
         "embed": train.seconds + test.seconds,
         **outcome.seconds,
         "total": time.perf_counter() - start,
     }
+    seconds["cost"] = train.cost_seconds + test.cost_seconds + seconds["fit"] + seconds["eval"]
     return CellResult(
         id=cell.id,
         dataset=cell.dataset,
         backbone=cell.backbone,
         strategy=cell.strategy,
-        metrics=outcome.metrics,
+        metrics=metrics,
         floors={f.metric: f.floor for f in cell.floors},
         seconds=seconds,
         cache="miss" if train.computed or test.computed else "hit",
@@ -113,4 +124,9 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         chosen=outcome.chosen,
         preprocess=dict(train.key["preprocess"]),  # type: ignore[call-overload]
         embedding_keys={split: digest(e.key) for split, e in embedded.items()},
+        ci=ci,
+        gate=asdict(gate),
+        protocol=DATASETS.get(cell.dataset).protocol,
+        test_items_sha256=hashlib.sha256(test.indices.astype("<i8").tobytes()).hexdigest(),
+        items={name: values.tolist() for name, values in outcome.items.items()},
     )

@@ -151,6 +151,53 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {cell.id} embeddings to {args.out}")
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from harness.baseline import compare_cell, load_run
+
+    old, new = load_run(args.old), load_run(args.new)
+    rows, regressions = [], 0
+    for cell in [c for c in new.rows if c in old.rows and c in new.items and c in old.items]:
+        row = new.rows[cell]
+        gate = row.get("gate", {})
+        max_drop = gate.get("max_drop", 0.01) if args.max_drop is None else args.max_drop
+        metrics = [args.metric or row["main_metric"]]
+        for c in compare_cell(
+            old.rows[cell],
+            old.items[cell],
+            row,
+            new.items[cell],
+            metrics,
+            max_drop,
+            args.resamples,
+            args.seed,
+        ):
+            regressions += c.regression
+            rows.append(
+                [
+                    cell,
+                    c.metric,
+                    f"{c.old:.4f}",
+                    f"{c.new:.4f}",
+                    f"{c.diff:+.4f} [{c.low:+.4f}, {c.high:+.4f}]",
+                    f"{c.max_drop:.4f}",
+                    c.verdict + (" (regression)" if c.regression else ""),
+                ]
+            )
+    print(
+        tabulate(
+            rows,
+            ["cell", "metric", "old", "new", "new - old [95% CI]", "tolerance", "verdict"],
+            disable_numparse=True,
+        )
+    )
+    for label, run, other in (("only in old", old, new), ("only in new", new, old)):
+        for cell in sorted(set(run.rows) - set(other.rows)):
+            print(f"{label}: {cell} ({run.rows[cell]['outcome']})")
+    worse = sum(1 for r in rows if r[-1].startswith("worse"))
+    print(f"{len(rows)} compared: {worse} significantly worse, {regressions} beyond tolerance")
+    return 1 if regressions else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shelfbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,6 +222,17 @@ def parser() -> argparse.ArgumentParser:
         w.add_argument("--suites-dir", type=Path, default=Path("suites"))
         w.set_defaults(run=_weights)
 
+    compare = sub.add_parser(
+        "compare", help="compare two runs cell by cell; exit 1 on a regression beyond tolerance"
+    )
+    compare.add_argument("old", type=Path, help="a report .json (its .items.npz beside it)")
+    compare.add_argument("new", type=Path)
+    compare.add_argument("--metric", help="metric to compare (default: each cell's main one)")
+    compare.add_argument("--max-drop", type=float, help="tolerance (default: the suite's)")
+    compare.add_argument("--resamples", type=int, default=1000)
+    compare.add_argument("--seed", type=int, default=0)
+    compare.set_defaults(run=_compare)
+
     data = sub.add_parser("data", help="dataset files")
     data_sub = data.add_subparsers(dest="action", required=True)
     fetch = data_sub.add_parser("fetch", help="download and verify a dataset")
@@ -195,14 +253,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except ShelfbenchError as exc:
         print(f"shelfbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shelfbench: interrupted; finished batches are kept in the cache", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

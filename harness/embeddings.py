@@ -28,7 +28,8 @@ KEY_LIBRARIES = ("torch", "torchvision", "timm", "open_clip", "pillow")
 
 @dataclass(frozen=True)
 class Embedded:
-    """Embeddings of the items ``indices`` of one split, with their labels."""
+    """Embeddings of the items ``indices`` of one split, with their labels. ``seconds`` is
+    this call's wall time; ``cost_seconds`` what computing them took, hit or miss."""
 
     vectors: np.ndarray
     labels: np.ndarray
@@ -36,6 +37,7 @@ class Embedded:
     computed: int
     seconds: float
     key: dict[str, object]
+    cost_seconds: float
 
 
 def embedding_key(
@@ -102,6 +104,7 @@ def embed(
         computed,
         time.perf_counter() - start,
         entry.key,
+        entry.seconds_per_item() * len(indices),
     )
 
 

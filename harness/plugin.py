@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from harness.baseline import BaselineError, Run, compare_cell, load_run
 from harness.errors import ShelfbenchError, Unavailable
 from harness.paths import cache_root
 from harness.provenance import now, run_provenance
@@ -37,6 +39,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=Path,
         default=None,
         help="where latest.json/.md/.csv go (default <rootdir>/reports)",
+    )
+    group.addoption(
+        "--shelf-baseline",
+        type=Path,
+        default=None,
+        help="a stored run (report .json with .items.npz beside it): fail cells that are "
+        "significantly worse than it by more than the suite's max_drop",
+    )
+    group.addoption(
+        "--shelf-update-baseline",
+        action="store_true",
+        help="write this run as the new baseline (to --shelf-baseline, default "
+        "<rootdir>/reports/baseline.json)",
     )
     group.addoption(
         "--shelf-require",
@@ -124,11 +139,46 @@ class Bench:
         if error is not None:
             pytest.fail(str(error), pytrace=False)
         row = result.row()
-        self._request.node.user_properties.append((RESULT_PROPERTY, json.dumps(row)))
         failures = result.below_floor(cell)
+        baseline = self._baseline()
+        if baseline is not None and cell.id in baseline.rows:
+            gated = [result.main_metric, *(f.metric for f in cell.floors)]
+            try:
+                comparisons = compare_cell(
+                    baseline.rows[cell.id],
+                    baseline.items[cell.id],
+                    row,
+                    {k: np.asarray(v) for k, v in result.items.items()},
+                    list(dict.fromkeys(gated)),
+                    cell.gate.max_drop,
+                    cell.gate.resamples,
+                    cell.gate.seed,
+                )
+            except BaselineError as exc:
+                failures.append(str(exc))
+                comparisons = []
+            row["baseline"] = [{**vars(c), "verdict": c.verdict} for c in comparisons]
+            failures += [
+                f"regression against {baseline.path}: {c.line()}"
+                for c in comparisons
+                if c.regression
+            ]
+        properties = self._request.node.user_properties
+        properties.append((RESULT_PROPERTY, json.dumps(row)))
+        properties += [(f"metric.{name}", value) for name, value in result.metrics.items()]
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
         return row
+
+    def _baseline(self) -> Run | None:
+        """The --shelf-baseline run, read once per process."""
+        config = self._request.config
+        path = config.getoption("--shelf-baseline")
+        if path is None or config.getoption("--shelf-update-baseline"):
+            return None
+        if not hasattr(config, "_shelf_baseline"):
+            config._shelf_baseline = load_run(path)  # type: ignore[attr-defined]
+        return config._shelf_baseline  # type: ignore[attr-defined]
 
     @contextlib.contextmanager
     def _terminal(self) -> Iterator[None]:
@@ -189,7 +239,7 @@ class ShelfReport:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.rows:
             return
-        from harness.report import write_reports
+        from harness.report import copy_run, write_reports
 
         directory = self.config.getoption("--shelf-reports") or self.config.rootpath / "reports"
         provenance = {
@@ -198,6 +248,9 @@ class ShelfReport:
             "finished": now(),
         }
         self.paths = write_reports(directory, provenance, list(self.rows.values()))
+        if self.config.getoption("--shelf-update-baseline"):
+            target = self.config.getoption("--shelf-baseline") or directory / "baseline.json"
+            self.paths += copy_run(directory / "latest.json", target)
 
 
 def _outcome(report: pytest.TestReport) -> str:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,9 +46,20 @@ def _cell(row: dict[str, Any], metric: str) -> str:
     return f"{value:.4f}{mark}"
 
 
+def verdict(row: dict[str, Any]) -> str:
+    """The baseline verdict of the row's main metric ('' without a baseline)."""
+    for comparison in row.get("baseline", []):
+        if comparison["metric"] == row.get("main_metric"):
+            return f"{comparison['verdict']} ({comparison['diff']:+.4f})"
+    return ""
+
+
 def table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
-    """One line per cell: outcome, metrics (✓/✗ against a floor), cache, seconds."""
+    """One line per cell: outcome, metrics (✓/✗ against a floor), cache, seconds, and the
+    verdict against a baseline when there is one."""
+    with_baseline = any(row.get("baseline") for row in rows)
     headers = ["cell", "outcome", *metrics, "cache", "embed s", "fit s", "total s"]
+    headers += ["vs baseline"] if with_baseline else []
     body = []
     for row in rows:
         seconds = row.get("seconds", {})
@@ -58,9 +70,58 @@ def table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
                 *(_cell(row, m) for m in metrics),
                 row.get("cache", ""),
                 *(f"{seconds[p]:.1f}" if p in seconds else "" for p in ("embed", "fit", "total")),
+                *([verdict(row)] if with_baseline else []),
             ]
         )
     return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+
+
+def interval_table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
+    """Metrics with their 95% bootstrap intervals, and each cell's compute cost."""
+    body = []
+    for row in rows:
+        ci = row.get("ci", {})
+        cells = [
+            f"{row['metrics'][m]:.4f} [{ci[m][0]:.4f}, {ci[m][1]:.4f}]"
+            if m in row.get("metrics", {}) and m in ci
+            else ""
+            for m in metrics
+        ]
+        cost = row.get("seconds", {}).get("cost")
+        body.append([row["id"], *cells, "" if cost is None else f"{cost:.1f}"])
+    return tabulate(body, ["cell", *metrics, "cost s"], tablefmt=fmt, disable_numparse=True)
+
+
+def recommendations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset: the most accurate cell, and the cheapest within the suite's epsilon of
+    it (the study's practical question). Accuracy is the one metric every strategy
+    reports; cost is the compute seconds of embedding, fitting and evaluating."""
+    out = []
+    for dataset in sorted({row["dataset"] for row in rows}):
+        done = [r for r in rows if r["dataset"] == dataset and "accuracy" in r.get("metrics", {})]
+        if not done:
+            continue
+        best = max(done, key=lambda r: r["metrics"]["accuracy"])
+        epsilon = best.get("gate", {}).get("epsilon", 0.01)
+        close = [
+            r for r in done if r["metrics"]["accuracy"] >= best["metrics"]["accuracy"] - epsilon
+        ]
+        cheapest = min(close, key=lambda r: r["seconds"]["cost"])
+        out.append({"dataset": dataset, "best": best, "cheapest": cheapest, "epsilon": epsilon})
+    return out
+
+
+def recommendation_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for rec in recommendations(rows):
+        best, cheap = rec["best"], rec["cheapest"]
+        lines.append(
+            f"- **{rec['dataset']}**: best accuracy `{best['id']}` "
+            f"({best['metrics']['accuracy']:.4f}, {best['seconds']['cost']:.0f} s); cheapest "
+            f"within {rec['epsilon']:.3f} of it: `{cheap['id']}` "
+            f"({cheap['metrics']['accuracy']:.4f}, {cheap['seconds']['cost']:.0f} s)"
+        )
+    return lines
 
 
 def terminal_table(rows: list[dict[str, Any]]) -> str:
@@ -71,9 +132,19 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = ["# shelfbench results", ""]
     lines += [f"- {key}: {value}" for key, value in provenance.items()]
     lines += ["", "✓ / ✗: at / below the suite's floor for that metric.", ""]
+    lines += ["## Recommendation", "", *recommendation_lines(rows), ""]
     for dataset in sorted({row["dataset"] for row in rows}):
         subset = [row for row in rows if row["dataset"] == dataset]
         lines += [f"## {dataset}", "", table(subset, metric_columns(subset), "github"), ""]
+        done = [row for row in subset if row.get("ci")]
+        if done:
+            main = metric_columns(done, ("accuracy", "macro_f1", "mmp@5", "recall@1", "map@r"))
+            lines += [
+                "95% bootstrap intervals over test items, and compute cost:",
+                "",
+                interval_table(done, main, "github"),
+                "",
+            ]
     problems = [row for row in rows if row.get("message")]
     if problems:
         lines += ["## Failures and skips", ""]
@@ -114,21 +185,43 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 def write_reports(
     directory: Path, provenance: dict[str, Any], rows: list[dict[str, Any]]
 ) -> list[Path]:
-    """Write latest.json, latest.md and latest.csv atomically; return their paths."""
+    """Write latest.json (with latest.items.npz beside it), .md, .csv and .html atomically,
+    and keep a copy of the run under runs/<start time>/; return the paths written."""
+    from harness.baseline import save_items
+    from harness.report_html import html
+
     directory.mkdir(parents=True, exist_ok=True)
+    plain = [{k: v for k, v in row.items() if k != "items"} for row in rows]
     documents = {
         "latest.json": json.dumps(
-            {"schema": SCHEMA, "provenance": provenance, "cells": rows}, indent=1, sort_keys=False
+            {"schema": SCHEMA, "provenance": provenance, "cells": plain}, indent=1
         )
         + "\n",
-        "latest.md": markdown(provenance, rows),
-        "latest.csv": to_csv(rows),
+        "latest.md": markdown(provenance, plain),
+        "latest.csv": to_csv(plain),
+        "latest.html": html(provenance, plain),
     }
     paths = []
     for name, text in documents.items():
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # reports are for sharing; mkstemp makes them private
         os.replace(tmp, directory / name)
         paths.append(directory / name)
+    paths.append(save_items(directory / "latest.json", rows))
+    history = directory / "runs" / provenance["started"].replace(":", "")
+    history.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        shutil.copy2(path, history / path.name)
     return paths
+
+
+def copy_run(report: Path, target: Path) -> list[Path]:
+    """Copy a run (its .json and .items.npz) to ``target``, e.g. to make it the baseline."""
+    from harness.baseline import items_path
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(report, target)
+    shutil.copy2(items_path(report), items_path(target))
+    return [target, items_path(target)]

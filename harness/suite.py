@@ -6,6 +6,7 @@ with one line, and never imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 from dataclasses import dataclass, field
@@ -33,6 +34,18 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """How a suite judges change: bootstrap resamples (and seed) for intervals and paired
+    comparisons, the drop tolerated even when significant (``max_drop``), and how close to
+    the best a cheaper cell must be to be recommended (``epsilon``)."""
+
+    resamples: int = 1000
+    seed: int = 0
+    max_drop: float = 0.01
+    epsilon: float = 0.01
+
+
+@dataclass(frozen=True)
 class Floor:
     """A one-sided threshold (``value >= floor``) and the measurement it was derived from."""
 
@@ -53,6 +66,7 @@ class Cell:
     strategy: str
     profile: Profile
     params: dict[str, Any] = field(hash=False)
+    gate: Gate = Gate()
     floors: tuple[Floor, ...] = ()
 
     @property
@@ -87,8 +101,9 @@ def load_suite(path: Path) -> Suite:
     name = meta.get("name", Path(path).stem)
     try:
         profile = Profile(**raw.get("profile", {}))
+        gate = Gate(**raw.get("gate", {}))
     except TypeError as exc:
-        raise SuiteError(f"{path}: [profile]: {exc}") from None
+        raise SuiteError(f"{path}: [profile] or [gate]: {exc}") from None
 
     cells: list[Cell] = []
     for group in raw.get("cells", []):
@@ -106,7 +121,7 @@ def load_suite(path: Path) -> Suite:
                     f"{path}: {strategy_name} needs a text tower; {backbone} is "
                     f"an image-only {source} model"
                 )
-            cells.append(Cell(name, dataset, backbone, strategy_name, profile, params))
+            cells.append(Cell(name, dataset, backbone, strategy_name, profile, params, gate))
 
     by_id = {cell.id: cell for cell in cells}
     if len(by_id) != len(cells):
@@ -129,15 +144,7 @@ def load_suite(path: Path) -> Suite:
                     f"{sorted(FLOOR_FIELDS)}: a floor records its measurement"
                 )
             parsed.append(Floor(metric, **spec))
-        by_id[cell_id] = Cell(
-            cell.suite,
-            cell.dataset,
-            cell.backbone,
-            cell.strategy,
-            cell.profile,
-            cell.params,
-            tuple(parsed),
-        )
+        by_id[cell_id] = dataclasses.replace(cell, floors=tuple(parsed))
     return Suite(
         name,
         int(meta.get("version", 1)),

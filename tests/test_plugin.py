@@ -93,7 +93,9 @@ def test_cells_pass_and_the_report_has_the_stable_schema(pytester, suite):
     assert (knn["n_train"], knn["n_test"]) == (320, 96)
     assert set(knn["seconds"]) >= {"embed", "fit", "eval"}
     assert all(isinstance(v, float) for v in knn["metrics"].values())
-    assert (pytester.path / "reports" / "latest.md").read_text().count(KNN) == 1
+    md = (pytester.path / "reports" / "latest.md").read_text()
+    assert md.count(f"| {KNN} ") == 2  # the results table and the intervals table
+    assert "## Recommendation" in md
     assert (pytester.path / "reports" / "latest.csv").read_text().splitlines()[0].startswith("id,")
 
 

@@ -27,11 +27,18 @@ class Features:
 
 @dataclass
 class Outcome:
-    """What a strategy measured: metrics, phase timings, and the settings it chose."""
+    """What a strategy measured: per-test-item results (see ``harness.stats``), phase
+    timings, and the settings it chose. ``metrics`` are the items summarised."""
 
-    metrics: dict[str, float]
+    items: dict[str, np.ndarray]
     seconds: dict[str, float]
     chosen: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        from harness.stats import summarise
+
+        return summarise(self.items)
 
 
 Run = Callable[[Features, Mapping[str, Any]], Outcome]

@@ -10,6 +10,7 @@ import numpy as np
 
 from harness import metrics
 from harness.search import rank, relevance
+from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 
 
@@ -33,11 +34,8 @@ def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
     np.add.at(
         votes, (np.arange(len(data.test))[:, None], data.train_labels[indices[:, :k]]), weights
     )
-    predicted = np.argmax(votes, axis=1)
-    result = {
-        "accuracy": metrics.accuracy(data.test_labels, predicted),
-        "top5_accuracy": metrics.top_k_accuracy(data.test_labels, votes, 5),
-        "macro_f1": metrics.macro_f1(data.test_labels, predicted),
+    items = {
+        **classification_items(data.test_labels, votes),
         "recall@1": metrics.recall_at_k(relevant, 1),
         "recall@5": metrics.recall_at_k(relevant, 5),
         "mmp@5": metrics.mmp_at_k(relevant, n_relevant, 5),
@@ -45,4 +43,4 @@ def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
         "mrr@10": metrics.mrr_at_k(relevant, 10),
         "ndcg@10": metrics.ndcg_at_k(relevant, n_relevant, 10),
     }
-    return Outcome(result, {"fit": searched - start, "eval": time.perf_counter() - searched})
+    return Outcome(items, {"fit": searched - start, "eval": time.perf_counter() - searched})

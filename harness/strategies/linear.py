@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from harness import metrics
+from harness.stats import classification_items
 from harness.strategies import lbfgs
 from harness.strategies.base import CLASSIFICATION, Features, Outcome, strategy
 
@@ -104,20 +105,18 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
         )
         path[decay] = solution
         predicted = np.argmax(x[held] @ solution[0] + solution[1], axis=1)
-        val_accuracy[decay] = metrics.accuracy(y[held], predicted)
+        val_accuracy[decay] = float(metrics.correct(y[held], predicted).mean())
     best = max(val_accuracy, key=lambda d: (val_accuracy[d], d))
     w, b = fit_softmax(x, y, data.n_classes, best, params["max_iter"], path[best])
     fitted = time.perf_counter()
 
     scores = ((data.test - mean) / std) @ w + b
-    predicted = np.argmax(scores, axis=1)
-    result = {
-        "accuracy": metrics.accuracy(data.test_labels, predicted),
-        "top5_accuracy": metrics.top_k_accuracy(data.test_labels, scores, 5),
-        "macro_f1": metrics.macro_f1(data.test_labels, predicted),
-    }
     chosen = {
         "weight_decay": best,
         "validation_accuracy": {str(d): a for d, a in val_accuracy.items()},
     }
-    return Outcome(result, {"fit": fitted - start, "eval": time.perf_counter() - fitted}, chosen)
+    return Outcome(
+        classification_items(data.test_labels, scores),
+        {"fit": fitted - start, "eval": time.perf_counter() - fitted},
+        chosen,
+    )

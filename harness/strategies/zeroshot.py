@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from harness import metrics
 from harness.search import l2_normalise
+from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, Features, Outcome, strategy
 
 # A small e-commerce prompt set; the class name fills the braces.
@@ -43,11 +43,7 @@ def zeroshot(data: Features, params: Mapping[str, Any]) -> Outcome:
     prototypes = class_prototypes(data.encode_text(prompts), data.n_classes)
     encoded = time.perf_counter()
     scores = l2_normalise(data.test) @ prototypes.T
-    predicted = np.argmax(scores, axis=1)
-    result = {
-        "accuracy": metrics.accuracy(data.test_labels, predicted),
-        "top5_accuracy": metrics.top_k_accuracy(data.test_labels, scores, 5),
-        "macro_f1": metrics.macro_f1(data.test_labels, predicted),
-    }
     seconds = {"fit": encoded - start, "eval": time.perf_counter() - encoded}
-    return Outcome(result, seconds, {"prompts": len(prompts)})
+    return Outcome(
+        classification_items(data.test_labels, scores), seconds, {"prompts": len(prompts)}
+    )

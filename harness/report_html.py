@@ -1,0 +1,145 @@
+"""The self-contained HTML report: tables, a heat map and cost-vs-quality scatters, with the
+images embedded as base64 PNG (matplotlib, imported only here)."""
+
+from __future__ import annotations
+
+import base64
+import html as escape
+import io
+from typing import Any
+
+from harness.report import interval_table, metric_columns, recommendations, table
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}img{max-width:100%}"""
+
+
+def _png(figure: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return (
+        f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    )
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both cost (lower) and quality (higher),
+    ordered by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
+    """Backbone × dataset accuracy of one strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = [r for r in rows if r["strategy"] == strategy and "accuracy" in r.get("metrics", {})]
+    backbones = sorted({r["backbone"] for r in cells})
+    datasets = sorted({r["dataset"] for r in cells})
+    grid = np.full((len(backbones), len(datasets)), np.nan)
+    for r in cells:
+        grid[backbones.index(r["backbone"]), datasets.index(r["dataset"])] = r["metrics"][
+            "accuracy"
+        ]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(datasets), 0.8 + 0.45 * len(backbones)))
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(datasets)), datasets)
+    ax.set_yticks(range(len(backbones)), backbones)
+    for (i, j), value in np.ndenumerate(grid):
+        if not np.isnan(value):
+            ax.text(
+                j,
+                i,
+                f"{value:.3f}",
+                ha="center",
+                va="center",
+                color="white" if value < 0.6 else "black",
+            )
+    ax.set_title(f"{strategy}: accuracy")
+    fig.colorbar(image, ax=ax)
+    return _png(fig)
+
+
+def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
+    """Accuracy against compute seconds (log scale), the Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [r for r in rows if r["dataset"] == dataset and "accuracy" in r.get("metrics", {})]
+    points = [(max(r["seconds"]["cost"], 1e-3), r["metrics"]["accuracy"]) for r in cells]
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for strategy in sorted({r["strategy"] for r in cells}):
+        mine = [p for p, r in zip(points, cells, strict=True) if r["strategy"] == strategy]
+        ax.scatter(*zip(*mine, strict=True), label=strategy, s=40)
+    for point, row in zip(points, cells, strict=True):
+        ax.annotate(row["backbone"], point, fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.plot(*zip(*(points[i] for i in front), strict=True), "k--", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("compute seconds (embed + fit + eval)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{dataset}: cost against quality")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    done = [r for r in rows if "accuracy" in r.get("metrics", {})]
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>shelfbench</title><style>{STYLE}</style>",
+        "<h1>shelfbench results</h1><ul>",
+    ]
+    parts += [
+        f"<li>{escape.escape(str(k))}: {escape.escape(str(v))}</li>" for k, v in provenance.items()
+    ]
+    parts.append("</ul><h2>Recommendation</h2><ul>")
+    for rec in recommendations(rows):
+        best, cheap = rec["best"], rec["cheapest"]
+        parts.append(
+            f"<li><b>{rec['dataset']}</b>: best accuracy <code>{best['id']}</code> "
+            f"({best['metrics']['accuracy']:.4f}, {best['seconds']['cost']:.0f} s); cheapest "
+            f"within {rec['epsilon']:.3f}: <code>{cheap['id']}</code> "
+            f"({cheap['metrics']['accuracy']:.4f}, {cheap['seconds']['cost']:.0f} s)</li>"
+        )
+    parts.append("</ul>")
+    if done:
+        parts.append("<h2>Accuracy by backbone and dataset</h2>")
+        parts += [heat_map(done, s) for s in sorted({r["strategy"] for r in done})]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        subset = [r for r in rows if r["dataset"] == dataset]
+        parts += [
+            f"<h2>{escape.escape(dataset)}</h2>",
+            table(subset, metric_columns(subset), "html"),
+        ]
+        scored = [r for r in subset if r.get("ci")]
+        if scored:
+            main = metric_columns(scored, ("accuracy", "macro_f1", "mmp@5", "recall@1", "map@r"))
+            parts += [
+                "<p>95% bootstrap intervals over test items, and compute cost:</p>",
+                interval_table(scored, main, "html"),
+                scatter(scored, dataset),
+            ]
+        for row in subset:
+            if row.get("message"):
+                parts.append(
+                    f"<p><code>{row['id']}</code> ({row['outcome']}): "
+                    f"{escape.escape(row['message'])}</p>"
+                )
+    return "\n".join(parts) + "\n"
