@@ -125,7 +125,14 @@ def recommendation_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def terminal_table(rows: list[dict[str, Any]]) -> str:
-    return table(rows, metric_columns(rows, TERMINAL_METRICS), "simple")
+    """One table per dataset, in the order the datasets first ran."""
+    blocks = []
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        subset = [row for row in rows if row["dataset"] == dataset]
+        blocks.append(
+            f"{dataset}\n{table(subset, metric_columns(subset, TERMINAL_METRICS), 'simple')}"
+        )
+    return "\n\n".join(blocks)
 
 
 def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
