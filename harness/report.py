@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +111,25 @@ def recommendations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def recommendation_lines(rows: list[dict[str, Any]]) -> list[str]:
-    lines = []
+def recommendation_sentences(
+    rows: list[dict[str, Any]], code: Callable[[str], str] = lambda text: f"`{text}`"
+) -> list[tuple[str, str]]:
+    """(dataset, sentence) per dataset; ``code`` formats a cell id for the output format."""
+    out = []
     for rec in recommendations(rows):
         best, cheap = rec["best"], rec["cheapest"]
-        lines.append(
-            f"- **{rec['dataset']}**: best accuracy `{best['id']}` "
-            f"({best['metrics']['accuracy']:.4f}, {best['seconds']['cost']:.0f} s); cheapest "
-            f"within {rec['epsilon']:.3f} of it: `{cheap['id']}` "
-            f"({cheap['metrics']['accuracy']:.4f}, {cheap['seconds']['cost']:.0f} s)"
+        summary = [
+            f"{code(r['id'])} ({r['metrics']['accuracy']:.4f}, {r['seconds']['cost']:.0f} s)"
+            for r in (best, cheap)
+        ]
+        out.append(
+            (
+                rec["dataset"],
+                f"best accuracy {summary[0]}; cheapest within "
+                f"{rec['epsilon']:.3f} of it: {summary[1]}",
+            )
         )
-    return lines
+    return out
 
 
 def terminal_table(rows: list[dict[str, Any]]) -> str:
@@ -139,7 +147,9 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = ["# shelfbench results", ""]
     lines += [f"- {key}: {value}" for key, value in provenance.items()]
     lines += ["", "✓ / ✗: at / below the suite's floor for that metric.", ""]
-    lines += ["## Recommendation", "", *recommendation_lines(rows), ""]
+    lines += ["## Recommendation", ""]
+    lines += [f"- **{dataset}**: {text}" for dataset, text in recommendation_sentences(rows)]
+    lines.append("")
     for dataset in sorted({row["dataset"] for row in rows}):
         subset = [row for row in rows if row["dataset"] == dataset]
         lines += [f"## {dataset}", "", table(subset, metric_columns(subset), "github"), ""]

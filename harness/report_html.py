@@ -8,7 +8,7 @@ import html as escape
 import io
 from typing import Any
 
-from harness.report import interval_table, metric_columns, recommendations, table
+from harness.report import interval_table, metric_columns, recommendation_sentences, table
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}
@@ -110,14 +110,10 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"<li>{escape.escape(str(k))}: {escape.escape(str(v))}</li>" for k, v in provenance.items()
     ]
     parts.append("</ul><h2>Recommendation</h2><ul>")
-    for rec in recommendations(rows):
-        best, cheap = rec["best"], rec["cheapest"]
-        parts.append(
-            f"<li><b>{rec['dataset']}</b>: best accuracy <code>{best['id']}</code> "
-            f"({best['metrics']['accuracy']:.4f}, {best['seconds']['cost']:.0f} s); cheapest "
-            f"within {rec['epsilon']:.3f}: <code>{cheap['id']}</code> "
-            f"({cheap['metrics']['accuracy']:.4f}, {cheap['seconds']['cost']:.0f} s)</li>"
-        )
+    parts += [
+        f"<li><b>{escape.escape(dataset)}</b>: {text}</li>"
+        for dataset, text in recommendation_sentences(rows, lambda cell: f"<code>{cell}</code>")
+    ]
     parts.append("</ul>")
     if done:
         parts.append("<h2>Accuracy by backbone and dataset</h2>")
