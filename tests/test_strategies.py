@@ -108,3 +108,29 @@ def test_zeroshot_picks_the_class_whose_prompts_embed_nearest():
     assert outcome.metrics["accuracy"] == 1.0
     assert seen[: len(TEMPLATES)] == [t.format("shirt") for t in TEMPLATES]
     assert outcome.chosen == {"prompts": 3 * len(TEMPLATES)}
+
+
+def test_mlp_searches_logs_every_trial_and_retrieves_with_its_penultimate_layer():
+    train, train_labels = blobs(0)
+    test, test_labels = blobs(1)
+    mlp = STRATEGIES.get("mlp")
+    params = mlp.params({"trials": 3, "search_epochs": 5, "max_epochs": 20, "width": (32,)})
+    outcome = mlp.run(Features(train, train_labels, test, test_labels, 3), params)
+    assert outcome.metrics["accuracy"] == 1.0 and outcome.metrics["recall@1"] == 1.0
+    trials = outcome.chosen["trials"]
+    assert len(trials) == 3 and all(1 <= t["epochs"] <= 5 for t in trials)
+    assert outcome.chosen["validation_accuracy"] == max(t["validation_accuracy"] for t in trials)
+    assert outcome.chosen["retrieval_embedding"] == "penultimate layer of the MLP head"
+    assert outcome.chosen["trainable_params"] > 0
+
+
+def test_mlp_never_looks_at_test_labels():
+    train, train_labels = blobs(2, dim=30)
+    test, test_labels = blobs(3, dim=30)
+    mlp = STRATEGIES.get("mlp")
+    params = mlp.params({"trials": 2, "search_epochs": 3, "max_epochs": 5, "width": (16,)})
+    chosen = [
+        mlp.run(Features(train, train_labels, test, labels, 3), params).chosen
+        for labels in (test_labels, np.roll(test_labels, 1))
+    ]
+    assert chosen[0] == chosen[1]

@@ -1,6 +1,6 @@
 """Strategies: each registers itself with the ``@strategy`` decorator on import."""
 
-from harness.strategies import knn, linear, zeroshot
+from harness.strategies import knn, linear, mlp, zeroshot
 from harness.strategies.base import STRATEGIES, Features, Outcome, StrategySpec, strategy
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "StrategySpec",
     "knn",
     "linear",
+    "mlp",
     "strategy",
     "zeroshot",
 ]
