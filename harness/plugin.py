@@ -139,36 +139,38 @@ class Bench:
         if error is not None:
             pytest.fail(str(error), pytrace=False)
         row = result.row()
-        failures = result.below_floor(cell)
-        baseline = self._baseline()
-        if baseline is not None and cell.id in baseline.rows:
-            gated = [result.main_metric, *(f.metric for f in cell.floors)]
-            try:
-                comparisons = compare_cell(
-                    baseline.rows[cell.id],
-                    baseline.items[cell.id],
-                    row,
-                    {k: np.asarray(v) for k, v in result.items.items()},
-                    list(dict.fromkeys(gated)),
-                    cell.gate.max_drop,
-                    cell.gate.resamples,
-                    cell.gate.seed,
-                )
-            except BaselineError as exc:
-                failures.append(str(exc))
-                comparisons = []
-            row["baseline"] = [{**vars(c), "verdict": c.verdict} for c in comparisons]
-            failures += [
-                f"regression against {baseline.path}: {c.line()}"
-                for c in comparisons
-                if c.regression
-            ]
+        failures = result.below_floor(cell) + self._against_baseline(cell, result, row)
         properties = self._request.node.user_properties
         properties.append((RESULT_PROPERTY, json.dumps(row)))
         properties += [(f"metric.{name}", value) for name, value in result.metrics.items()]
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
         return row
+
+    def _against_baseline(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
+        """Compare the main and floored metrics with the baseline run, if one is given;
+        record the comparisons in ``row`` and return the regressions as failure lines."""
+        try:
+            baseline = self._baseline()
+            if baseline is None or cell.id not in baseline.items:
+                return []
+            gated = [result.main_metric, *(f.metric for f in cell.floors)]
+            comparisons = compare_cell(
+                baseline.rows[cell.id],
+                baseline.items[cell.id],
+                row,
+                {k: np.asarray(v) for k, v in result.items.items()},
+                list(dict.fromkeys(gated)),
+                cell.gate.max_drop,
+                cell.gate.resamples,
+                cell.gate.seed,
+            )
+        except BaselineError as exc:
+            return [str(exc)]
+        row["baseline"] = [{**vars(c), "verdict": c.verdict} for c in comparisons]
+        return [
+            f"regression against {baseline.path}: {c.line()}" for c in comparisons if c.regression
+        ]
 
     def _baseline(self) -> Run | None:
         """The --shelf-baseline run, read once per process."""

@@ -136,3 +136,10 @@ def test_compare_exits_nonzero_only_for_a_regression(pytester, gate_suite, monke
         "worse (regression)" in out
         and "only in old: synthetic-products/test-efficientnet/linear" in out
     )
+
+
+def test_a_missing_baseline_fails_each_cell_in_one_line(pytester, gate_suite):
+    result = pytester.runpytest("--shelf-baseline", "nowhere.json")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*cannot read run nowhere.json*"])
+    assert "Traceback" not in result.stdout.str()
