@@ -14,10 +14,23 @@ import numpy as np
 from harness import metrics
 
 Items = dict[str, np.ndarray]
-RECOMPUTED = {
-    "macro_f1": lambda items, idx: metrics.macro_f1(items["labels"][idx], items["predicted"][idx])
-}
 KEYS = ("labels", "predicted")
+
+
+def macro_f1_resampled(labels: np.ndarray, predicted: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``metrics.macro_f1`` on each row of item indices ``idx`` (B x N) at once, through one
+    confusion matrix per row; classes absent from both sides of a row do not count."""
+    n_classes = int(max(labels.max(initial=0), predicted.max(initial=0))) + 1
+    rows = np.arange(len(idx))[:, None] * n_classes * n_classes
+    flat = (rows + labels[idx] * n_classes + predicted[idx]).ravel()
+    confusion = np.bincount(flat, minlength=len(idx) * n_classes**2).reshape(
+        len(idx), n_classes, n_classes
+    )
+    tp = np.diagonal(confusion, axis1=1, axis2=2)
+    actual, guessed = confusion.sum(axis=2), confusion.sum(axis=1)
+    present = (actual + guessed) > 0
+    f1 = np.divide(2 * tp, actual + guessed, out=np.zeros(tp.shape), where=present)
+    return f1.sum(axis=1) / present.sum(axis=1)
 
 
 def classification_items(labels: np.ndarray, scores: np.ndarray) -> Items:
@@ -33,13 +46,20 @@ def classification_items(labels: np.ndarray, scores: np.ndarray) -> Items:
 
 def metric_names(items: Items) -> list[str]:
     names = [name for name in items if name not in KEYS]
-    return names + [name for name in RECOMPUTED if all(k in items for k in KEYS)]
+    return names + (["macro_f1"] if all(k in items for k in KEYS) else [])
 
 
-def value(items: Items, metric: str, idx: np.ndarray | slice = slice(None)) -> float:
-    if metric in RECOMPUTED:
-        return RECOMPUTED[metric](items, idx)
-    return float(np.mean(items[metric][idx]))
+def value(items: Items, metric: str) -> float:
+    """``metric`` on all items."""
+    if metric == "macro_f1":
+        return metrics.macro_f1(items["labels"], items["predicted"])
+    return float(np.mean(items[metric]))
+
+
+def _resampled(items: Items, metric: str, idx: np.ndarray) -> np.ndarray:
+    if metric == "macro_f1":
+        return macro_f1_resampled(items["labels"], items["predicted"], idx)
+    return items[metric][idx].mean(axis=1)
 
 
 def summarise(items: Items) -> dict[str, float]:
@@ -52,15 +72,18 @@ def resamples(n_items: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n_items, size=(n, n_items))
 
 
+def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def bootstrap_ci(
     items: Items, metric: str, n: int, seed: int, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``metric`` over items."""
-    size = len(next(iter(items.values())))
-    draws = [value(items, metric, idx) for idx in resamples(size, n, seed)]
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return float(low), float(high)
+    idx = resamples(len(next(iter(items.values()))), n, seed)
+    return _percentiles(_resampled(items, metric, idx), level)
 
 
 def paired_difference(
@@ -70,7 +93,7 @@ def paired_difference(
     size = len(next(iter(new.values())))
     if len(next(iter(old.values()))) != size:
         raise ValueError("paired comparison needs the same test items in both runs")
-    draws = [value(new, metric, idx) - value(old, metric, idx) for idx in resamples(size, n, seed)]
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return value(new, metric) - value(old, metric), float(low), float(high)
+    idx = resamples(size, n, seed)
+    draws = _resampled(new, metric, idx) - _resampled(old, metric, idx)
+    low, high = _percentiles(draws, level)
+    return value(new, metric) - value(old, metric), low, high

@@ -63,3 +63,18 @@ def test_pairing_removes_the_shared_item_difficulty():
 def test_pareto_front_keeps_only_undominated_points():
     points = [(1.0, 0.5), (2.0, 0.4), (3.0, 0.9), (0.5, 0.2), (4.0, 0.9)]
     assert pareto_front(points) == [3, 0, 2]
+
+
+@given(
+    st.integers(1, 40).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.int64, n, elements=st.integers(0, 4)),
+            hnp.arrays(np.int64, n, elements=st.integers(0, 4)),
+            hnp.arrays(np.int64, (5, n), elements=st.integers(0, n - 1)),
+        )
+    )
+)
+def test_vectorised_macro_f1_matches_the_reference_on_every_resample(data):
+    labels, predicted, idx = data
+    expected = [metrics.macro_f1(labels[row], predicted[row]) for row in idx]
+    np.testing.assert_allclose(stats.macro_f1_resampled(labels, predicted, idx), expected)
