@@ -44,7 +44,7 @@ def _list(args: argparse.Namespace) -> None:
             if args.family in (None, b.family)
         ]
         if args.available:
-            rows = [row for row in rows if not row[-1].startswith("missing")]
+            rows = [row for row in rows if row[-1] in ("user", "hf-cache", "package", "random")]
         headers = ["name", "family", "kind", "source", "identifier", "dim", "pooling", "weights"]
     else:
         from harness.strategies import STRATEGIES
@@ -55,6 +55,7 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _availability(spec: Any) -> str:
+    """Where the weights would come from: user, hf-cache, package, random; or why not."""
     from harness.backbones import resolve
     from harness.errors import Unavailable
 
@@ -62,6 +63,8 @@ def _availability(spec: Any) -> str:
         return resolve(spec).origin
     except Unavailable:
         return "missing"
+    except ShelfbenchError:
+        return "invalid (run `shelfbench weights verify`)"
 
 
 def _backbones(names: list[str], suites_dir: Path) -> list[Any]:

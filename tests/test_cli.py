@@ -78,3 +78,13 @@ def test_collecting_the_suites_imports_no_model_library():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_list_backbones_filters_by_family_and_availability(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert main(["list", "backbones", "--family", "ssl"]) == 0
+    out = capsys.readouterr().out
+    assert "dinov2-base" in out and "effnet-lite0" not in out and "missing" in out
+    assert main(["list", "backbones", "--available"]) == 0
+    out = capsys.readouterr().out
+    assert "effnet-lite0" in out and "package" in out and "resnet50" not in out
