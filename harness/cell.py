@@ -87,7 +87,8 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     train, test = embedded["train"], embedded["test"]
     strategy = STRATEGIES.get(cell.strategy)
     spec = BACKBONES.get(cell.backbone)
-    classes = DATASETS.get(cell.dataset).classes
+    dataset = DATASETS.get(cell.dataset)
+    classes = dataset.classes
     features = Features(
         train.vectors,
         train.labels,
@@ -126,7 +127,7 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         embedding_keys={split: digest(e.key) for split, e in embedded.items()},
         ci=ci,
         gate=asdict(gate),
-        protocol=DATASETS.get(cell.dataset).protocol,
+        protocol=dataset.protocol,
         test_items_sha256=hashlib.sha256(test.indices.astype("<i8").tobytes()).hexdigest(),
         items={name: values.tolist() for name, values in outcome.items.items()},
     )

@@ -40,6 +40,20 @@ class Embedded:
     cost_seconds: float
 
 
+def model_key(spec: BackboneSpec, weights: ResolvedWeights, device: str) -> dict[str, object]:
+    """The model side of every cache key, image or text: which weights, run how."""
+    versions = library_versions()
+    return {
+        "embedding_version": EMBEDDING_VERSION,
+        "backbone": spec.name,
+        "identifier": spec.identifier,
+        "quick_gelu": spec.quick_gelu,
+        "weights_sha256": weights.sha256,
+        "device": device,
+        "libraries": {name: versions[name] for name in KEY_LIBRARIES},
+    }
+
+
 def embedding_key(
     dataset: Dataset,
     split: str,
@@ -48,22 +62,15 @@ def embedding_key(
     pre: Preprocess,
     device: str,
 ) -> dict[str, object]:
-    versions = library_versions()
     return {
-        "embedding_version": EMBEDDING_VERSION,
+        **model_key(spec, weights, device),
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
         "split": split,
-        "backbone": spec.name,
         "source": spec.source,
-        "identifier": spec.identifier,
         "pooling": spec.pooling,
-        "quick_gelu": spec.quick_gelu,
-        "weights_sha256": weights.sha256,
         "preprocess": pre.as_dict(),
         "dtype": "float32",
-        "device": device,
-        "libraries": {name: versions[name] for name in KEY_LIBRARIES},
     }
 
 
@@ -112,17 +119,10 @@ def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.
     """Normalised text-tower embeddings of ``prompts`` (open_clip models), cached like
     images under a key of the backbone, its weights and the exact prompts."""
     weights = resolve(spec)
-    versions = library_versions()
     key = {
-        "embedding_version": EMBEDDING_VERSION,
+        **model_key(spec, weights, device()),
         "kind": "text",
         "prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
-        "backbone": spec.name,
-        "identifier": spec.identifier,
-        "quick_gelu": spec.quick_gelu,
-        "weights_sha256": weights.sha256,
-        "device": device(),
-        "libraries": {name: versions[name] for name in KEY_LIBRARIES},
     }
     entry = CacheEntry(cache_root, key, len(prompts))
     rows = np.arange(len(prompts))
