@@ -9,12 +9,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from harness import cost
 from harness.backbones import BACKBONES
+from harness.backbones.weights import resolve
 from harness.cache import digest
-from harness.datasets import DATASETS, open_dataset, subset
+from harness.datasets import DATASETS, Dataset, open_dataset, subset
 from harness.embeddings import Embedded, embed, embed_texts
+from harness.extract import device
+from harness.finetune import Tuned, finetune
 from harness.stats import bootstrap_ci
-from harness.strategies import STRATEGIES, Features
+from harness.strategies import Features, Outcome, Tuning, parse_strategy
 from harness.suite import Cell
 
 # Seeds of the train and test subsets differ so the two samples are independent.
@@ -46,6 +52,7 @@ class CellResult:
     protocol: str
     test_items_sha256: str
     items: dict[str, list[float]]
+    cost: dict[str, Any]
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,31 +68,100 @@ class CellResult:
         ]
 
 
-def cell_embeddings(cell: Cell, cache_root: Path) -> dict[str, Embedded]:
-    """The train and test embeddings a cell uses (computed on a cache miss)."""
+def items(cell: Cell, dataset: Dataset, split: str) -> np.ndarray:
+    """The seeded sample of ``split`` the cell's profile asks for."""
+    n = {"train": cell.profile.n_train, "test": cell.profile.n_test}[split]
+    return subset(len(dataset.split(split)), n, cell.profile.seed + SPLIT_SEEDS[split])
+
+
+def cell_embeddings(
+    cell: Cell, cache_root: Path, tuned: Tuned | None = None
+) -> dict[str, Embedded]:
+    """The train and test embeddings a cell uses (computed on a cache miss), by the
+    backbone fine-tuned as ``tuned`` says if given."""
     dataset = open_dataset(cell.dataset)
     spec = BACKBONES.get(cell.backbone)
     pre = spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
-    sizes = {"train": cell.profile.n_train, "test": cell.profile.n_test}
+    checkpoint = None if tuned is None else tuned.checkpoint
     return {
         split: embed(
             dataset,
             split,
-            subset(len(dataset.split(split)), n, cell.profile.seed + SPLIT_SEEDS[split]),
+            items(cell, dataset, split),
             spec,
             pre,
             cell.profile.batch_size,
             cache_root,
+            checkpoint,
         )
-        for split, n in sizes.items()
+        for split in ("train", "test")
+    }
+
+
+def tune(cell: Cell, tuning: Tuning, cache_root: Path) -> Tuned:
+    """The cell's backbone fine-tuned as ``tuning`` says, on the train sample the profile
+    draws from the tuning dataset (the cell's own unless cross-tuning)."""
+    name = tuning.dataset or cell.dataset
+    dataset = open_dataset(name)
+    spec = BACKBONES.get(cell.backbone)
+    pre = spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
+    return finetune(
+        dataset,
+        len(DATASETS.get(name).classes),
+        items(cell, dataset, "train"),
+        spec,
+        resolve(spec),
+        pre,
+        tuning.blocks,
+        cell.params,
+        cache_root,
+    )
+
+
+def cell_cost(
+    cell: Cell,
+    embedded: dict[str, Embedded],
+    outcome: Outcome,
+    tuned: Tuned | None,
+    cache_root: Path,
+) -> dict[str, Any]:
+    """What the cell's result took to compute, cached or not: compute seconds per phase
+    (embedding and fine-tuning as recorded when they ran), forward GFLOPs per image,
+    trainable parameters, estimated training GFLOPs, peak memory and device."""
+    spec = BACKBONES.get(cell.backbone)
+    pre = spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
+    gflops = cost.gflops_per_image(spec, pre, cache_root)
+    embed_s = sum(e.cost_seconds for e in embedded.values())
+    n_images = sum(len(e.indices) for e in embedded.values())
+    train_s, trainable, train_gflops = outcome.seconds["fit"], outcome.trainable_params, 0.0
+    if tuned is not None:
+        summary = tuned.summary
+        head = tuned.head[0].size + tuned.head[1].size
+        fraction = (summary["trainable_params"] - head) / summary["backbone_params"]
+        # Forward, plus about two forwards' worth of backward for the trainable share.
+        train_gflops = gflops * summary["images_seen"] * (1 + 2 * fraction)
+        train_s += summary["seconds"]
+        trainable += summary["trainable_params"]
+    seconds = {"embed": embed_s, "train": train_s, "eval": outcome.seconds["eval"]}
+    return {
+        "seconds": {**seconds, "total": sum(seconds.values())},
+        "images_per_second": n_images / embed_s if embed_s else None,
+        "gflops_per_image": gflops,
+        "trainable_params": trainable,
+        "train_gflops": train_gflops + outcome.train_gflops,
+        "peak_rss_mb": cost.peak_rss_mb(),
+        "peak_cuda_mb": cost.peak_cuda_mb(),
+        "device": device(),
     }
 
 
 def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     start = time.perf_counter()
-    embedded = cell_embeddings(cell, cache_root)
+    cost.reset_peaks()
+    strategy, tuning = parse_strategy(cell.strategy)
+    tuned = None if tuning is None else tune(cell, tuning, cache_root)
+    embedded = cell_embeddings(cell, cache_root, tuned)
     train, test = embedded["train"], embedded["test"]
-    strategy = STRATEGIES.get(cell.strategy)
     spec = BACKBONES.get(cell.backbone)
     dataset = DATASETS.get(cell.dataset)
     classes = dataset.classes
@@ -97,6 +173,7 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         len(classes),
         classes,
         partial(embed_texts, spec, cache_root=cache_root) if spec.source == "open_clip" else None,
+        tuned.head if tuned is not None and tuning and tuning.dataset is None else None,
     )
     outcome = strategy.run(features, cell.params)
     metrics = outcome.metrics
@@ -107,7 +184,14 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         **outcome.seconds,
         "total": time.perf_counter() - start,
     }
-    seconds["cost"] = train.cost_seconds + test.cost_seconds + seconds["fit"] + seconds["eval"]
+    costs = cell_cost(cell, embedded, outcome, tuned, cache_root)
+    seconds["cost"] = costs["seconds"]["total"]
+    chosen = outcome.chosen
+    if tuned is not None:
+        chosen = {
+            **chosen,
+            "finetune": {**tuned.summary, "run": tuned.checkpoint.run, "on": tuning.dataset},
+        }
     return CellResult(
         id=cell.id,
         dataset=cell.dataset,
@@ -122,7 +206,7 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         dataset_fingerprint=str(train.key["dataset_fingerprint"]),
         weights_sha256=str(train.key["weights_sha256"]),
         main_metric=strategy.main_metric,
-        chosen=outcome.chosen,
+        chosen=chosen,
         preprocess=dict(train.key["preprocess"]),  # type: ignore[call-overload]
         embedding_keys={split: digest(e.key) for split, e in embedded.items()},
         ci=ci,
@@ -130,4 +214,5 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         protocol=dataset.protocol,
         test_items_sha256=hashlib.sha256(test.indices.astype("<i8").tobytes()).hexdigest(),
         items={name: values.tolist() for name, values in outcome.items.items()},
+        cost=costs,
     )

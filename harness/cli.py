@@ -49,7 +49,10 @@ def _list(args: argparse.Namespace) -> None:
     else:
         from harness.strategies import STRATEGIES
 
-        rows = [[s.name, s.main_metric, s.description] for s in STRATEGIES]
+        rows = [
+            [f"{s.name}:{s.argument}" if s.argument else s.name, s.main_metric, s.description]
+            for s in STRATEGIES
+        ]
         headers = ["name", "main metric", "description"]
     print(tabulate(rows, headers))
 

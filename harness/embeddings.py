@@ -27,6 +27,16 @@ KEY_LIBRARIES = ("torch", "torchvision", "timm", "open_clip", "pillow")
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """Fine-tuned weights to load over the backbone's own: the run that made them (a cache
+    key digest), the file and its sha256."""
+
+    run: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Embedded:
     """Embeddings of the items ``indices`` of one split, with their labels. ``seconds`` is
     this call's wall time; ``cost_seconds`` what computing them took, hit or miss."""
@@ -61,9 +71,12 @@ def embedding_key(
     weights: ResolvedWeights,
     pre: Preprocess,
     device: str,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, object]:
+    tuned = {} if checkpoint is None else {"finetune": [checkpoint.run, checkpoint.sha256]}
     return {
         **model_key(spec, weights, device),
+        **tuned,
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
         "split": split,
@@ -75,10 +88,18 @@ def embedding_key(
 
 
 @lru_cache(maxsize=2)
-def load_model(spec: BackboneSpec, weights: ResolvedWeights) -> torch.nn.Module:
+def load_model(
+    spec: BackboneSpec, weights: ResolvedWeights, checkpoint: Checkpoint | None = None
+) -> torch.nn.Module:
+    """The backbone, with fine-tuned weights from ``checkpoint`` if given."""
     from harness.backbones.build import build_model
 
-    return build_model(spec, weights)
+    model = build_model(spec, weights)
+    if checkpoint is not None:
+        import torch
+
+        model.load_state_dict(torch.load(checkpoint.path, map_location="cpu", weights_only=True))
+    return model
 
 
 def embed(
@@ -89,18 +110,20 @@ def embed(
     pre: Preprocess,
     batch_size: int,
     cache_root: Path,
+    checkpoint: Checkpoint | None = None,
 ) -> Embedded:
-    """Embeddings for ``indices`` of ``split``, computing only the rows not yet cached."""
+    """Embeddings for ``indices`` of ``split`` (by the backbone fine-tuned as ``checkpoint``
+    says, if given), computing only the rows not yet cached."""
     weights = resolve(spec)
     data = dataset.split(split)
-    entry = CacheEntry(
-        cache_root, embedding_key(dataset, split, spec, weights, pre, device()), len(data)
-    )
+    key = embedding_key(dataset, split, spec, weights, pre, device(), checkpoint)
+    entry = CacheEntry(cache_root, key, len(data))
     start = time.perf_counter()
     computed = 0
     if not entry.has(indices):
-        model = load_model(spec, weights)
-        desc = f"embed {dataset.name}/{split} with {spec.name}"
+        model = load_model(spec, weights, checkpoint)
+        tuned = "" if checkpoint is None else " (fine-tuned)"
+        desc = f"embed {dataset.name}/{split} with {spec.name}{tuned}"
         computed = entry.fill(
             indices, lambda rows: embed_batches(model, data, rows, pre, batch_size, desc)
         )

@@ -21,7 +21,7 @@ from harness.errors import EmbeddingError
 if TYPE_CHECKING:
     import torch
 
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 def cpu_threads() -> int:
@@ -44,7 +44,7 @@ def device() -> str:
 def transform(image: Image.Image, pre: Preprocess) -> np.ndarray:
     """``shortest``: resize the short side to ``floor(size / crop_pct)`` (as timm does) and
     centre-crop; ``squash``: resize to ``size`` x ``size`` (as open_clip's squash mode)."""
-    resample = _RESAMPLE[pre.interpolation]
+    resample = RESAMPLE[pre.interpolation]
     if pre.resize == "squash":
         return np.asarray(image.resize((pre.size, pre.size), resample))
     scaled = math.floor(pre.size / pre.crop_pct)

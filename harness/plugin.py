@@ -54,6 +54,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "<rootdir>/reports/baseline.json)",
     )
     group.addoption(
+        "--shelf-profile",
+        default="default",
+        help="also run the cells a suite marks with this profile (e.g. full: the slow "
+        "fine-tuning cells); cells without a profile always run",
+    )
+    group.addoption(
         "--shelf-require",
         action="store_true",
         help="fail, instead of skip, a cell whose data or weights are missing",
@@ -127,6 +133,11 @@ class Bench:
         """Run ``cell``, record its result row, and fail if a metric is below its floor."""
         from harness.cell import run_cell
 
+        if cell.run_profile not in {"default", self._request.config.getoption("--shelf-profile")}:
+            pytest.skip(
+                f"cell of the {cell.run_profile!r} profile; run it with "
+                f"--shelf-profile {cell.run_profile}"
+            )
         try:
             with self._terminal():
                 result = run_cell(cell, self.cache)

@@ -92,6 +92,47 @@ def interval_table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> 
     return tabulate(body, ["cell", *metrics, "cost s"], tablefmt=fmt, disable_numparse=True)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both cost (lower) and quality (higher),
+    ordered by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def cost_table(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Accuracy (the metric every strategy reports) against total compute seconds, cheapest
+    first, with the rest of each cell's cost; ★ marks the Pareto front."""
+    done = [r for r in rows if "accuracy" in r.get("metrics", {}) and r.get("cost")]
+    points = [(r["cost"]["seconds"]["total"], r["metrics"]["accuracy"]) for r in done]
+    front = set(pareto_front(points))
+    order = sorted(range(len(done)), key=lambda i: points[i])
+    body = []
+    for i in order:
+        cost = done[i]["cost"]
+        seconds = cost["seconds"]
+        body.append(
+            [
+                done[i]["id"],
+                f"{points[i][1]:.4f}",
+                f"{seconds['total']:.1f}",
+                *(f"{seconds[p]:.1f}" for p in ("embed", "train", "eval")),
+                f"{cost['gflops_per_image']:.3g}",
+                f"{cost['train_gflops']:.3g}",
+                f"{cost['trainable_params']:,}",
+                f"{cost['peak_rss_mb']:.0f}",
+                "★" if i in front else "",
+            ]
+        )
+    headers = ["cell", "accuracy", "total s", "embed s", "train s", "eval s"]
+    headers += ["GFLOPs/img", "train GFLOPs", "trainable", "peak RSS MB", "Pareto"]
+    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+
+
 def recommendations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per dataset: the most accurate cell, and the cheapest within the suite's epsilon of
     it (the study's practical question). Accuracy is the one metric every strategy
@@ -162,6 +203,14 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 interval_table(done, main, "github"),
                 "",
             ]
+        if any(row.get("cost") for row in done):
+            lines += [
+                "Cost against quality (compute as recorded when each result was computed, "
+                "cached or not; ★: on the Pareto front):",
+                "",
+                cost_table(done, "github"),
+                "",
+            ]
     problems = [row for row in rows if row.get("message")]
     if problems:
         lines += ["## Failures and skips", ""]
@@ -186,6 +235,12 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         "fit_s",
         "eval_s",
         "total_s",
+        "cost_total_s",
+        "gflops_per_image",
+        "train_gflops",
+        "trainable_params",
+        "peak_rss_mb",
+        "device",
         "dataset_fingerprint",
         "weights_sha256",
     ]
@@ -195,6 +250,10 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         flat = {**row, **row.get("metrics", {})}
         flat.update({f"{p}_s": s for p, s in row.get("seconds", {}).items()})
+        cost = row.get("cost") or {}
+        flat.update({k: v for k, v in cost.items() if k != "seconds"})
+        if cost:
+            flat["cost_total_s"] = cost["seconds"]["total"]
         writer.writerow(flat)
     return out.getvalue()
 

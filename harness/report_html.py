@@ -8,7 +8,14 @@ import html as escape
 import io
 from typing import Any
 
-from harness.report import interval_table, metric_columns, recommendation_sentences, table
+from harness.report import (
+    cost_table,
+    interval_table,
+    metric_columns,
+    pareto_front,
+    recommendation_sentences,
+    table,
+)
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}
@@ -25,18 +32,6 @@ def _png(figure: Any) -> str:
     return (
         f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
     )
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points no other point beats on both cost (lower) and quality (higher),
-    ordered by cost."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
 
 
 def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
@@ -92,7 +87,7 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
         ax.annotate(row["backbone"], point, fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.plot(*zip(*(points[i] for i in front), strict=True), "k--", lw=1, label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("compute seconds (embed + fit + eval)")
+    ax.set_xlabel("compute seconds (embed + train + eval)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{dataset}: cost against quality")
     ax.legend(fontsize=8)
@@ -132,6 +127,11 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 interval_table(scored, main, "html"),
                 scatter(scored, dataset),
             ]
+            if any(r.get("cost") for r in scored):
+                parts += [
+                    "<p>Cost against quality (★: on the Pareto front):</p>",
+                    cost_table(scored, "html"),
+                ]
         for row in subset:
             if row.get("message"):
                 parts.append(

@@ -16,7 +16,7 @@ from typing import Any
 from harness.backbones import BACKBONES
 from harness.datasets import DATASETS
 from harness.errors import ShelfbenchError, SuiteError
-from harness.strategies import STRATEGIES
+from harness.strategies import parse_strategy
 
 FLOOR_FIELDS = {"floor", "measured", "date", "machine"}
 
@@ -68,6 +68,7 @@ class Cell:
     params: dict[str, Any] = field(hash=False)
     gate: Gate = Gate()
     floors: tuple[Floor, ...] = ()
+    run_profile: str = "default"
 
     @property
     def id(self) -> str:
@@ -105,15 +106,18 @@ def load_suite(path: Path) -> Suite:
     except TypeError as exc:
         raise SuiteError(f"{path}: [profile] or [gate]: {exc}") from None
 
+    tables = raw.get("strategy", {})
     cells: list[Cell] = []
     for group in raw.get("cells", []):
+        run_profile = group.get("profile", "default")
         product = itertools.product(group["datasets"], group["backbones"], group["strategies"])
         for dataset, backbone, strategy_name in product:
             try:
                 DATASETS.get(dataset)
                 source = BACKBONES.get(backbone).source
-                strategy = STRATEGIES.get(strategy_name)
-                params = strategy.params(raw.get("strategy", {}).get(strategy_name, {}))
+                strategy, _ = parse_strategy(strategy_name)
+                own = tables.get(strategy.name, {})
+                params = strategy.params({**tables.get(strategy.inherits, {}), **own})
             except ShelfbenchError as exc:
                 raise SuiteError(f"{path}: {exc}") from None
             if strategy.needs_text and source != "open_clip":
@@ -121,7 +125,9 @@ def load_suite(path: Path) -> Suite:
                     f"{path}: {strategy_name} needs a text tower; {backbone} is "
                     f"an image-only {source} model"
                 )
-            cells.append(Cell(name, dataset, backbone, strategy_name, profile, params, gate))
+            cells.append(
+                Cell(name, dataset, backbone, strategy_name, profile, params, gate, (), run_profile)
+            )
 
     by_id = {cell.id: cell for cell in cells}
     if len(by_id) != len(cells):
@@ -130,7 +136,7 @@ def load_suite(path: Path) -> Suite:
         if cell_id not in by_id:
             raise SuiteError(f"{path}: floors for {cell_id!r}, which is not a cell of the suite")
         cell = by_id[cell_id]
-        known = STRATEGIES.get(cell.strategy).metrics
+        known = parse_strategy(cell.strategy)[0].metrics
         parsed = []
         for metric, spec in floors.items():
             if metric not in known:

@@ -87,14 +87,27 @@ def test_cells_pass_and_the_report_has_the_stable_schema(pytester, suite):
         "n_test",
         "dataset_fingerprint",
         "weights_sha256",
+        "cost",
     ):
         assert field in knn
     assert knn["outcome"] == "passed" and knn["floors"] == {"accuracy": 0.2}
     assert (knn["n_train"], knn["n_test"]) == (320, 96)
     assert set(knn["seconds"]) >= {"embed", "fit", "eval"}
+    assert set(knn["cost"]) == {
+        "seconds",
+        "images_per_second",
+        "gflops_per_image",
+        "trainable_params",
+        "train_gflops",
+        "peak_rss_mb",
+        "peak_cuda_mb",
+        "device",
+    }
+    assert set(knn["cost"]["seconds"]) == {"embed", "train", "eval", "total"}
     assert all(isinstance(v, float) for v in knn["metrics"].values())
     md = (pytester.path / "reports" / "latest.md").read_text()
-    assert md.count(f"| {KNN} ") == 2  # the results table and the intervals table
+    # The results, intervals and cost tables.
+    assert md.count(f"| {KNN} ") == 3 and "Pareto" in md
     assert "## Recommendation" in md
     assert (pytester.path / "reports" / "latest.csv").read_text().splitlines()[0].startswith("id,")
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from harness import metrics, stats
-from harness.report_html import pareto_front
+from harness.report import pareto_front
 
 
 def items_for(labels, scores):

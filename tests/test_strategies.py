@@ -121,7 +121,7 @@ def test_mlp_searches_logs_every_trial_and_retrieves_with_its_penultimate_layer(
     assert len(trials) == 3 and all(1 <= t["epochs"] <= 5 for t in trials)
     assert outcome.chosen["validation_accuracy"] == max(t["validation_accuracy"] for t in trials)
     assert outcome.chosen["retrieval_embedding"] == "penultimate layer of the MLP head"
-    assert outcome.chosen["trainable_params"] > 0
+    assert outcome.trainable_params > 0 and outcome.train_gflops > 0
 
 
 def test_mlp_never_looks_at_test_labels():

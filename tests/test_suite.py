@@ -1,5 +1,6 @@
 """Suite files: cells, ids and order, parameters, floors."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,12 @@ ROOT = Path(__file__).parents[1]
 
 def test_default_suite_declares_the_embedded_default_cells():
     suite = load_suite(ROOT / "suites" / "default.toml")
-    assert [c.id for c in suite.cells] == [
-        "fashion-mnist/effnet-lite0/knn",
-        "fashion-mnist/effnet-lite0/linear",
+    assert [(c.id, c.run_profile) for c in suite.cells] == [
+        ("fashion-mnist/effnet-lite0/knn", "default"),
+        ("fashion-mnist/effnet-lite0/linear", "default"),
+        ("fashion-mnist/effnet-lite0/mlp", "full"),
+        ("fashion-mnist/effnet-lite0/partial:2", "full"),
+        ("fashion-mnist/effnet-lite0/finetune", "full"),
     ]
     for cell in suite.cells:
         assert cell.floors, f"{cell.id} has no floor: CI would gate on nothing"
@@ -59,3 +63,35 @@ def test_zeroshot_needs_a_text_image_backbone(tmp_path):
     )
     with pytest.raises(SuiteError, match="zeroshot needs a text tower; test-vit"):
         load_suite(path)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        ("partial", "strategy 'partial' needs an argument: partial:N"),
+        ("partial:x", "partial:x: N must be a whole number of blocks"),
+        ("knn:3", "strategy 'knn' takes no argument"),
+        ("cross:nope", "unknown dataset 'nope'"),
+    ],
+)
+def test_strategy_arguments_are_checked_at_load(tmp_path, strategy, message):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        f'[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["test-vit"]\n'
+        f'strategies = ["{strategy}"]\n'
+    )
+    with pytest.raises(SuiteError, match=re.escape(message)):
+        load_suite(path)
+
+
+def test_cross_tuning_takes_the_finetune_settings_and_profiles_tag_cells(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[[cells]]\ndatasets = ["synthetic-shelf"]\nbackbones = ["test-vit"]\n'
+        'strategies = ["cross:synthetic-products", "partial:2"]\nprofile = "full"\n'
+        "[strategy.finetune]\nepochs = 7\n[strategy.cross]\nlr = 0.5\n"
+    )
+    cross, partial = load_suite(path).cells
+    assert (cross.params["epochs"], cross.params["lr"]) == (7, 0.5)
+    assert partial.params["epochs"] == 3  # partial has its own table
+    assert cross.run_profile == partial.run_profile == "full"

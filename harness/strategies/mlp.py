@@ -107,8 +107,7 @@ def sample(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, Any
     dropout=0.2,
 )
 def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
-    """An MLP head (1-3 hidden layers) on standardised frozen embeddings, by seeded random
-    search.
+    """An MLP head (1-3 hidden layers) on frozen embeddings, found by seeded random search.
 
     ``trials`` configurations (learning rate, weight decay, depth, width) each train up to
     ``search_epochs`` with early stopping on a stratified validation split carved from
@@ -130,11 +129,14 @@ def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     rng = np.random.default_rng(params["seed"])
     trials: list[dict[str, Any]] = []
     best_head = None
+    n_fit = int((~held).sum())
+    flops = 0.0  # 6 FLOPs per weight per training item (forward and backward)
     for _ in range(params["trials"]):
         config = sample(rng, params)
         head, accuracy, epochs = train_head(
             config, x, y, held, data.n_classes, params["search_epochs"], params
         )
+        flops += 6 * sum(p.numel() for p in head.parameters()) * n_fit * epochs
         if not trials or accuracy > max(t["validation_accuracy"] for t in trials):
             best_head = head
         trials.append({**config, "validation_accuracy": accuracy, "epochs": epochs})
@@ -146,6 +148,7 @@ def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
         head, accuracy, epochs = train_head(
             config, x, y, held, data.n_classes, params["max_epochs"], params
         )
+        flops += 6 * sum(p.numel() for p in head.parameters()) * n_fit * epochs
     fitted = time.perf_counter()
 
     test = torch.from_numpy(((data.test - mean) / std).astype(np.float32))
@@ -159,8 +162,13 @@ def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
         "validation_accuracy": accuracy,
         "epochs": epochs,
         "trials": trials,
-        "trainable_params": sum(p.numel() for p in head.parameters()),
         "retrieval_embedding": "penultimate layer of the MLP head",
     }
     items = {**classification_items(data.test_labels, scores), **ranked}
-    return Outcome(items, {"fit": fitted - start, "eval": time.perf_counter() - fitted}, chosen)
+    return Outcome(
+        items,
+        {"fit": fitted - start, "eval": time.perf_counter() - fitted},
+        chosen,
+        trainable_params=sum(p.numel() for p in head.parameters()),
+        train_gflops=flops / 1e9,
+    )

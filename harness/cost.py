@@ -1,0 +1,74 @@
+"""What a cell costs besides seconds: forward FLOPs per image and peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import sys
+from pathlib import Path
+
+from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.weights import resolve
+from harness.cache import atomic_write, digest
+from harness.embeddings import load_model, model_key
+from harness.extract import device
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def gflops_per_image(spec: BackboneSpec, pre: Preprocess, cache_root: Path) -> float:
+    """Forward GFLOPs of one image at ``pre.size`` (``torch.utils.flop_counter``, which
+    counts a multiply-add as two FLOPs and covers matmuls and convolutions), remembered in
+    the cache so that a run whose embeddings are all cached loads no model for it."""
+    weights = resolve(spec)
+    key = {**model_key(spec, weights, device()), "size": pre.size, "kind": "gflops"}
+    name = digest(key)
+    path = cache_root / "flops" / f"{name}.json"
+    if path.exists():
+        return float(json.loads(path.read_text())["gflops"])
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = load_model(spec, weights)
+    param = next(model.parameters())
+    x = torch.zeros(1, 3, pre.size, pre.size, device=param.device, dtype=param.dtype)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    gflops = counter.get_total_flops() / 1e9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"gflops": gflops, "key": key}, indent=1)
+    atomic_write(path, lambda p: p.write_text(text))
+    return gflops
+
+
+def reset_peaks() -> None:
+    """Start a new peak-memory window: the process's peak RSS (Linux ``clear_refs``) and,
+    if torch is already in use on a GPU, its peak CUDA allocation."""
+    with contextlib.suppress(OSError):
+        _CLEAR_REFS.write_text("5")
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory since ``reset_peaks`` (``VmHWM``), else since the process
+    started (``ru_maxrss``)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_cuda_mb() -> float | None:
+    """Peak CUDA memory allocated since ``reset_peaks``; None when no GPU was used."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20

@@ -1,0 +1,181 @@
+"""Strategies that train the backbone: learning, resuming, what trains, and what it costs."""
+
+import itertools
+
+import numpy as np
+import pytest
+import timm  # noqa: F401  (imported up front: pytester runs drop modules imported later)
+import torch  # noqa: F401
+from PIL import Image
+
+from harness import cost, finetune
+from harness.backbones import BACKBONES
+from harness.backbones.build import build_model
+from harness.backbones.weights import resolve
+from harness.cell import run_cell
+from harness.errors import SuiteError
+from harness.suite import Cell, Profile
+
+# Steps large enough for a random-init network to learn in a few short epochs.
+TRAIN = {"epochs": 2, "batch_size": 16, "lr": 2e-3, "head_lr": 1e-2}
+
+
+def make_cell(strategy, params=None, dataset="synthetic-products", n_train=96):
+    from harness.strategies import parse_strategy
+
+    spec, _ = parse_strategy(strategy)
+    return Cell(
+        "test",
+        dataset,
+        "test-efficientnet",
+        strategy,
+        Profile(n_train=n_train, n_test=48, image_size=64, batch_size=16),
+        spec.params({**TRAIN, **(params or {})} if spec.tuning else {}),
+    )
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [finetune.learning_rate(step, 100, 10) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
+    assert factors[-1] < 0.001
+
+
+def test_augmentation_is_seeded_and_sized():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8))
+    pre = BACKBONES.get("test-efficientnet").preprocess.resized(24)
+
+    def draw(seed):
+        return finetune.augment(image, pre, np.random.default_rng(seed), (0.35, 1.0))
+
+    assert draw(1).shape == (24, 24, 3)
+    np.testing.assert_array_equal(draw(1), draw(1))
+    assert not np.array_equal(draw(1), draw(2))
+
+
+@pytest.mark.parametrize(
+    ("backbone", "blocks", "trains"),
+    [
+        ("test-vit", 1, ("blocks.5.", "norm.")),
+        ("test-efficientnet", 2, ("blocks.3.", "blocks.4.", "conv_head.", "bn2.")),
+        ("test-clip", 1, ("clip.visual.transformer.resblocks.1.", "clip.visual.ln_post.")),
+    ],
+)
+def test_partial_trains_only_the_last_blocks(backbone, blocks, trains):
+    spec = BACKBONES.get(backbone)
+    model = build_model(spec, resolve(spec))
+    finetune.trainable(model, spec, blocks)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(trains) or n == "clip.visual.proj" for n in names)
+    assert all(any(n.startswith(t) for n in names) for t in trains)
+    everything = finetune.trainable(model, spec, None)
+    image = finetune.image_model(model, spec)
+    assert sum(p.numel() for p in everything) == sum(p.numel() for p in image.parameters())
+
+
+def test_partial_refuses_more_blocks_than_the_model_has():
+    spec = BACKBONES.get("test-vit")
+    with pytest.raises(SuiteError, match=r"test-vit has 6 blocks; use 1\.\.6"):
+        finetune.trainable(build_model(spec, resolve(spec)), spec, 7)
+
+
+def test_a_changed_setting_is_a_new_run():
+    cell = make_cell("finetune")
+    dataset, spec = cell.dataset, BACKBONES.get(cell.backbone)
+    from harness.datasets import open_dataset
+
+    data = open_dataset(dataset)
+    pre = spec.preprocess.resized(64)
+    rows = np.arange(10)
+
+    def key(**change):
+        settings = {k: cell.params[k] for k in finetune.TRAIN_DEFAULTS} | change
+        return finetune.run_key(data, rows, spec, resolve(spec), pre, None, settings)
+
+    assert key() == key()
+    assert key() != key(lr=1e-3)
+    assert key() != finetune.run_key(data, rows, spec, resolve(spec), pre, 1, cell.params)
+
+
+def test_finetuning_learns_beyond_the_frozen_probe(tmp_path):
+    tuned = run_cell(make_cell("finetune", {"epochs": 4}, n_train=None), tmp_path)
+    frozen = run_cell(make_cell("linear", n_train=None), tmp_path)
+    losses = [epoch["loss"] for epoch in tuned.chosen["finetune"]["history"]]
+    assert losses[-1] < losses[0]
+    assert tuned.metrics["accuracy"] > frozen.metrics["accuracy"] + 0.1
+    assert tuned.cost["trainable_params"] > frozen.cost["trainable_params"]
+    assert tuned.cost["seconds"]["train"] > 0 and tuned.cost["train_gflops"] > 0
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    cell = make_cell("finetune", {"epochs": 3})
+    whole = run_cell(cell, tmp_path / "whole")
+
+    real_save = finetune.save_checkpoint
+    saved = []
+
+    def killed_after_first_epoch(run_dir, state):
+        real_save(run_dir, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "save_checkpoint", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cell, tmp_path / "resumed")
+    assert len(list((tmp_path / "resumed").glob("finetune/*/*/epoch-0001.pt"))) == 1
+
+    monkeypatch.setattr(
+        finetune,
+        "save_checkpoint",
+        lambda d, state: saved.append(state["epoch"]) or real_save(d, state),
+    )
+    resumed = run_cell(cell, tmp_path / "resumed")
+    assert saved == [2, 3]  # it went on from epoch 1's checkpoint, not from scratch
+    assert resumed.chosen["finetune"]["history"] == whole.chosen["finetune"]["history"]
+    assert resumed.metrics == whole.metrics
+    assert resumed.embedding_keys == whole.embedding_keys  # the same checkpoint hash
+    assert not list((tmp_path / "resumed").glob("finetune/*/*/epoch-*.pt"))
+
+
+def test_cross_tuning_reuses_the_finetune_run(tmp_path, monkeypatch):
+    own = run_cell(make_cell("finetune"), tmp_path)
+
+    def refuse(*args):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(finetune, "train", refuse)
+    cross = run_cell(make_cell("cross:synthetic-products", dataset="synthetic-shelf"), tmp_path)
+    assert cross.chosen["finetune"]["run"] == own.chosen["finetune"]["run"]
+    assert cross.chosen["finetune"]["on"] == "synthetic-products"
+    assert {"accuracy", "mmp@5"} <= set(cross.metrics)
+
+
+def test_cost_is_recorded_and_flops_are_cached(tmp_path, monkeypatch):
+    spec = BACKBONES.get("test-efficientnet")
+    small = cost.gflops_per_image(spec, spec.preprocess.resized(64), tmp_path)
+    large = cost.gflops_per_image(spec, spec.preprocess.resized(128), tmp_path)
+    # A CNN's FLOPs grow with the pixel count: four times the pixels, about four times.
+    assert 3.5 < large / small < 4.5
+
+    def refuse(*args):
+        raise AssertionError("model loaded for a cached FLOP count")
+
+    monkeypatch.setattr(cost, "load_model", refuse)
+    assert cost.gflops_per_image(spec, spec.preprocess.resized(64), tmp_path) == small
+
+
+def test_peak_rss_window_restarts():
+    big = np.ones(200 * 2**20 // 8)
+    before = cost.peak_rss_mb()
+    del big
+    cost.reset_peaks()
+    assert cost.peak_rss_mb() < before - 100
+
+
+def test_the_linear_probe_counts_its_training():
+    from harness.strategies import STRATEGIES, Features
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 8)).astype(np.float32), np.repeat(np.arange(3), 20)
+    linear = STRATEGIES.get("linear")
+    probe = linear.run(Features(x, y, x[:9], y[:9], 3), linear.defaults)
+    assert probe.trainable_params == 8 * 3 + 3 and probe.train_gflops > 0
