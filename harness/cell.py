@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from harness.backbones.weights import resolve
 from harness.cache import digest
 from harness.datasets import DATASETS, Dataset, open_dataset, subset
 from harness.embeddings import Embedded, embed, embed_texts
+from harness.errors import DatasetError
 from harness.extract import device
 from harness.finetune import Tuned, finetune
 from harness.stats import bootstrap_ci
@@ -53,6 +55,8 @@ class CellResult:
     test_items_sha256: str
     items: dict[str, list[float]]
     cost: dict[str, Any]
+    skipped: dict[str, Any]
+    warnings: list[str]
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,13 +105,12 @@ def cell_embeddings(
 def tune(cell: Cell, tuning: Tuning, cache_root: Path) -> Tuned:
     """The cell's backbone fine-tuned as ``tuning`` says, on the train sample the profile
     draws from the tuning dataset (the cell's own unless cross-tuning)."""
-    name = tuning.dataset or cell.dataset
-    dataset = open_dataset(name)
+    dataset = open_dataset(tuning.dataset or cell.dataset)
     spec = BACKBONES.get(cell.backbone)
     pre = spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
     return finetune(
         dataset,
-        len(DATASETS.get(name).classes),
+        len(dataset.classes),
         items(cell, dataset, "train"),
         spec,
         resolve(spec),
@@ -155,16 +158,58 @@ def cell_cost(
     }
 
 
+def drop_unreadable(
+    cell: Cell, embedded: dict[str, Embedded], dataset: Dataset
+) -> tuple[dict[str, Embedded], dict[str, Any]]:
+    """Leave out items whose image could not be read (NaN rows in the cache), counting
+    them, or fail the cell if its profile says ``bad_images = "fail"``."""
+    kept, skipped, examples = {}, {}, []
+    for split, e in embedded.items():
+        bad = np.isnan(e.vectors).any(axis=1)
+        skipped[split] = int(bad.sum())
+        data = dataset.split(split)
+        examples += [str(data.path(int(i))) for i in e.indices[bad][:3] if hasattr(data, "path")]
+        kept[split] = dataclasses.replace(
+            e,
+            vectors=e.vectors[~bad],
+            labels=e.labels[~bad],
+            indices=e.indices[~bad],
+            ids=None if e.ids is None else e.ids[~bad],
+            query=None if e.query is None else e.query[~bad],
+        )
+    if sum(skipped.values()) and cell.profile.bad_images == "fail":
+        raise DatasetError(
+            f"{cell.id}: {sum(skipped.values())} images could not be read, e.g. "
+            f'{", ".join(examples) or "see the log"}; fix them, or set bad_images = "skip" '
+            "in the suite's [profile] (the embeddings of the rest are cached)"
+        )
+    return kept, {**skipped, "examples": examples}
+
+
+def sanity_warnings(metrics: dict[str, float], n_classes: int) -> list[str]:
+    """A near-chance accuracy on a few-class dataset is more often a label-mapping bug
+    (class folders numbered differently in train and test) than a bad model."""
+    accuracy = metrics.get("accuracy")
+    if accuracy is None or n_classes > 50 or accuracy > 1.5 / n_classes:
+        return []
+    return [
+        f"accuracy {accuracy:.3f} is near chance (1/{n_classes} = {1 / n_classes:.3f}); "
+        "if the backbone is pretrained, check that train and test labels map the same "
+        "classes to the same numbers (e.g. ImageFolder class folders in both splits)"
+    ]
+
+
 def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     start = time.perf_counter()
     cost.reset_peaks()
     strategy, tuning = parse_strategy(cell.strategy)
     tuned = None if tuning is None else tune(cell, tuning, cache_root)
-    embedded = cell_embeddings(cell, cache_root, tuned)
+    opened = open_dataset(cell.dataset)
+    embedded, skipped = drop_unreadable(cell, cell_embeddings(cell, cache_root, tuned), opened)
     train, test = embedded["train"], embedded["test"]
     spec = BACKBONES.get(cell.backbone)
     dataset = DATASETS.get(cell.dataset)
-    classes = dataset.classes
+    classes = opened.classes
     features = Features(
         train.vectors,
         train.labels,
@@ -174,6 +219,10 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         classes,
         partial(embed_texts, spec, cache_root=cache_root) if spec.source == "open_clip" else None,
         tuned.head if tuned is not None and tuning and tuning.dataset is None else None,
+        dataset.protocol,
+        train.ids,
+        test.ids,
+        test.query,
     )
     outcome = strategy.run(features, cell.params)
     metrics = outcome.metrics
@@ -215,4 +264,6 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         test_items_sha256=hashlib.sha256(test.indices.astype("<i8").tobytes()).hexdigest(),
         items={name: values.tolist() for name, values in outcome.items.items()},
         cost=costs,
+        skipped=skipped,
+        warnings=sanity_warnings(metrics, len(classes)),
     )

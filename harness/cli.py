@@ -131,6 +131,25 @@ def _fetch(args: argparse.Namespace) -> None:
     print(f"{args.name} is in {spec.fetch(args.root or cache_root() / 'data')}")
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from harness.datasets import DATASETS, open_dataset, public
+
+    DATASETS.get(args.name)
+    if args.name not in public.FACTS:
+        dataset = open_dataset(args.name)  # its loader checks every file's hash
+        print(f"{args.name}: {sum(len(s) for s in dataset.splits.values())} items, verified")
+        return 0
+    problems = public.verify(args.name, args.root / args.name if args.root else None)
+    facts = public.FACTS[args.name]
+    for problem in problems:
+        print(f"{args.name}: {problem}")
+    if problems:
+        print(f"{args.name}: differs from the release ({facts.reference})")
+        return 1
+    print(f"{args.name}: counts and classes as published; every listed file is present")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> None:
     from harness.cell import cell_embeddings
     from harness.paths import cache_root
@@ -245,6 +264,10 @@ def parser() -> argparse.ArgumentParser:
     fetch.add_argument("name")
     fetch.add_argument("--root", type=Path, help="target directory (default: the cache)")
     fetch.set_defaults(run=_fetch)
+    check = data_sub.add_parser("verify", help="check a dataset's counts, classes and files")
+    check.add_argument("name")
+    check.add_argument("--root", type=Path, help="the folder holding NAME/ (default: search)")
+    check.set_defaults(run=_verify)
 
     export = sub.add_parser("export", help="write the embeddings and labels a cell uses")
     export.add_argument("cell", help="cell id, e.g. fashion-mnist/effnet-lite0/knn")

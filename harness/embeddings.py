@@ -44,6 +44,8 @@ class Embedded:
     vectors: np.ndarray
     labels: np.ndarray
     indices: np.ndarray
+    ids: np.ndarray | None
+    query: np.ndarray | None
     computed: int
     seconds: float
     key: dict[str, object]
@@ -131,6 +133,8 @@ def embed(
         entry.read(indices),
         data.labels[indices],
         indices,
+        None if data.ids is None else data.ids[indices],
+        None if data.query is None else data.query[indices],
         computed,
         time.perf_counter() - start,
         entry.key,

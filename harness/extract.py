@@ -16,7 +16,7 @@ from tqdm import tqdm
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights
 from harness.datasets.base import Split
-from harness.errors import EmbeddingError
+from harness.errors import DatasetError, EmbeddingError
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +30,15 @@ def cpu_threads() -> int:
         return max(1, int(os.environ["SHELFBENCH_THREADS"]))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+def loader_workers() -> int:
+    """DataLoader worker processes: ``$SHELFBENCH_WORKERS``, else half the cores this
+    process may use (the model's threads get the rest), none with two cores or fewer."""
+    if os.environ.get("SHELFBENCH_WORKERS"):
+        return max(0, int(os.environ["SHELFBENCH_WORKERS"]))
+    cores = cpu_threads()
+    return 0 if cores <= 2 else min(8, cores // 2)
 
 
 def device() -> str:
@@ -66,6 +75,58 @@ def to_tensor(images: list[np.ndarray], pre: Preprocess) -> torch.Tensor:
     return batch.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
 
+class Loaded:
+    """Decoded, resized items of a batch, and the items that could not be read."""
+
+    def __init__(self, rows: np.ndarray, images: list[np.ndarray], bad: dict[int, str]) -> None:
+        self.rows, self.images, self.bad = rows, images, bad
+
+
+class _Items:
+    """The map-style dataset the DataLoader's workers read: decode and resize one item."""
+
+    def __init__(self, split: Split, rows: np.ndarray, pre: Preprocess) -> None:
+        self.split, self.rows, self.pre = split, rows, pre
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int) -> tuple[int, np.ndarray | None, str]:
+        index = int(self.rows[k])
+        try:
+            return index, transform(self.split.image(index), self.pre), ""
+        except DatasetError as exc:
+            return index, None, str(exc)
+
+
+def _collate(items: list[tuple[int, np.ndarray | None, str]]) -> Loaded:
+    good = [(i, image) for i, image, _ in items if image is not None]
+    return Loaded(
+        np.array([i for i, _ in good], dtype=np.int64),
+        [image for _, image in good],
+        {i: message for i, image, message in items if image is None},
+    )
+
+
+def load_batches(
+    split: Split, rows: np.ndarray, pre: Preprocess, batch_size: int
+) -> Iterator[Loaded]:
+    """Batches of ``rows`` decoded and resized by ``loader_workers()`` processes (in this
+    one if none); an unreadable item is reported in ``Loaded.bad``, never raised."""
+    import torch
+
+    workers = loader_workers()
+    loader = torch.utils.data.DataLoader(
+        _Items(split, rows, pre),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+    yield from loader
+
+
 def embed_batches(
     model: torch.nn.Module,
     split: Split,
@@ -74,7 +135,9 @@ def embed_batches(
     batch_size: int,
     desc: str,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(indices, float32 embeddings)`` per batch, under inference mode, fp32.
+    """Yield ``(indices, float32 embeddings)`` per batch, under inference mode, fp32. An
+    item that cannot be read gets a row of NaN (the cache then knows it was tried), and
+    a warning with its path.
 
     fp32 on the CPU on purpose: on CPUs without bf16 hardware, bf16 autocast is ~10x slower.
     """
@@ -92,19 +155,24 @@ def embed_batches(
         dynamic_ncols=True,
     )
     with torch.inference_mode(), bar:
-        for start in range(0, len(indices), batch_size):
-            rows = indices[start : start + batch_size]
-            x = to_tensor([transform(split.image(int(i)), pre) for i in rows], pre)
-            try:
-                out = model(x.to(dev, non_blocking=True))
-            except (RuntimeError, AssertionError, ValueError) as exc:
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise EmbeddingError(
-                    f"{desc}: the model failed on a batch of {tuple(x.shape)}: {reason}; "
-                    "check the suite's image_size against the backbone's input size"
-                ) from exc
-            yield rows, out.float().cpu().numpy()
-            bar.update(len(rows))
+        for batch in load_batches(split, indices, pre, batch_size):
+            for message in batch.bad.values():
+                bar.write(f"shelfbench: skipped {message}", file=sys.stderr)
+            if batch.bad:
+                bad = np.array(sorted(batch.bad), dtype=np.int64)
+                yield bad, np.full((len(bad), model.num_features), np.nan, np.float32)
+            if batch.images:
+                x = to_tensor(batch.images, pre)
+                try:
+                    out = model(x.to(dev, non_blocking=True))
+                except (RuntimeError, AssertionError, ValueError) as exc:
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise EmbeddingError(
+                        f"{desc}: the model failed on a batch of {tuple(x.shape)}: {reason}; "
+                        "check the suite's image_size against the backbone's input size"
+                    ) from exc
+                yield batch.rows, out.float().cpu().numpy()
+            bar.update(len(batch.rows) + len(batch.bad))
 
 
 def text_batches(

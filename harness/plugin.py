@@ -155,7 +155,7 @@ class Bench:
         properties.append((RESULT_PROPERTY, json.dumps(row)))
         properties += [(f"metric.{name}", value) for name, value in result.metrics.items()]
         if failures:
-            pytest.fail("\n".join(failures), pytrace=False)
+            pytest.fail("\n".join(failures + result.warnings), pytrace=False)
         return row
 
     def _against_baseline(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
@@ -245,6 +245,14 @@ class ShelfReport:
                 reasons.setdefault(key, []).append(row["id"])
         for (outcome, reason), ids in reasons.items():
             terminalreporter.write_line(f"{outcome} {', '.join(ids)}: {reason}")
+        for row in self.rows.values():
+            skipped = {k: v for k, v in row.get("skipped", {}).items() if k != "examples"}
+            if sum(skipped.values()):
+                counts = ", ".join(f"{n} of {split}" for split, n in skipped.items() if n)
+                terminalreporter.write_line(
+                    f"{row['id']}: skipped unreadable images ({counts}), e.g. "
+                    f"{', '.join(row['skipped']['examples'][:2])}"
+                )
         for path in self.paths:
             terminalreporter.write_line(f"wrote {path}")
 

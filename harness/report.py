@@ -211,6 +211,14 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 cost_table(done, "github"),
                 "",
             ]
+    for row in rows:
+        counts = {k: v for k, v in row.get("skipped", {}).items() if k != "examples" and v}
+        if counts:
+            lines.append(
+                f"- `{row['id']}` skipped unreadable images: "
+                + ", ".join(f"{n} of {split}" for split, n in counts.items())
+                + f" (e.g. {', '.join(row['skipped']['examples'][:3])})"
+            )
     problems = [row for row in rows if row.get("message")]
     if problems:
         lines += ["## Failures and skips", ""]

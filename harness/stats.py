@@ -67,6 +67,11 @@ def summarise(items: Items) -> dict[str, float]:
     return {name: value(items, name) for name in metric_names(items)}
 
 
+def n_items(items: Items, metric: str) -> int:
+    """How many items ``metric`` has (retrieval leaves out queries with nothing relevant)."""
+    return len(items["labels" if metric == "macro_f1" else metric])
+
+
 def resamples(n_items: int, n: int, seed: int) -> np.ndarray:
     """``n`` bootstrap samples of item indices (rows), seeded."""
     return np.random.default_rng(seed).integers(0, n_items, size=(n, n_items))
@@ -82,7 +87,7 @@ def bootstrap_ci(
     items: Items, metric: str, n: int, seed: int, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``metric`` over items."""
-    idx = resamples(len(next(iter(items.values()))), n, seed)
+    idx = resamples(n_items(items, metric), n, seed)
     return _percentiles(_resampled(items, metric, idx), level)
 
 
@@ -90,8 +95,8 @@ def paired_difference(
     old: Items, new: Items, metric: str, n: int, seed: int, level: float = 0.95
 ) -> tuple[float, float, float]:
     """new − old on the same items, and its paired-bootstrap percentile interval."""
-    size = len(next(iter(new.values())))
-    if len(next(iter(old.values()))) != size:
+    size = n_items(new, metric)
+    if n_items(old, metric) != size:
         raise ValueError("paired comparison needs the same test items in both runs")
     idx = resamples(size, n, seed)
     draws = _resampled(new, metric, idx) - _resampled(old, metric, idx)

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.backbones import BACKBONES
 from harness.datasets import DATASETS
+from harness.datasets.formats import register_user_dataset, user_dataset
 from harness.errors import ShelfbenchError, SuiteError
 from harness.strategies import parse_strategy
 
@@ -31,6 +32,7 @@ class Profile:
     crop_pct: float | None = None
     batch_size: int = 32
     seed: int = 0
+    bad_images: str = "skip"  # or "fail": what an unreadable image does to its cell
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,13 @@ def load_suite(path: Path) -> Suite:
         gate = Gate(**raw.get("gate", {}))
     except TypeError as exc:
         raise SuiteError(f"{path}: [profile] or [gate]: {exc}") from None
+    if profile.bad_images not in ("skip", "fail"):
+        raise SuiteError(f"{path}: [profile] bad_images is 'skip' or 'fail'")
+    for dataset_name, table in raw.get("datasets", {}).items():
+        try:
+            register_user_dataset(user_dataset(dataset_name, table, Path(path).parent))
+        except ShelfbenchError as exc:
+            raise SuiteError(f"{path}: {exc}") from None
 
     tables = raw.get("strategy", {})
     cells: list[Cell] = []

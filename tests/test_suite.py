@@ -21,7 +21,8 @@ def test_default_suite_declares_the_embedded_default_cells():
         ("fashion-mnist/effnet-lite0/finetune", "full"),
     ]
     for cell in suite.cells:
-        assert cell.floors, f"{cell.id} has no floor: CI would gate on nothing"
+        if cell.run_profile == "default":
+            assert cell.floors, f"{cell.id} has no floor: CI would gate on nothing"
         for f in cell.floors:
             assert f.floor <= f.measured and f.date and f.machine
 

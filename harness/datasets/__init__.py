@@ -1,6 +1,6 @@
 """Datasets: one declarative registry entry each. Importing this package registers them."""
 
-from harness.datasets import fashion_mnist, synthetic
+from harness.datasets import fashion_mnist, public, synthetic
 from harness.datasets.base import DATASETS, ArraySplit, Dataset, DatasetSpec, Split, subset
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Split",
     "fashion_mnist",
     "open_dataset",
+    "public",
     "subset",
     "synthetic",
 ]

@@ -15,14 +15,20 @@ from harness.errors import DatasetError
 from harness.registry import Registry
 
 PROTOCOLS = {
-    "split": "queries are the test split, the gallery is the train split, relevant = same class",
+    "split": "queries are the test split, the gallery is the train split",
+    "leave-one-out": "every test item queries all other test items",
+    "query-gallery": "test items marked as queries query the other test items, the gallery",
 }
 
 
 class Split(Protocol):
-    """One split: integer labels and an image per index."""
+    """One split: integer labels and an image per index. ``ids``: the relevance key of
+    each item (a product or instance id) where it is not the label; ``query``: which items
+    are queries (the query-gallery protocol)."""
 
     labels: np.ndarray
+    ids: np.ndarray | None
+    query: np.ndarray | None
 
     def __len__(self) -> int: ...
 
@@ -38,6 +44,7 @@ class Dataset:
     name: str
     fingerprint: str
     splits: dict[str, Split]
+    classes: tuple[str, ...] = ()
 
     def split(self, name: str) -> Split:
         try:
@@ -50,7 +57,8 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registry entry: what the dataset is, and how to open it."""
+    """A registry entry: what the dataset is, and how to open it. ``classes`` may be empty
+    where only the files say (they are then the opened ``Dataset``'s)."""
 
     name: str
     domain: str
@@ -75,6 +83,8 @@ class ArraySplit:
 
     images: np.ndarray
     labels: np.ndarray
+    ids: np.ndarray | None = None
+    query: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):

@@ -85,7 +85,7 @@ def open_from(directory: Path) -> Dataset:
         )
         for split, prefix in SPLITS.items()
     }
-    return Dataset(NAME, fingerprint([NAME, *hashes]), splits)
+    return Dataset(NAME, fingerprint([NAME, *hashes]), splits, CLASSES)
 
 
 def fetch(dest: Path, base_url: str = URL) -> Path:

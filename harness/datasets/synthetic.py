@@ -64,7 +64,7 @@ def open_synthetic(name: str) -> Dataset:
     parts = [name, str(VERSION)]
     for split, data in splits.items():
         parts += [split, data.images.tobytes(), data.labels.astype("<i8").tobytes()]
-    return Dataset(name, fingerprint(parts), splits)
+    return Dataset(name, fingerprint(parts), splits, classes(name))
 
 
 for _name in PALETTES:

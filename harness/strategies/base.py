@@ -14,7 +14,9 @@ from harness.registry import Registry
 
 @dataclass(frozen=True)
 class Features:
-    """Frozen embeddings of the train (gallery) and test (query) items, with labels."""
+    """Embeddings of the train and test items, with labels, and how retrieval runs on them:
+    the dataset's ``protocol`` (``harness.datasets.base.PROTOCOLS``), relevance ``*_ids``
+    where they are not the labels, and which test items are queries (query-gallery)."""
 
     train: np.ndarray
     train_labels: np.ndarray
@@ -24,6 +26,10 @@ class Features:
     class_names: tuple[str, ...] = ()
     encode_text: Callable[[list[str]], np.ndarray] | None = None
     head: tuple[np.ndarray, np.ndarray] | None = None  # a fine-tuned classifier (W, b)
+    protocol: str = "split"
+    train_ids: np.ndarray | None = None
+    test_ids: np.ndarray | None = None
+    test_query: np.ndarray | None = None
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,18 +15,42 @@ from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 
 
-def retrieval(
-    train: np.ndarray,
-    train_labels: np.ndarray,
-    test: np.ndarray,
-    test_labels: np.ndarray,
-    depth: int,
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Rank the train gallery for each test query, deep enough for MAP@R; return scores,
-    indices and the per-query retrieval metrics."""
-    depth = max(depth, int(np.bincount(train_labels).max()), 10)
-    scores, indices = rank(test, train, depth)
-    relevant, n_relevant = relevance(test_labels, train_labels, indices)
+@dataclass(frozen=True)
+class Ranking:
+    """The ranked gallery of each query: which test items query (``queries``), the top
+    ``scores`` and the labels of those neighbours, and the per-query retrieval metrics
+    (queries with no relevant item in the gallery are left out of them)."""
+
+    queries: np.ndarray
+    scores: np.ndarray
+    neighbour_labels: np.ndarray
+    items: dict[str, np.ndarray]
+
+
+def retrieval(data: Features, train: np.ndarray, test: np.ndarray, depth: int) -> Ranking:
+    """Rank the gallery for each query as the dataset's protocol says, deep enough for
+    MAP@R. ``train``/``test`` are the embeddings to use (the cached ones, or a head's)."""
+    test_ids = data.test_labels if data.test_ids is None else data.test_ids
+    queries = np.arange(len(test))
+    if data.protocol == "split":
+        gallery = np.arange(len(train))
+        vectors, ids = train, data.train_labels if data.train_ids is None else data.train_ids
+        labels = data.train_labels
+    else:
+        gallery = queries
+        if data.protocol == "query-gallery":
+            queries, gallery = np.flatnonzero(data.test_query), np.flatnonzero(~data.test_query)
+        vectors, ids, labels = test[gallery], test_ids[gallery], data.test_labels[gallery]
+    self_in_gallery = data.protocol == "leave-one-out"
+    _, counts = np.unique(ids, return_counts=True)
+    depth = min(max(depth, int(counts.max()), 10), len(gallery) - self_in_gallery)
+    scores, indices = rank(test[queries], vectors, depth + self_in_gallery)
+    if self_in_gallery:
+        scores, indices = _drop_self(scores, indices, queries)
+    relevant, n_relevant = relevance(test_ids[queries], ids, indices)
+    n_relevant = n_relevant - self_in_gallery
+    keep = n_relevant > 0
+    relevant, n_relevant = relevant[keep], n_relevant[keep]
     items = {
         "recall@1": metrics.recall_at_k(relevant, 1),
         "recall@5": metrics.recall_at_k(relevant, 5),
@@ -34,26 +59,35 @@ def retrieval(
         "mrr@10": metrics.mrr_at_k(relevant, 10),
         "ndcg@10": metrics.ndcg_at_k(relevant, n_relevant, 10),
     }
-    return scores, indices, items
+    return Ranking(queries, scores, labels[indices], items)
+
+
+def _drop_self(
+    scores: np.ndarray, indices: np.ndarray, queries: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each query from its own ranking (or its last entry, if it is not in it)."""
+    drop = indices == queries[:, None]
+    drop[~drop.any(axis=1), -1] = True
+    shape = (len(queries), indices.shape[1] - 1)
+    return scores[~drop].reshape(shape), indices[~drop].reshape(shape)
 
 
 @strategy("knn", CLASSIFICATION + RETRIEVAL, main_metric="mmp@5", neighbours=20, temperature=0.07)
 def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
-    """Retrieval (query = test, gallery = train) and a similarity-weighted kNN vote.
+    """Retrieval (as the dataset's protocol says) and a similarity-weighted kNN vote.
 
     The vote follows DINO's kNN evaluation: each of the ``neighbours`` nearest gallery
-    items adds exp(cosine / temperature) to its class.
+    items adds exp(cosine / temperature) to its class. Under leave-one-out and
+    query-gallery the vote is among the other test items, for the queries.
     """
     start = time.perf_counter()
     k = params["neighbours"]
-    scores, indices, ranked = retrieval(
-        data.train, data.train_labels, data.test, data.test_labels, k
-    )
+    ranking = retrieval(data, data.train, data.test, k)
     searched = time.perf_counter()
-    weights = np.exp(scores[:, :k] / params["temperature"])
-    votes = np.zeros((len(data.test), data.n_classes))
-    np.add.at(
-        votes, (np.arange(len(data.test))[:, None], data.train_labels[indices[:, :k]]), weights
-    )
-    items = {**classification_items(data.test_labels, votes), **ranked}
+    weights = np.exp(ranking.scores[:, :k] / params["temperature"])
+    votes = np.zeros((len(ranking.queries), data.n_classes))
+    rows = np.arange(len(ranking.queries))[:, None]
+    np.add.at(votes, (rows, ranking.neighbour_labels[:, :k]), weights)
+    labels = data.test_labels[ranking.queries]
+    items = {**classification_items(labels, votes), **ranking.items}
     return Outcome(items, {"fit": searched - start, "eval": time.perf_counter() - searched})

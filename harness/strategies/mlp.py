@@ -156,7 +156,7 @@ def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     with torch.inference_mode():
         scores = head(test).numpy()
         gallery, queries = penultimate(x).numpy(), penultimate(test).numpy()
-    _, _, ranked = retrieval(gallery, data.train_labels, queries, data.test_labels, 10)
+    ranked = retrieval(data, gallery, queries, 10).items
     chosen = {
         **config,
         "validation_accuracy": accuracy,

@@ -43,7 +43,7 @@ def evaluate_tuned(data: Features, params: Mapping[str, Any]) -> Outcome:
     start = time.perf_counter()
     weight, bias = data.head
     scores = data.test @ weight.T + bias
-    _, _, ranked = retrieval(data.train, data.train_labels, data.test, data.test_labels, 10)
+    ranked = retrieval(data, data.train, data.test, 10).items
     items = {**classification_items(data.test_labels, scores), **ranked}
     return Outcome(items, {"fit": 0.0, "eval": time.perf_counter() - start})
 
@@ -102,7 +102,7 @@ def cross(data: Features, params: Mapping[str, Any]) -> Outcome:
     start = time.perf_counter()
     linear = STRATEGIES.get("linear")
     probe = linear.run(data, linear.defaults)
-    _, _, ranked = retrieval(data.train, data.train_labels, data.test, data.test_labels, 10)
+    ranked = retrieval(data, data.train, data.test, 10).items
     return Outcome(
         {**probe.items, **ranked},
         {"fit": probe.seconds["fit"], "eval": time.perf_counter() - start - probe.seconds["fit"]},

@@ -1,0 +1,60 @@
+"""A short check of the CUDA paths, for a machine with a GPU (not part of CI):
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/cuda_check.py
+
+It runs the smoke suite's training cells on the synthetic set (random-init timm test
+models, no downloads) and prints, per cell, the device, autocast, accuracy, cost and peak
+CUDA memory; it exits non-zero if any cell did not run on the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness.cell import run_cell
+from harness.extract import device
+from harness.suite import load_suite
+
+CELLS = (
+    "synthetic-products/test-efficientnet/linear",
+    "synthetic-products/test-efficientnet/finetune",
+    "synthetic-products/test-efficientnet/partial:1",
+    "synthetic-shelf/test-efficientnet/knn",
+    "synthetic-shelf/test-efficientnet/cross:synthetic-products",
+)
+
+
+def main() -> int:
+    import torch
+
+    print(f"torch {torch.__version__}, device() = {device()}", flush=True)
+    if device() != "cuda":
+        return 1
+    print(torch.cuda.get_device_name(), flush=True)
+    suite = load_suite(Path(__file__).parents[1] / "suites" / "smoke.toml")
+    ok = True
+    with tempfile.TemporaryDirectory() as cache:
+        for cell_id in CELLS:
+            start = time.perf_counter()
+            result = run_cell(suite.cell(cell_id), Path(cache))
+            tuned = result.chosen.get("finetune", {})
+            row = {
+                "cell": cell_id,
+                "wall_s": round(time.perf_counter() - start, 2),
+                "accuracy": round(result.metrics["accuracy"], 4),
+                "losses": [round(e["loss"], 3) for e in tuned.get("history", [])],
+                "amp": tuned.get("amp"),
+                **{k: v for k, v in result.cost.items() if k != "seconds"},
+                "seconds": result.cost["seconds"],
+            }
+            print(json.dumps(row), flush=True)
+            ok &= result.cost["device"] == "cuda" and result.cost["peak_cuda_mb"] is not None
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Datasets of image files: the decoding rule, a numpy-backed index, and its fingerprint.
+
+Every loader (ImageFolder, CSV/JSONL manifests, WebDataset shards, the public datasets'
+list files) builds a ``FileSplit``: relative paths in one fixed-width bytes array, labels
+and optional ids as integer arrays. DataLoader workers then share a few arrays instead of
+a Python object per item, so their memory does not grow with copy-on-access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from harness.datasets.base import fingerprint
+from harness.errors import DatasetError
+
+# Pillow refuses truncated files by default; keep it so: a truncated image is bad data.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+WHITE = (255, 255, 255)
+
+
+class BadImage(DatasetError):
+    """An image that is missing or cannot be decoded; the message names the file."""
+
+
+def decode(data: bytes | Path, name: str) -> Image.Image:
+    """The one decoding rule, for every file-backed dataset:
+
+    1. EXIF orientation is applied (a phone photo stands the way it was shot);
+    2. 16-bit and 32-bit grayscale (I;16, I) is scaled to 8 bits by its type's range;
+    3. anything with transparency (RGBA, LA, P with transparency) is composited on white,
+       as product photos on a white page are;
+    4. every other mode (L, 1, P, CMYK, YCbCr, ...) is converted by Pillow to RGB.
+
+    A missing, truncated or undecodable file raises ``BadImage`` naming ``name``.
+    """
+    try:
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        with Image.open(source) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+    except FileNotFoundError:
+        raise BadImage(f"{name}: file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"{name}: cannot decode ({exc})") from None
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        scale = 1 / 256 if image.mode.startswith("I;16") else 1 / 65536 / 256
+        array = np.asarray(image, dtype=np.float64) * scale
+        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, WHITE)
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def codes(values: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer codes for string labels, in sorted order (numerically if all are integers),
+    and the names in code order: the same mapping however the files are listed."""
+    names = sorted(
+        set(values), key=lambda v: (0, int(v), v) if v.lstrip("-").isdigit() else (1, 0, v)
+    )
+    index = {name: i for i, name in enumerate(names)}
+    return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values)), tuple(names)
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """A split of image files under ``root``: paths relative to it, labels, and optional
+    relevance ids and query flags."""
+
+    root: Path
+    paths: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray | None = None
+    query: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.paths[index].decode()
+
+    def image(self, index: int) -> Image.Image:
+        return decode(self.path(index), str(self.path(index)))
+
+
+@dataclass(frozen=True)
+class TarSplit:
+    """A split read from WebDataset tar shards: each item is a byte range of a shard."""
+
+    shards: tuple[Path, ...]
+    names: np.ndarray
+    shard: np.ndarray
+    offset: np.ndarray
+    size: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray | None = None
+    query: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> Image.Image:
+        path = self.shards[int(self.shard[index])]
+        with path.open("rb") as f:
+            f.seek(int(self.offset[index]))
+            data = f.read(int(self.size[index]))
+        return decode(data, f"{path}:{self.names[index].decode()}")
+
+
+def safe_path(root: Path, relative: str, where: str) -> str:
+    """``relative`` if it stays inside ``root``; a path escaping it is an error."""
+    if Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise DatasetError(f"{where}: path {relative!r} escapes the dataset root {root}")
+    return relative
+
+
+def file_split(
+    root: Path,
+    paths: Sequence[str],
+    labels: np.ndarray,
+    ids: np.ndarray | None = None,
+    query: np.ndarray | None = None,
+) -> FileSplit:
+    encoded = np.array([p.encode() for p in paths], dtype=np.bytes_)
+    return FileSplit(root, encoded, labels, ids, query)
+
+
+def files_fingerprint(name: str, splits: dict[str, FileSplit], content: bool = False) -> str:
+    """Fingerprint of a file dataset from its index and each file's size and mtime (a stat
+    per file, quick), or from each file's bytes if ``content``. A missing file counts as
+    such, so it changes the fingerprint when it appears."""
+    parts: list[bytes | str] = [name]
+    for split, data in splits.items():
+        parts += [split, data.paths.tobytes(), data.labels.astype("<i8").tobytes()]
+        for optional in (data.ids, data.query):
+            parts.append(b"" if optional is None else optional.astype("<i8").tobytes())
+        parts.append(_stats(data, content))
+    return fingerprint(parts)
+
+
+def _stats(data: FileSplit, content: bool) -> bytes:
+    digest = hashlib.sha256()
+    for i in range(len(data)):
+        path = data.path(i)
+        if content:
+            try:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            except OSError:
+                digest.update(b"missing")
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            digest.update(b"missing")
+        else:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.digest()
+
+
+def tar_members(shards: Iterable[Path]) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """WebDataset grouping: per sample key (the member's name up to its first dot), each
+    extension's (shard number, data offset, size)."""
+    samples: dict[str, dict[str, tuple[int, int, int]]] = {}
+    for number, shard in enumerate(shards):
+        try:
+            with tarfile.open(shard) as tar:
+                for member in tar:
+                    if member.isfile():
+                        key, _, ext = member.name.partition(".")
+                        samples.setdefault(key, {})[ext.lower()] = (
+                            number,
+                            member.offset_data,
+                            member.size,
+                        )
+        except (OSError, tarfile.TarError) as exc:
+            raise DatasetError(f"{shard}: not a readable tar shard ({exc})") from None
+    return samples

@@ -1,0 +1,265 @@
+"""The layouts catalogues come in: ImageFolder, CSV/JSONL manifests, WebDataset shards.
+
+A suite declares a dataset in one of them with a few lines and no Python::
+
+    [datasets.my-catalogue]
+    format = "csv"              # imagefolder | csv | jsonl | webdataset
+    root = "data/catalogue"     # relative to the suite file
+    manifest = "items.csv"      # csv/jsonl: relative to root
+    label = "category"          # csv/jsonl: the label column (default "label")
+    id = "product_id"           # optional: relevance by this column instead of the label
+    splits = { train = "train", test = "test" }
+    protocol = "split"          # split | leave-one-out | query-gallery
+
+``splits`` maps each split to a sub-folder (imagefolder), a split-column value or list of
+values (csv/jsonl; column ``split``), or shard glob (webdataset). Under query-gallery, the
+test items whose split value is ``query`` are the queries.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.datasets.base import DATASETS, PROTOCOLS, Dataset, DatasetSpec, fingerprint
+from harness.datasets.files import (
+    FileSplit,
+    TarSplit,
+    codes,
+    file_split,
+    files_fingerprint,
+    safe_path,
+    tar_members,
+)
+from harness.errors import DatasetError, DatasetUnavailable
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+DEFAULT_SPLITS = {"train": "train", "test": "test"}
+
+
+def _need(root: Path, name: str) -> None:
+    if not root.exists():
+        raise DatasetUnavailable(f"dataset {name!r}: {root} does not exist")
+
+
+def image_folder(name: str, root: Path, splits: Mapping[str, str]) -> Dataset:
+    """``root/<split dir>/<class>/<image>``. Labels are the class folder names in sorted
+    order, shared by all splits: a class missing from one split keeps its number."""
+    _need(root, name)
+    found: dict[str, list[tuple[str, str]]] = {}
+    for split, sub in splits.items():
+        base = root / sub
+        if not base.is_dir():
+            raise DatasetError(f"dataset {name!r}: no folder {base} for split {split!r}")
+        found[split] = [
+            (path.relative_to(root).as_posix(), path.parent.name)
+            for path in sorted(base.glob("*/*"))
+            if path.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    _, classes = codes([label for items in found.values() for _, label in items])
+    index = {c: i for i, c in enumerate(classes)}
+    built = {
+        split: file_split(
+            root,
+            [p for p, _ in items],
+            np.array([index[label] for _, label in items], dtype=np.int64),
+        )
+        for split, items in found.items()
+    }
+    return Dataset(name, files_fingerprint(name, built), built, classes)
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV (with a header) or JSONL manifest, as strings."""
+    try:
+        if path.suffix == ".jsonl":
+            with path.open() as f:
+                return [
+                    {k: str(v) for k, v in json.loads(line).items()} for line in f if line.strip()
+                ]
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise DatasetUnavailable(f"manifest {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"manifest {path}: {exc}") from None
+
+
+def manifest(
+    name: str,
+    root: Path,
+    splits: Mapping[str, str | list[str]],
+    manifest_file: str = "manifest.csv",
+    label: str = "label",
+    path_column: str = "path",
+    split_column: str = "split",
+    id_column: str | None = None,
+) -> Dataset:
+    """A CSV/JSONL manifest: ``path,label[,split][,sha256]`` and any extra columns. Paths
+    are relative to the manifest's folder and may not leave it."""
+    _need(root, name)
+    file = root / manifest_file
+    rows = read_manifest(file)
+    for column in (path_column, label) + ((id_column,) if id_column else ()):
+        if rows and column not in rows[0]:
+            raise DatasetError(f"{file}: no column {column!r}; it has {sorted(rows[0])}")
+    base = file.parent
+    _, classes = codes([row[label] for row in rows])
+    index = {c: i for i, c in enumerate(classes)}
+    all_ids = codes([row[id_column] for row in rows])[0] if id_column else None
+    built: dict[str, FileSplit] = {}
+    for split, values in splits.items():
+        wanted = {values} if isinstance(values, str) else set(values)
+        chosen = [
+            i
+            for i, row in enumerate(rows)
+            if (len(splits) == 1 and split_column not in row) or row.get(split_column) in wanted
+        ]
+        if not chosen:
+            raise DatasetError(f"{file}: no rows with {split_column} in {sorted(wanted)}")
+        built[split] = file_split(
+            base,
+            [safe_path(base, rows[i][path_column], f"{file} row {i + 2}") for i in chosen],
+            np.array([index[rows[i][label]] for i in chosen], dtype=np.int64),
+            None if all_ids is None else all_ids[chosen],
+            np.array([rows[i].get(split_column) == "query" for i in chosen]),
+        )
+    return Dataset(name, files_fingerprint(name, built), built, classes)
+
+
+def webdataset(
+    name: str, root: Path, splits: Mapping[str, str], label_key: str = "label"
+) -> Dataset:
+    """WebDataset tar shards: members grouped by key (name up to the first dot), the image
+    in ``jpg``/``jpeg``/``png``/``webp``, the label in ``cls`` (text) or ``json``
+    (``label_key``). Items are read by byte range, so shards are never unpacked."""
+    _need(root, name)
+    found: dict[str, tuple[tuple[Path, ...], list[tuple[str, tuple[int, int, int], str]]]] = {}
+    for split, pattern in splits.items():
+        shards = tuple(sorted(root.glob(pattern)))
+        if not shards:
+            raise DatasetError(f"dataset {name!r}: no shards match {root / pattern}")
+        items = []
+        for key, parts in tar_members(shards).items():
+            image = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
+            if image is None:
+                continue
+            items.append((key, image, _tar_label(shards, parts, key, label_key)))
+        found[split] = (shards, items)
+    _, classes = codes([label for _, items in found.values() for *_, label in items])
+    index = {c: i for i, c in enumerate(classes)}
+    built: dict[str, TarSplit] = {}
+    parts: list[bytes | str] = [name]
+    for split, (shards, items) in found.items():
+        where = np.array([image for _, image, _ in items], dtype=np.int64).reshape(-1, 3)
+        built[split] = TarSplit(
+            shards,
+            np.array([key for key, _, _ in items], dtype=np.bytes_),
+            where[:, 0],
+            where[:, 1],
+            where[:, 2],
+            np.array([index[label] for *_, label in items], dtype=np.int64),
+        )
+        parts += [split, *(f"{s.name}:{s.stat().st_size}:{s.stat().st_mtime_ns}" for s in shards)]
+        parts.append(built[split].labels.astype("<i8").tobytes())
+    return Dataset(name, fingerprint(parts), dict(built), classes)
+
+
+def _tar_label(
+    shards: tuple[Path, ...], parts: dict[str, tuple[int, int, int]], key: str, label_key: str
+) -> str:
+    source = parts.get("cls") or parts.get("json")
+    if source is None:
+        raise DatasetError(f"{shards[0].parent}: sample {key!r} has no .cls or .json label")
+    number, offset, size = source
+    with shards[number].open("rb") as f:
+        f.seek(offset)
+        text = f.read(size).decode().strip()
+    if "cls" in parts:
+        return text
+    try:
+        return str(json.loads(text)[label_key])
+    except (ValueError, KeyError):
+        raise DatasetError(f"sample {key!r}: its .json has no {label_key!r}") from None
+
+
+FORMATS: dict[str, Callable[..., Dataset]] = {
+    "imagefolder": image_folder,
+    "csv": manifest,
+    "jsonl": manifest,
+    "webdataset": webdataset,
+}
+# Suite keys → loader arguments, per format.
+KEYS: dict[str, dict[str, str]] = {
+    "imagefolder": {},
+    "csv": {
+        "manifest": "manifest_file",
+        "label": "label",
+        "path": "path_column",
+        "id": "id_column",
+        "split_column": "split_column",
+    },
+    "webdataset": {"label_key": "label_key"},
+}
+KEYS["jsonl"] = KEYS["csv"]
+
+
+def user_dataset(name: str, table: Mapping[str, Any], base: Path) -> DatasetSpec:
+    """A dataset declared in a suite's ``[datasets.NAME]`` table (see the module doc)."""
+    fmt = table.get("format")
+    if fmt not in FORMATS:
+        raise DatasetError(
+            f"dataset {name!r}: format must be one of {sorted(FORMATS)}, not {fmt!r}"
+        )
+    allowed = {"format", "root", "splits", "protocol", "domain", *KEYS[fmt]}
+    unknown = set(table) - allowed
+    if unknown:
+        raise DatasetError(
+            f"dataset {name!r}: unknown keys {sorted(unknown)}; it takes {sorted(allowed)}"
+        )
+    if "root" not in table:
+        raise DatasetError(f"dataset {name!r}: needs a root (relative to the suite file)")
+    protocol = table.get("protocol", "split")
+    if protocol not in PROTOCOLS:
+        raise DatasetError(f"dataset {name!r}: protocol must be one of {sorted(PROTOCOLS)}")
+    splits = dict(table.get("splits", DEFAULT_SPLITS))
+    extra = {arg: table[key] for key, arg in KEYS[fmt].items() if key in table}
+    if fmt == "jsonl":
+        extra.setdefault("manifest_file", "manifest.jsonl")
+    root = (base / table["root"]).resolve()
+    return DatasetSpec(
+        name=name,
+        domain=table.get("domain", "catalogue"),
+        classes=(),
+        splits=tuple(splits),
+        protocol=protocol,
+        open=partial(_cached_open, name, fmt, root, tuple(splits.items()), tuple(extra.items())),
+        source=f"{fmt} at {root}",
+    )
+
+
+_OPENED: dict[tuple[Any, ...], Dataset] = {}
+
+
+def _cached_open(
+    name: str, fmt: str, root: Path, splits: tuple[Any, ...], extra: tuple[Any, ...]
+) -> Dataset:
+    key = (name, fmt, root, splits, extra)
+    if key not in _OPENED:
+        _OPENED[key] = FORMATS[fmt](name, root, dict(splits), **dict(extra))
+    return _OPENED[key]
+
+
+def register_user_dataset(spec: DatasetSpec) -> None:
+    """Add a suite's dataset; the same declaration loaded twice is fine, a clash is not."""
+    if spec.name in DATASETS.names():
+        if DATASETS.get(spec.name) == spec:
+            return
+        raise DatasetError(f"dataset {spec.name!r} is declared twice, differently")
+    DATASETS.add(spec)
