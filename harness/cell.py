@@ -14,6 +14,7 @@ import numpy as np
 
 from harness import cost
 from harness.backbones import BACKBONES
+from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import resolve
 from harness.cache import digest
 from harness.datasets import DATASETS, Dataset, open_dataset, subset
@@ -72,6 +73,11 @@ class CellResult:
         ]
 
 
+def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess:
+    """The backbone's preprocessing at the cell profile's size and crop."""
+    return spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
+
+
 def items(cell: Cell, dataset: Dataset, split: str) -> np.ndarray:
     """The seeded sample of ``split`` the cell's profile asks for."""
     n = {"train": cell.profile.n_train, "test": cell.profile.n_test}[split]
@@ -85,7 +91,7 @@ def cell_embeddings(
     backbone fine-tuned as ``tuned`` says if given."""
     dataset = open_dataset(cell.dataset)
     spec = BACKBONES.get(cell.backbone)
-    pre = spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
+    pre = preprocess(cell, spec)
     checkpoint = None if tuned is None else tuned.checkpoint
     return {
         split: embed(
@@ -107,7 +113,7 @@ def tune(cell: Cell, tuning: Tuning, cache_root: Path) -> Tuned:
     draws from the tuning dataset (the cell's own unless cross-tuning)."""
     dataset = open_dataset(tuning.dataset or cell.dataset)
     spec = BACKBONES.get(cell.backbone)
-    pre = spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
+    pre = preprocess(cell, spec)
     return finetune(
         dataset,
         len(dataset.classes),
@@ -132,7 +138,7 @@ def cell_cost(
     (embedding and fine-tuning as recorded when they ran), forward GFLOPs per image,
     trainable parameters, estimated training GFLOPs, peak memory and device."""
     spec = BACKBONES.get(cell.backbone)
-    pre = spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
+    pre = preprocess(cell, spec)
     gflops = cost.gflops_per_image(spec, pre, cache_root)
     embed_s = sum(e.cost_seconds for e in embedded.values())
     n_images = sum(len(e.indices) for e in embedded.values())

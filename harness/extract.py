@@ -75,6 +75,18 @@ def to_tensor(images: list[np.ndarray], pre: Preprocess) -> torch.Tensor:
     return batch.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
 
+def progress(total: int, desc: str) -> tqdm:
+    """A progress bar over images on stderr; sparse (every 15 s) when it is not a terminal."""
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="img",
+        file=sys.stderr,
+        mininterval=0.5 if sys.stderr.isatty() else 15,
+        dynamic_ncols=True,
+    )
+
+
 class Loaded:
     """Decoded, resized items of a batch, and the items that could not be read."""
 
@@ -146,14 +158,7 @@ def embed_batches(
     torch.set_num_threads(cpu_threads())
     dev = device()
     model = model.to(dev, memory_format=torch.channels_last)
-    bar = tqdm(
-        total=len(indices),
-        desc=desc,
-        unit="img",
-        file=sys.stderr,
-        mininterval=0.5 if sys.stderr.isatty() else 15,
-        dynamic_ncols=True,
-    )
+    bar = progress(len(indices), desc)
     with torch.inference_mode(), bar:
         for batch in load_batches(split, indices, pre, batch_size):
             for message in batch.bad.values():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from filelock import FileLock
 from PIL import Image
-from tqdm import tqdm
 
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights, file_sha256
@@ -33,7 +31,7 @@ from harness.cache import atomic_write, digest
 from harness.datasets.base import Dataset
 from harness.embeddings import Checkpoint, model_key
 from harness.errors import SuiteError
-from harness.extract import RESAMPLE, cpu_threads, device, to_tensor, transform
+from harness.extract import RESAMPLE, cpu_threads, device, progress, to_tensor, transform
 
 if TYPE_CHECKING:
     import torch
@@ -261,13 +259,9 @@ def train(
         for m in frozen_norms:  # frozen blocks keep their running statistics
             m.eval()
         loss_sum, correct = 0.0, 0
-        bar = tqdm(
-            total=len(order),
-            desc=f"finetune {spec.name} on {dataset.name}, epoch {epoch + 1}/{settings['epochs']}",
-            unit="img",
-            file=sys.stderr,
-            mininterval=0.5 if sys.stderr.isatty() else 15,
-            dynamic_ncols=True,
+        bar = progress(
+            len(order),
+            f"finetune {spec.name} on {dataset.name}, epoch {epoch + 1}/{settings['epochs']}",
         )
         with bar:
             for i, first in enumerate(range(0, len(order), batch)):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Mapping
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -239,21 +239,16 @@ def user_dataset(name: str, table: Mapping[str, Any], base: Path) -> DatasetSpec
         classes=(),
         splits=tuple(splits),
         protocol=protocol,
-        open=partial(_cached_open, name, fmt, root, tuple(splits.items()), tuple(extra.items())),
+        open=partial(_open, name, fmt, root, tuple(splits.items()), tuple(extra.items())),
         source=f"{fmt} at {root}",
     )
 
 
-_OPENED: dict[tuple[Any, ...], Dataset] = {}
-
-
-def _cached_open(
+@cache
+def _open(
     name: str, fmt: str, root: Path, splits: tuple[Any, ...], extra: tuple[Any, ...]
 ) -> Dataset:
-    key = (name, fmt, root, splits, extra)
-    if key not in _OPENED:
-        _OPENED[key] = FORMATS[fmt](name, root, dict(splits), **dict(extra))
-    return _OPENED[key]
+    return FORMATS[fmt](name, root, dict(splits), **dict(extra))
 
 
 def register_user_dataset(spec: DatasetSpec) -> None:

@@ -9,7 +9,7 @@ archive and its checksum, and whether each was confirmed here or taken from a re
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from harness.paths import data_roots
 class Facts:
     """What an entry's official release holds. ``counts``: images per split; ``classes``:
     classes per split; ``archive``: (file, md5) or None where no checksum is published;
-    ``confirmed``: which of these were checked against the real files (none yet)."""
+    ``reference``: where the facts come from (none was checked against the real files)."""
 
     counts: dict[str, int]
     classes: dict[str, int]
@@ -35,8 +35,7 @@ class Facts:
     url: str
     get: str
     reference: str
-    confirmed: tuple[str, ...] = ()
-    layout: tuple[str, ...] = field(default=())
+    layout: tuple[str, ...] = ()
 
 
 def _lines(path: Path) -> list[list[str]]:
