@@ -31,25 +31,12 @@ datasets = ["synthetic-products"]
 backbones = ["test-efficientnet"]
 strategies = ["knn", "linear"]
 """
-TEST_FILE = """
-from pathlib import Path
-import pytest
-from harness.plugin import load_cells
-
-@pytest.mark.parametrize("cell", load_cells(Path(__file__).with_name("suite.toml")), ids=str)
-def test_cell(cell, shelfbench):
-    shelfbench.check(cell)
-"""
 
 
 @pytest.fixture
-def gate_suite(pytester):
-    def write(toml=SUITE):
-        pytester.makefile(".toml", suite=toml)
-        pytester.makepyfile(test_gated=TEST_FILE)
-
-    write()
-    return write
+def gate_suite(write_suite):
+    write_suite(SUITE)
+    return write_suite
 
 
 def noisy(monkeypatch, scale):

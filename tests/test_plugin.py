@@ -16,17 +16,6 @@ from harness.datasets import fashion_mnist
 pytest_plugins = ["pytester"]
 
 TINY = (Path(__file__).parents[1] / "fixtures" / "suites" / "tiny.toml").read_text()
-TEST_FILE = """
-from pathlib import Path
-import pytest
-from harness.plugin import load_cells
-
-CELLS = load_cells(Path(__file__).with_name("suite.toml"))
-
-@pytest.mark.parametrize("cell", CELLS, ids=str)
-def test_cell(cell, shelfbench):
-    shelfbench.check(cell)
-"""
 KNN = "synthetic-products/test-efficientnet/knn"
 LINEAR = "synthetic-products/test-efficientnet/linear"
 
@@ -39,11 +28,9 @@ def floor(cell, metric, value):
 
 
 @pytest.fixture
-def suite(pytester):
+def suite(write_suite):
     def write(toml: str = TINY) -> Path:
-        pytester.makefile(".toml", suite=toml)
-        pytester.makepyfile(test_cells=TEST_FILE)
-        return pytester.path
+        return write_suite(toml)
 
     return write
 
