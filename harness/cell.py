@@ -21,7 +21,7 @@ from harness.datasets import DATASETS, Dataset, open_dataset, subset
 from harness.embeddings import Embedded, embed, embed_texts
 from harness.errors import DatasetError
 from harness.extract import device
-from harness.finetune import Tuned, finetune
+from harness.finetune import Run, Tuned, finetune
 from harness.stats import bootstrap_ci
 from harness.strategies import Features, Outcome, Tuning, parse_strategy
 from harness.suite import Cell
@@ -114,17 +114,10 @@ def tune(cell: Cell, tuning: Tuning, cache_root: Path) -> Tuned:
     dataset = open_dataset(tuning.dataset or cell.dataset)
     spec = BACKBONES.get(cell.backbone)
     pre = preprocess(cell, spec)
-    return finetune(
-        dataset,
-        len(dataset.classes),
-        items(cell, dataset, "train"),
-        spec,
-        resolve(spec),
-        pre,
-        tuning.blocks,
-        cell.params,
-        cache_root,
-    )
+    indices = items(cell, dataset, "train")
+    skip = cell.profile.bad_images == "skip"
+    run = Run(dataset, indices, spec, resolve(spec), pre, tuning.blocks, cell.params, skip)
+    return finetune(run, cache_root)
 
 
 def cell_cost(
@@ -210,6 +203,7 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     cost.reset_peaks()
     strategy, tuning = parse_strategy(cell.strategy)
     tuned = None if tuning is None else tune(cell, tuning, cache_root)
+    tune_s = time.perf_counter() - start
     opened = open_dataset(cell.dataset)
     embedded, skipped = drop_unreadable(cell, cell_embeddings(cell, cache_root, tuned), opened)
     train, test = embedded["train"], embedded["test"]
@@ -235,6 +229,7 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     gate = cell.gate
     ci = {m: list(bootstrap_ci(outcome.items, m, gate.resamples, gate.seed)) for m in metrics}
     seconds = {
+        "tune": tune_s,
         "embed": train.seconds + test.seconds,
         **outcome.seconds,
         "total": time.perf_counter() - start,

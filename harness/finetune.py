@@ -28,9 +28,9 @@ from PIL import Image
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights, file_sha256
 from harness.cache import atomic_write, digest
-from harness.datasets.base import Dataset
+from harness.datasets.base import Dataset, Split
 from harness.embeddings import Checkpoint, model_key
-from harness.errors import SuiteError
+from harness.errors import DatasetError, SuiteError
 from harness.extract import RESAMPLE, cpu_threads, device, progress, to_tensor, transform
 
 if TYPE_CHECKING:
@@ -125,43 +125,45 @@ def _check_blocks(spec: BackboneSpec, blocks: int, available: int) -> None:
         )
 
 
-def run_key(
-    dataset: Dataset,
-    indices: np.ndarray,
-    spec: BackboneSpec,
-    weights: ResolvedWeights,
-    pre: Preprocess,
-    blocks: int | None,
-    settings: Mapping[str, Any],
-) -> dict[str, object]:
-    return {
-        **model_key(spec, weights, device()),
-        "finetune_version": FINETUNE_VERSION,
-        "dataset": dataset.name,
-        "dataset_fingerprint": dataset.fingerprint,
-        "split": "train",
-        "items_sha256": digest({"items": indices.astype(int).tolist()}),
-        "preprocess": pre.as_dict(),
-        "blocks": blocks,
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-    }
+@dataclass(frozen=True)
+class Run:
+    """What a run trains: the backbone (all of it, or its last ``blocks`` blocks) on the
+    ``indices`` items of the dataset's train split, with ``params``' training settings.
+    An unreadable image is skipped, or with ``skip_unreadable`` false stops the run."""
+
+    dataset: Dataset
+    indices: np.ndarray
+    spec: BackboneSpec
+    weights: ResolvedWeights
+    pre: Preprocess
+    blocks: int | None
+    params: Mapping[str, Any]
+    skip_unreadable: bool = True
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {k: self.params[k] for k in TRAIN_DEFAULTS}
+
+    def key(self) -> dict[str, object]:
+        return {
+            **model_key(self.spec, self.weights, device()),
+            "finetune_version": FINETUNE_VERSION,
+            "dataset": self.dataset.name,
+            "dataset_fingerprint": self.dataset.fingerprint,
+            "split": "train",
+            "items_sha256": digest({"items": self.indices.astype(int).tolist()}),
+            "preprocess": self.pre.as_dict(),
+            "blocks": self.blocks,
+            "settings": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()
+            },
+        }
 
 
-def finetune(
-    dataset: Dataset,
-    n_classes: int,
-    indices: np.ndarray,
-    spec: BackboneSpec,
-    weights: ResolvedWeights,
-    pre: Preprocess,
-    blocks: int | None,
-    params: Mapping[str, Any],
-    cache_root: Path,
-) -> Tuned:
-    """The fine-tuned backbone for these train items and settings: read if finished,
-    resumed if interrupted, trained otherwise (one process at a time per run)."""
-    settings = {k: params[k] for k in TRAIN_DEFAULTS}
-    key = run_key(dataset, indices, spec, weights, pre, blocks, settings)
+def finetune(run: Run, cache_root: Path) -> Tuned:
+    """The fine-tuned backbone of ``run``: read if finished, resumed if interrupted,
+    trained otherwise (one process at a time per run)."""
+    key = run.key()
     name = digest(key)
     run_dir = cache_root / "finetune" / name[:2] / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ def finetune(
         if not (run_dir / "summary.json").exists():
             text = json.dumps(key, indent=1, sort_keys=True)
             atomic_write(run_dir / "key.json", lambda p: p.write_text(text))
-            train(run_dir, dataset, n_classes, indices, spec, weights, pre, blocks, settings)
+            train(run_dir, run)
     summary = json.loads((run_dir / "summary.json").read_text())
     with np.load(run_dir / "head.npz") as head:
         weight, bias = head["weight"], head["bias"]
@@ -195,29 +197,48 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
             old.unlink()
 
 
-def train(
-    run_dir: Path,
-    dataset: Dataset,
-    n_classes: int,
-    indices: np.ndarray,
-    spec: BackboneSpec,
-    weights: ResolvedWeights,
-    pre: Preprocess,
-    blocks: int | None,
-    settings: Mapping[str, Any],
-) -> None:
-    """Train (or resume) the run in ``run_dir`` to its last epoch and write its results."""
+def read_batch(
+    run: Run, data: Split, rows: np.ndarray, rng: np.random.Generator, unreadable: set[int]
+) -> tuple[list[int], list[np.ndarray]]:
+    """The readable ``rows`` (positions in ``run.indices``) and their images, augmented if
+    the run's settings say so. An unreadable item joins ``unreadable``, or raises if the
+    run does not skip them (the cell counts it again when it embeds)."""
+    settings = run.settings
+    kept, images = [], []
+    for r in rows:
+        item = int(run.indices[r])
+        try:
+            image = data.image(item)
+        except DatasetError:
+            if not run.skip_unreadable:
+                raise
+            unreadable.add(item)
+            continue
+        kept.append(int(r))
+        images.append(
+            augment(image, run.pre, rng, settings["crop_scale"])
+            if settings["augment"]
+            else transform(image, run.pre)
+        )
+    return kept, images
+
+
+def train(run_dir: Path, run: Run) -> None:
+    """Train (or resume) ``run`` in ``run_dir`` to its last epoch and write its results."""
     import torch
     import torch.nn.functional as F
 
     from harness.backbones.build import build_model
 
+    dataset, indices, spec, pre, blocks = run.dataset, run.indices, run.spec, run.pre, run.blocks
+    settings = run.settings
+
     torch.set_num_threads(cpu_threads())
     dev = device()
     seed = settings["seed"]
-    model = build_model(spec, weights)
+    model = build_model(spec, run.weights)
     torch.manual_seed(seed)
-    head = torch.nn.Linear(spec.embed_dim, n_classes)
+    head = torch.nn.Linear(spec.embed_dim, len(dataset.classes))
     backbone_params = trainable(model, spec, blocks)
     net = torch.nn.Sequential(model, head).to(dev, memory_format=torch.channels_last)
     decay = [p for p in backbone_params if p.ndim > 1]
@@ -230,7 +251,13 @@ def train(
     optimiser = torch.optim.AdamW([g for g in groups if g["params"]])
     base_lrs = [g["lr"] for g in optimiser.param_groups]
 
-    state: dict[str, Any] = {"epoch": 0, "history": [], "seconds": 0.0}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "history": [],
+        "seconds": 0.0,
+        "images_seen": 0,
+        "unreadable": [],
+    }
     done = sorted(run_dir.glob("epoch-*.pt"))
     if done:
         state = torch.load(done[-1], map_location=dev, weights_only=True)
@@ -244,12 +271,12 @@ def train(
     total = settings["epochs"] * steps
     warmup = max(1, round(settings["warmup"] * total))
     amp = dev == "cuda" and settings["amp"]
-    frozen_norms = [
-        m
-        for m in model.modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        and not any(p.requires_grad for p in m.parameters())
-    ]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    frozen_norms = [m for m in norms if not any(p.requires_grad for p in m.parameters())]
+    # A batch norm that trains cannot normalise one image: such a model skips a batch of one.
+    smallest = 2 if len(frozen_norms) < len(norms) else 1
+    what = "finetune" if blocks is None else f"partial:{blocks}"
+    unreadable = set(state["unreadable"])
     for epoch in range(state["epoch"], settings["epochs"]):
         start = time.perf_counter()
         order = np.random.default_rng([seed, epoch]).permutation(len(indices))
@@ -258,20 +285,17 @@ def train(
         net.train()
         for m in frozen_norms:  # frozen blocks keep their running statistics
             m.eval()
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, seen = 0.0, 0, 0
         bar = progress(
             len(order),
-            f"finetune {spec.name} on {dataset.name}, epoch {epoch + 1}/{settings['epochs']}",
+            f"{what} {spec.name} on {dataset.name}, epoch {epoch + 1}/{settings['epochs']}",
         )
         with bar:
             for i, first in enumerate(range(0, len(order), batch)):
-                rows = order[first : first + batch]
-                images = [
-                    augment(data.image(int(indices[r])), pre, rng, settings["crop_scale"])
-                    if settings["augment"]
-                    else transform(data.image(int(indices[r])), pre)
-                    for r in rows
-                ]
+                rows, images = read_batch(run, data, order[first : first + batch], rng, unreadable)
+                bar.update(min(batch, len(order) - first))
+                if len(rows) < smallest:
+                    continue
                 x = to_tensor(images, pre).to(dev, non_blocking=True)
                 y = labels[rows].to(dev, non_blocking=True)
                 factor = learning_rate(epoch * steps + i, total, warmup)
@@ -289,17 +313,19 @@ def train(
                 optimiser.step()
                 loss_sum += loss.detach().item() * len(rows)
                 correct += int((logits.detach().argmax(1) == y).sum())
-                bar.set_postfix(loss=f"{loss_sum / (first + len(rows)):.3f}", refresh=False)
-                bar.update(len(rows))
+                seen += len(rows)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
+        if not seen:
+            raise DatasetError(
+                f"{dataset.name}: none of the {len(order)} train images could be read"
+            )
         state["seconds"] += time.perf_counter() - start
         state["history"].append(
-            {
-                "epoch": epoch + 1,
-                "loss": loss_sum / len(order),
-                "train_accuracy": correct / len(order),
-            }
+            {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen}
         )
         state["epoch"] = epoch + 1
+        state["images_seen"] += seen
+        state["unreadable"] = sorted(unreadable)
         save_checkpoint(
             run_dir, {**state, "model": net.state_dict(), "optimizer": optimiser.state_dict()}
         )
@@ -318,7 +344,8 @@ def train(
         "epochs": state["epoch"],
         "history": state["history"],
         "seconds": state["seconds"],
-        "images_seen": state["epoch"] * len(indices),
+        "images_seen": state["images_seen"],
+        "unreadable": len(unreadable),
         "trainable_params": sum(p.numel() for p in backbone_params)
         + sum(p.numel() for p in head.parameters()),
         "backbone_params": sum(p.numel() for p in image_model(model, spec).parameters()),

@@ -55,21 +55,24 @@ def verdict(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
-    """One line per cell: outcome, metrics (✓/✗ against a floor), cache, seconds, and the
-    verdict against a baseline when there is one."""
+    """One line per cell: outcome, metrics (✓/✗ against a floor), cache, this run's
+    seconds (train is fine-tuning plus fitting a head), and the verdict against a baseline
+    when there is one."""
     with_baseline = any(row.get("baseline") for row in rows)
-    headers = ["cell", "outcome", *metrics, "cache", "embed s", "fit s", "total s"]
+    headers = ["cell", "outcome", *metrics, "cache", "embed s", "train s", "total s"]
     headers += ["vs baseline"] if with_baseline else []
     body = []
     for row in rows:
-        seconds = row.get("seconds", {})
+        seconds = dict(row.get("seconds", {}))
+        if "fit" in seconds:
+            seconds["train"] = seconds["fit"] + seconds.get("tune", 0.0)
         body.append(
             [
                 row["id"],
                 row["outcome"],
                 *(_cell(row, m) for m in metrics),
                 row.get("cache", ""),
-                *(f"{seconds[p]:.1f}" if p in seconds else "" for p in ("embed", "fit", "total")),
+                *(f"{seconds[p]:.1f}" if p in seconds else "" for p in ("embed", "train", "total")),
                 *([verdict(row)] if with_baseline else []),
             ]
         )

@@ -8,7 +8,7 @@ import timm  # noqa: F401  (imported up front: pytester runs drop modules import
 import torch  # noqa: F401
 from PIL import Image
 
-from harness import cost, finetune
+from harness import cost, finetune, report
 from harness.backbones import BACKBONES
 from harness.backbones.build import build_model
 from harness.backbones.weights import resolve
@@ -88,13 +88,15 @@ def test_a_changed_setting_is_a_new_run():
     pre = spec.preprocess.resized(64)
     rows = np.arange(10)
 
-    def key(**change):
-        settings = {k: cell.params[k] for k in finetune.TRAIN_DEFAULTS} | change
-        return finetune.run_key(data, rows, spec, resolve(spec), pre, None, settings)
+    def key(blocks=None, **change):
+        return finetune.Run(
+            data, rows, spec, resolve(spec), pre, blocks, cell.params | change
+        ).key()
 
     assert key() == key()
     assert key() != key(lr=1e-3)
-    assert key() != finetune.run_key(data, rows, spec, resolve(spec), pre, 1, cell.params)
+    assert key() != key(blocks=1)
+    assert key() == key(unrelated=1)
 
 
 def test_finetuning_learns_beyond_the_frozen_probe(tmp_path):
@@ -105,6 +107,14 @@ def test_finetuning_learns_beyond_the_frozen_probe(tmp_path):
     assert tuned.metrics["accuracy"] > frozen.metrics["accuracy"] + 0.1
     assert tuned.cost["trainable_params"] > frozen.cost["trainable_params"]
     assert tuned.cost["seconds"]["train"] > 0 and tuned.cost["train_gflops"] > 0
+    assert tuned.seconds["tune"] >= tuned.chosen["finetune"]["seconds"]
+
+
+def test_the_results_table_counts_fine_tuning_as_training_time():
+    seconds = {"tune": 600.0, "embed": 50.0, "fit": 2.0, "eval": 1.0, "total": 653.0}
+    row = {"id": "d/b/finetune", "outcome": "passed", "metrics": {}, "seconds": seconds}
+    line = report.table([row], [], "plain").splitlines()[-1]
+    assert line.split()[-2:] == ["602.0", "653.0"]
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """File-backed datasets: the public entries' layouts, user catalogues in three formats,
 the decoding rule and unreadable images, and the retrieval protocols."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -116,8 +117,6 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
 
 
 def test_bad_images_can_fail_the_cell_after_caching_the_rest(tmp_path):
-    import dataclasses
-
     (cell,) = load_suite(SUITES / "bad-images.toml").cells
     strict = dataclasses.replace(cell, profile=dataclasses.replace(cell.profile, bad_images="fail"))
     with pytest.raises(DatasetError, match=r"3 images could not be read, e\.g\. .*corrupt\.jpg"):
@@ -149,6 +148,62 @@ def test_a_manifest_path_may_not_escape_its_root(tmp_path):
     (tmp_path / "m.csv").write_text("path,label,split\n../../etc/passwd,a,train\nx.png,a,test\n")
     with pytest.raises(DatasetError, match="escapes the dataset root"):
         manifest("m", tmp_path, {"train": "train", "test": "test"}, "m.csv")
+
+
+def hashed_catalogue(root: Path) -> Path:
+    """The bad-images set's good files under ``root`` in a manifest with a sha256 column,
+    plus a corrupt train file (its hash right) and a train file changed after hashing."""
+    import hashlib
+    import shutil
+
+    lines = ["path,label,split,sha256"]
+    rows = (DATA / "bad-images" / "manifest.csv").read_text().splitlines()[1:13]
+    rows.append("cases/corrupt.jpg,class-1,train")
+    for row in rows:
+        source = DATA / "bad-images" / row.split(",")[0]
+        (root / source.parent.name).mkdir(exist_ok=True)
+        shutil.copy(source, root / source.parent.name)
+        lines.append(f"{row},{hashlib.sha256(source.read_bytes()).hexdigest()}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    Image.new("RGB", (8, 8), "red").save(root / "good" / "0-0.png")  # a train file
+    return root / "manifest.csv"
+
+
+def test_a_manifest_sha256_column_is_checked_when_a_file_is_read(tmp_path):
+    file = hashed_catalogue(tmp_path)
+    hashed = manifest("hashed", tmp_path, {"train": "train", "test": "test"})
+    train = hashed.split("train")
+    assert train.image(1).mode == "RGB"
+    with pytest.raises(BadImage, match=r"0-0\.png: its sha256 differs from the manifest's"):
+        train.image(0)
+    text = file.read_text()
+    file.write_text(text.replace(text.split(",")[-1][:8], "0" * 8, 1))
+    changed = manifest("hashed", tmp_path, {"train": "train", "test": "test"})
+    assert changed.fingerprint != hashed.fingerprint
+    file.write_text(text.replace(",train,", ",train,not-hex", 1))
+    with pytest.raises(DatasetError, match="row 2: sha256 'not-hex"):
+        manifest("hashed", tmp_path, {"train": "train", "test": "test"})
+
+
+def test_fine_tuning_skips_unreadable_train_images(tmp_path):
+    hashed_catalogue(tmp_path)
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        '[suite]\nname = "hashed"\n[profile]\nbatch_size = 4\nimage_size = 32\n'
+        '[datasets.hashed-finetune]\nformat = "csv"\nroot = "."\nmanifest = "manifest.csv"\n'
+        '[[cells]]\ndatasets = ["hashed-finetune"]\nbackbones = ["test-efficientnet"]\n'
+        'strategies = ["finetune"]\n[strategy.finetune]\nepochs = 1\nbatch_size = 4\n'
+    )
+    (cell,) = load_suite(suite).cells
+    result = run_cell(cell, tmp_path / "cache")
+    assert result.chosen["finetune"]["unreadable"] == 2
+    assert result.skipped["train"] == 2 and result.n_train == 7
+    # Of 7 readable images in batches of 4, one was left alone in its batch: batch norm
+    # cannot train on one image, so that batch was skipped (it crashed before).
+    assert result.chosen["finetune"]["images_seen"] == 6
+    strict = dataclasses.replace(cell, profile=dataclasses.replace(cell.profile, bad_images="fail"))
+    with pytest.raises(DatasetError, match=r"corrupt\.jpg|0-0\.png"):
+        run_cell(strict, tmp_path / "strict")
 
 
 def test_image_folder_numbers_classes_the_same_in_every_split(tmp_path):

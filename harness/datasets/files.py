@@ -76,13 +76,15 @@ def codes(values: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
 @dataclass(frozen=True)
 class FileSplit:
     """A split of image files under ``root``: paths relative to it, labels, and optional
-    relevance ids and query flags."""
+    relevance ids, query flags and sha256 digests (one row of 32 bytes per file) that each
+    file must match when it is read."""
 
     root: Path
     paths: np.ndarray
     labels: np.ndarray
     ids: np.ndarray | None = None
     query: np.ndarray | None = None
+    sha256: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -91,7 +93,16 @@ class FileSplit:
         return self.root / self.paths[index].decode()
 
     def image(self, index: int) -> Image.Image:
-        return decode(self.path(index), str(self.path(index)))
+        path = self.path(index)
+        if self.sha256 is None:
+            return decode(path, str(path))
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise BadImage(f"{path}: file not found") from None
+        if hashlib.sha256(data).digest() != self.sha256[index].tobytes():
+            raise BadImage(f"{path}: its sha256 differs from the manifest's (changed or damaged)")
+        return decode(data, str(path))
 
 
 @dataclass(frozen=True)
@@ -131,9 +142,14 @@ def file_split(
     labels: np.ndarray,
     ids: np.ndarray | None = None,
     query: np.ndarray | None = None,
+    sha256: Sequence[str] | None = None,
 ) -> FileSplit:
+    """A ``FileSplit`` of ``paths`` (strings) and, if given, their hex sha256 digests."""
     encoded = np.array([p.encode() for p in paths], dtype=np.bytes_)
-    return FileSplit(root, encoded, labels, ids, query)
+    digests = None
+    if sha256 is not None:
+        digests = np.frombuffer(bytes.fromhex("".join(sha256)), np.uint8).reshape(-1, 32)
+    return FileSplit(root, encoded, labels, ids, query, digests)
 
 
 def files_fingerprint(name: str, splits: dict[str, FileSplit], content: bool = False) -> str:
@@ -145,6 +161,8 @@ def files_fingerprint(name: str, splits: dict[str, FileSplit], content: bool = F
         parts += [split, data.paths.tobytes(), data.labels.astype("<i8").tobytes()]
         for optional in (data.ids, data.query):
             parts.append(b"" if optional is None else optional.astype("<i8").tobytes())
+        if data.sha256 is not None:
+            parts.append(data.sha256.tobytes())
         parts.append(_stats(data, content))
     return fingerprint(parts)
 

@@ -13,13 +13,16 @@ A suite declares a dataset in one of them with a few lines and no Python::
 
 ``splits`` maps each split to a sub-folder (imagefolder), a split-column value or list of
 values (csv/jsonl; column ``split``), or shard glob (webdataset). Under query-gallery, the
-test items whose split value is ``query`` are the queries.
+test items whose split value is ``query`` are the queries. A manifest's optional ``sha256``
+column (hex) is checked whenever a file is read; a file that does not match counts as an
+unreadable image.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable, Mapping
 from functools import cache, partial
 from pathlib import Path
@@ -102,7 +105,8 @@ def manifest(
     id_column: str | None = None,
 ) -> Dataset:
     """A CSV/JSONL manifest: ``path,label[,split][,sha256]`` and any extra columns. Paths
-    are relative to the manifest's folder and may not leave it."""
+    are relative to the manifest's folder and may not leave it. With a ``sha256`` column,
+    a file whose bytes do not match is an unreadable image."""
     _need(root, name)
     file = root / manifest_file
     rows = read_manifest(file)
@@ -110,6 +114,10 @@ def manifest(
         if rows and column not in rows[0]:
             raise DatasetError(f"{file}: no column {column!r}; it has {sorted(rows[0])}")
     base = file.parent
+    hashed = bool(rows) and "sha256" in rows[0]
+    for i, row in enumerate(rows if hashed else ()):
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", row["sha256"] or ""):
+            raise DatasetError(f"{file} row {i + 2}: sha256 {row['sha256']!r} is not 64 hex digits")
     _, classes = codes([row[label] for row in rows])
     index = {c: i for i, c in enumerate(classes)}
     all_ids = codes([row[id_column] for row in rows])[0] if id_column else None
@@ -129,6 +137,7 @@ def manifest(
             np.array([index[rows[i][label]] for i in chosen], dtype=np.int64),
             None if all_ids is None else all_ids[chosen],
             np.array([rows[i].get(split_column) == "query" for i in chosen]),
+            [rows[i]["sha256"] for i in chosen] if hashed else None,
         )
     return Dataset(name, files_fingerprint(name, built), built, classes)
 
