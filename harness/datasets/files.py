@@ -98,8 +98,10 @@ class FileSplit:
             return decode(path, str(path))
         try:
             data = path.read_bytes()
-        except OSError:
+        except FileNotFoundError:
             raise BadImage(f"{path}: file not found") from None
+        except OSError as exc:
+            raise BadImage(f"{path}: cannot read ({exc})") from None
         if hashlib.sha256(data).digest() != self.sha256[index].tobytes():
             raise BadImage(f"{path}: its sha256 differs from the manifest's (changed or damaged)")
         return decode(data, str(path))
