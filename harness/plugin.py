@@ -234,7 +234,7 @@ class ShelfReport:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.rows:
             return
-        from harness.report import terminal_table
+        from harness.report import terminal_table, unreadable_counts
 
         terminalreporter.write_sep("=", "shelfbench")
         terminalreporter.write_line(terminal_table(list(self.rows.values())))
@@ -246,9 +246,7 @@ class ShelfReport:
         for (outcome, reason), ids in reasons.items():
             terminalreporter.write_line(f"{outcome} {', '.join(ids)}: {reason}")
         for row in self.rows.values():
-            skipped = {k: v for k, v in row.get("skipped", {}).items() if k != "examples"}
-            if sum(skipped.values()):
-                counts = ", ".join(f"{n} of {split}" for split, n in skipped.items() if n)
+            if counts := unreadable_counts(row):
                 terminalreporter.write_line(
                     f"{row['id']}: skipped unreadable images ({counts}), e.g. "
                     f"{', '.join(row['skipped']['examples'][:2])}"

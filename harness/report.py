@@ -136,6 +136,12 @@ def cost_table(rows: list[dict[str, Any]], fmt: str) -> str:
     return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
 
 
+def unreadable_counts(row: dict[str, Any]) -> str:
+    """``"N of SPLIT, ..."`` for the images a cell skipped as unreadable; ``""`` if none."""
+    skipped = row.get("skipped", {})
+    return ", ".join(f"{n} of {split}" for split, n in skipped.items() if split != "examples" and n)
+
+
 def recommendations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per dataset: the most accurate cell, and the cheapest within the suite's epsilon of
     it (the study's practical question). Accuracy is the one metric every strategy
@@ -215,12 +221,10 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 "",
             ]
     for row in rows:
-        counts = {k: v for k, v in row.get("skipped", {}).items() if k != "examples" and v}
-        if counts:
+        if counts := unreadable_counts(row):
             lines.append(
-                f"- `{row['id']}` skipped unreadable images: "
-                + ", ".join(f"{n} of {split}" for split, n in counts.items())
-                + f" (e.g. {', '.join(row['skipped']['examples'][:3])})"
+                f"- `{row['id']}` skipped unreadable images: {counts} "
+                f"(e.g. {', '.join(row['skipped']['examples'][:3])})"
             )
     problems = [row for row in rows if row.get("message")]
     if problems:

@@ -15,6 +15,7 @@ from harness.datasets import DATASETS, open_dataset, public
 from harness.datasets.files import BadImage, decode
 from harness.datasets.formats import manifest
 from harness.errors import DatasetError, SuiteError
+from harness.report import unreadable_counts
 from harness.strategies import STRATEGIES, Features
 from harness.suite import load_suite
 
@@ -112,6 +113,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
         "missing.jpg",
     }
     assert result.n_test == 4 + 5  # the good images and the five odd but readable ones
+    assert unreadable_counts(result.row()) == "3 of test"
     again = run_cell(cell, tmp_path)  # a warm run knows them from the cache
     assert again.cache == "hit" and again.skipped == result.skipped
 
