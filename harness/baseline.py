@@ -10,13 +10,16 @@ below zero (significant) and the drop exceeds the suite's ``max_drop`` (material
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.cache import atomic_write
 from harness.errors import ShelfbenchError
+from harness.metrics import METRICS
 from harness.stats import Items, paired_difference
 
 IDENTITY = ("dataset_fingerprint", "protocol", "test_items_sha256")
@@ -37,11 +40,13 @@ def save_items(report: Path, rows: list[dict[str, Any]]) -> Path:
         for row in rows
         for name, values in row.get("items", {}).items()
     }
+
+    def save(path: Path) -> None:
+        with path.open("wb") as f:
+            np.savez_compressed(f, **arrays)
+
     path = items_path(report)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        np.savez_compressed(f, **arrays)
-    tmp.replace(path)
+    atomic_write(path, save, 0o644)
     return path
 
 
@@ -55,19 +60,43 @@ class Run:
 
 
 def load_run(path: Path) -> Run:
+    """A stored run, checked to be one: a report whose ``cells`` each have an id, metrics
+    and the test-set identity, and per-item arrays for them in the ``.items.npz``."""
+    path = Path(path)
     try:
-        report = json.loads(Path(path).read_text())
-        with np.load(items_path(Path(path))) as data:
+        report = json.loads(path.read_text())
+        with np.load(items_path(path)) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BaselineError(
-            f"cannot read run {path} (and {items_path(Path(path)).name} beside it): {exc}"
+            f"cannot read run {path} (and {items_path(path).name} beside it): {exc}"
         ) from None
+    cells = report.get("cells") if isinstance(report, dict) else None
+    if not isinstance(cells, list) or not all(_is_row(row) for row in cells):
+        raise BaselineError(
+            f"{path} is not a shelfbench run: it needs a list 'cells' of rows, each with an "
+            f"id, and where it has metrics, {', '.join(SCORED_FIELDS)} "
+            "(pytest --shelf-update-baseline writes one)"
+        )
     items: dict[str, Items] = {}
     for key, values in arrays.items():
-        cell, name = key.split("|", 1)
+        cell, bar, name = key.partition("|")
+        if not bar:
+            raise BaselineError(f"{items_path(path)}: array {key!r} is not named CELL|METRIC")
         items.setdefault(cell, {})[name] = values
-    return Run(Path(path), {row["id"]: row for row in report["cells"]}, items)
+    return Run(path, {row["id"]: row for row in cells}, items)
+
+
+SCORED_FIELDS = ("main_metric", *IDENTITY)
+
+
+def _is_row(row: Any) -> bool:
+    """A report row: an id, and for a cell that scored, its metrics and test-set identity."""
+    if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+        return False
+    if "metrics" not in row:
+        return True
+    return isinstance(row["metrics"], dict) and all(field in row for field in SCORED_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -82,16 +111,22 @@ class Comparison:
     max_drop: float
 
     @property
+    def _sign(self) -> int:
+        """+1 where higher is better (every metric so far), -1 where lower is."""
+        return 1 if METRICS.get(self.metric).higher_is_better else -1
+
+    @property
     def verdict(self) -> str:
-        if self.high < 0:
+        worst, best = sorted((self._sign * self.low, self._sign * self.high))
+        if best < 0:
             return "worse"
-        if self.low > 0:
+        if worst > 0:
             return "better"
         return "no significant change"
 
     @property
     def regression(self) -> bool:
-        return self.high < 0 and self.diff < -self.max_drop
+        return self.verdict == "worse" and self._sign * self.diff < -self.max_drop
 
     def line(self) -> str:
         return (

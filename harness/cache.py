@@ -8,6 +8,11 @@ an interrupted run keeps every part it wrote, and the disk holds only rows reall
 (a sparse full-split memmap would not: 10k random rows of Fashion-MNIST's 60k took 232 of
 307 MB). A ``filelock`` around each fill keeps pytest-xdist workers, which are separate
 processes, from computing the same rows twice.
+
+Each part holds the sha256 of its entry's key digest and its own contents, written in the
+same atomic file. A read checks it: a part whose bytes changed, that cannot be opened, or
+that was copied from another entry is removed (saying so once) and its rows are computed
+again; it is never served.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +35,7 @@ from filelock import FileLock
 from harness.errors import CacheError
 
 # Bump when extraction changes in a way the other key fields do not show.
-EMBEDDING_VERSION = 1
+EMBEDDING_VERSION = 2
 PART_SECONDS = 10.0
 PART_ROWS = 4096
 
@@ -39,16 +47,44 @@ def digest(key: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` to a temp file beside ``path``, then rename it into place."""
+def atomic_write(path: Path, write: Callable[[Path], None], mode: int = 0o600) -> None:
+    """``write`` to a temp file beside ``path`` (a unique name), then rename it into place
+    with permissions ``mode``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+class StalePart(CacheError):
+    """A part failed its check and was removed; its rows must be computed again."""
+
+
+@dataclass(frozen=True)
+class Got:
+    """What ``CacheEntry.get`` served: the rows asked for, how many it computed, and the
+    compute seconds per row recorded by the parts that hold them."""
+
+    vectors: np.ndarray
+    computed: int
+    seconds_per_item: float
+
+
+def part_sha256(entry: str, indices: np.ndarray, vectors: np.ndarray, seconds: float) -> str:
+    """The hash a part of entry ``entry`` (its key digest) records of its contents."""
+    h = hashlib.sha256(entry.encode())
+    for array in (indices.astype("<i8"), vectors.astype("<f4"), np.float64(seconds)):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+# What a damaged part raises when opened or read.
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 class CacheEntry:
@@ -59,24 +95,44 @@ class CacheEntry:
         self.n_items = n_items
         self.digest = digest(key)
         self.dir = root / "embeddings" / self.digest[:2] / self.digest
+        self._lock = FileLock(self.dir / "lock")
 
     def _parts(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.npz"))
 
+    def _discard(self, part: Path, why: str) -> None:
+        """Remove a part that failed its check, saying so once."""
+        with self._lock:
+            if part.exists():
+                part.unlink()
+                print(
+                    f"shelfbench: cache part {part} {why}; it was removed and its rows "
+                    "will be computed again",
+                    file=sys.stderr,
+                )
+
     def _index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
-        """For every cached item: its index, the part holding it, its row in that part."""
-        parts = self._parts()
-        items, owners, rows = (
-            [np.zeros(0, np.int64)],
-            [np.zeros(0, np.int64)],
-            [np.zeros(0, np.int64)],
+        """For every cached item: its index, the part holding it, its row in that part. A
+        part that cannot be opened is discarded."""
+        parts = []
+        items, owners, rows = ([np.zeros(0, np.int64)] for _ in range(3))
+        for part in self._parts():
+            try:
+                with np.load(part) as data:
+                    indices = data["indices"].astype(np.int64)
+            except UNREADABLE as exc:
+                self._discard(part, f"cannot be read ({type(exc).__name__})")
+                continue
+            items.append(indices)
+            owners.append(np.full(len(indices), len(parts)))
+            rows.append(np.arange(len(indices)))
+            parts.append(part)
+        return (
+            np.concatenate(items),
+            np.concatenate(owners),
+            np.concatenate(rows),
+            parts,
         )
-        for number, part in enumerate(parts):
-            with np.load(part) as data:
-                items.append(data["indices"])
-            owners.append(np.full(len(items[-1]), number))
-            rows.append(np.arange(len(items[-1])))
-        return np.concatenate(items), np.concatenate(owners), np.concatenate(rows), parts
 
     def done(self) -> np.ndarray:
         """Boolean mask over the split's items: True where the embedding is cached."""
@@ -91,7 +147,11 @@ class CacheEntry:
         return bool(self.done()[indices].all())
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        """The embeddings of ``indices``, in that order, as a float32 array."""
+        """The embeddings of ``indices``, in that order, as a float32 array; raises
+        ``StalePart`` after discarding a part that fails its check."""
+        return self._read(indices)[0]
+
+    def _read(self, indices: np.ndarray) -> tuple[np.ndarray, float]:
         items, owners, rows, parts = self._index()
         where = np.full(self.n_items, -1)
         where[items] = np.arange(len(items))
@@ -99,19 +159,54 @@ class CacheEntry:
         if len(indices) == 0 or (found < 0).any():
             raise CacheError(f"{self.dir}: rows requested that were never computed")
         out = np.empty((len(indices), 0), dtype=np.float32)
+        seconds = n_rows = 0.0
+        stale = []
         for number in np.unique(owners[found]):
-            with np.load(parts[number]) as data:
-                vectors = data["vectors"]
+            part = parts[number]
+            try:
+                with np.load(part) as data:
+                    vectors, held = data["vectors"], data["indices"]
+                    spent, recorded = float(data["seconds"]), str(data["sha256"])
+            except UNREADABLE as exc:
+                self._discard(part, f"cannot be read ({type(exc).__name__})")
+                stale.append(part)
+                continue
+            if part_sha256(self.digest, held, vectors, spent) != recorded:
+                self._discard(part, "failed its content check (changed, or not this entry's)")
+                stale.append(part)
+                continue
             if out.shape[1] == 0:
                 out = np.empty((len(indices), vectors.shape[1]), dtype=np.float32)
             wanted = owners[found] == number
             out[wanted] = vectors[rows[found[wanted]]]
-        return out
+            seconds, n_rows = seconds + spent, n_rows + len(held)
+        if stale:
+            raise StalePart(f"{self.dir}: {len(stale)} part(s) failed their check")
+        return out, seconds / n_rows if n_rows else 0.0
+
+    def get(self, indices: np.ndarray, produce: Callable[[np.ndarray], Batches]) -> Got:
+        """The embeddings of ``indices``: the cached rows, checked, and the missing ones
+        computed by ``produce`` (which is not called when nothing is missing). A part that
+        fails its check is recomputed once; a second failure is an error."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        computed = 0
+        with self._lock:
+            for _ in range(2):
+                computed += self.fill(indices, produce)
+                try:
+                    vectors, per_item = self._read(indices)
+                except StalePart:
+                    continue
+                return Got(vectors, computed, per_item)
+        raise CacheError(
+            f"{self.dir}: parts written just now fail their check; the disk may be failing: "
+            "delete the directory and run again"
+        )
 
     def fill(self, indices: np.ndarray, produce: Callable[[np.ndarray], Batches]) -> int:
         """Compute the missing rows among ``indices`` with ``produce``; return how many."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(self.dir / "lock"):
+        with self._lock:
             missing = indices[~self.done()[indices]]
             if len(missing) == 0:
                 return 0
@@ -131,24 +226,15 @@ class CacheEntry:
                 self._write_part(buffered, time.monotonic() - last)
             return len(missing)
 
-    def seconds_per_item(self) -> float:
-        """Compute time per cached row when it was computed (0 for an empty entry): the
-        cost of these embeddings, which a warm run's wall time does not show."""
-        seconds = rows = 0.0
-        for part in self._parts():
-            with np.load(part) as data:
-                seconds += float(data["seconds"])
-                rows += len(data["indices"])
-        return seconds / rows if rows else 0.0
-
     def _write_part(self, buffered: list[tuple[np.ndarray, np.ndarray]], seconds: float) -> None:
         if not buffered:
             return
         indices = np.concatenate([rows for rows, _ in buffered]).astype(np.int64)
         vectors = np.concatenate([batch for _, batch in buffered]).astype(np.float32)
+        sha256 = part_sha256(self.digest, indices, vectors, seconds)
 
         def save(path: Path) -> None:
             with path.open("wb") as f:
-                np.savez(f, indices=indices, vectors=vectors, seconds=seconds)
+                np.savez(f, indices=indices, vectors=vectors, seconds=seconds, sha256=sha256)
 
         atomic_write(self.dir / f"part-{uuid.uuid4().hex}.npz", save)

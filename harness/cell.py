@@ -7,6 +7,7 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from harness.embeddings import Embedded, embed, embed_texts
 from harness.errors import DatasetError
 from harness.extract import device
 from harness.finetune import Run, Tuned, finetune
+from harness.metrics import METRICS
 from harness.stats import bootstrap_ci
 from harness.strategies import Features, Outcome, Tuning, parse_strategy
 from harness.suite import Cell
@@ -65,11 +67,11 @@ class CellResult:
     def below_floor(self, cell: Cell) -> list[str]:
         """One line per metric under its floor (a missing metric counts as under)."""
         return [
-            f"{f.metric} = {self.metrics.get(f.metric, float('nan')):.4f} is below its floor "
+            f"{f.metric} = {self.metrics.get(f.metric, nan):.4f} is below its floor "
             f"{f.floor:.4f} (measured {f.measured:.4f} on {f.date}); "
             f"cell {self.id}, n_train={self.n_train}, n_test={self.n_test}"
             for f in cell.floors
-            if not self.metrics.get(f.metric, float("-inf")) >= f.floor
+            if not METRICS.get(f.metric).gain(f.floor, self.metrics.get(f.metric, nan)) >= 0
         ]
 
 
@@ -176,6 +178,12 @@ def drop_unreadable(
             ids=None if e.ids is None else e.ids[~bad],
             query=None if e.query is None else e.query[~bad],
         )
+    for split, e in kept.items():
+        if len(e.indices) == 0:
+            raise DatasetError(
+                f"{cell.id}: none of the {skipped[split]} {split} images could be read, e.g. "
+                f"{', '.join(examples) or 'see the log'}"
+            )
     if sum(skipped.values()) and cell.profile.bad_images == "fail":
         raise DatasetError(
             f"{cell.id}: {sum(skipped.values())} images could not be read, e.g. "
@@ -183,6 +191,32 @@ def drop_unreadable(
             "in the suite's [profile] (the embeddings of the rest are cached)"
         )
     return kept, {**skipped, "examples": examples}
+
+
+def check_classes(
+    cell: Cell, train: Embedded, test: Embedded, classes: tuple[str, ...], learns: bool
+) -> list[str]:
+    """Refuse a cell whose items all have one class (every metric would be a perfect 1.0);
+    warn when test classes have no train item and the strategy compares test items with
+    train labels (``learns``): those items can never be classified right, and under the
+    split protocol their queries have nothing relevant to retrieve."""
+    present = np.union1d(train.labels, test.labels)
+    if len(present) < 2:
+        name = classes[present[0]] if len(present) and present[0] < len(classes) else present
+        raise DatasetError(
+            f"{cell.id}: every item the cell uses has the one class {name!r}, so every "
+            "metric would be a perfect 1.0; a benchmark needs two classes or more"
+        )
+    absent = np.setdiff1d(test.labels, train.labels)
+    if not learns or not len(absent):
+        return []
+    n_items = int(np.isin(test.labels, absent).sum())
+    examples = ", ".join(repr(classes[c]) if c < len(classes) else str(c) for c in absent[:3])
+    return [
+        f"{len(absent)} test class(es) have no train item (e.g. {examples}): their "
+        f"{n_items} of {len(test.labels)} test items can never be classified right, and "
+        "have nothing relevant to retrieve from the train split"
+    ]
 
 
 def sanity_warnings(metrics: dict[str, float], n_classes: int) -> list[str]:
@@ -210,6 +244,10 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     spec = BACKBONES.get(cell.backbone)
     dataset = DATASETS.get(cell.dataset)
     classes = opened.classes
+    # Zero-shot reads class names only; kNN compares test items with train labels only
+    # when the train split is the gallery.
+    learns = not strategy.needs_text and (strategy.name != "knn" or dataset.protocol == "split")
+    warnings = check_classes(cell, train, test, classes, learns)
     features = Features(
         train.vectors,
         train.labels,
@@ -266,5 +304,5 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         items={name: values.tolist() for name, values in outcome.items.items()},
         cost=costs,
         skipped=skipped,
-        warnings=sanity_warnings(metrics, len(classes)),
+        warnings=warnings + sanity_warnings(metrics, len(classes)),
     )

@@ -88,6 +88,7 @@ def _backbones(names: list[str], suites_dir: Path) -> list[Any]:
 
 def _weights(args: argparse.Namespace) -> None:
     from harness.backbones import weights
+    from harness.errors import Unavailable
 
     failed = 0
     for spec in _backbones(args.names, args.suites_dir):
@@ -96,15 +97,18 @@ def _weights(args: argparse.Namespace) -> None:
                 found = weights.fetch(spec)
                 print(f"ok       {spec.name}: {found.path} ({found.origin})")
             else:
-                print(f"ok       {spec.name}: {_verify(spec)}")
-        except ShelfbenchError as exc:
+                print(f"ok       {spec.name}: {_verify_weights(spec)}")
+        except Unavailable as exc:
             failed += 1
             print(f"missing  {spec.name}: {exc}")
+        except ShelfbenchError as exc:
+            failed += 1
+            print(f"invalid  {spec.name}: {exc}")
     if failed:
         raise ShelfbenchError(f"{failed} backbone(s) without usable weights; see above")
 
 
-def _verify(spec: Any) -> str:
+def _verify_weights(spec: Any) -> str:
     """Re-hash what resolution finds (ignoring the hash memo) and compare."""
     from harness.backbones.weights import hash_file, resolve
 
@@ -131,7 +135,7 @@ def _fetch(args: argparse.Namespace) -> None:
     print(f"{args.name} is in {spec.fetch(args.root or cache_root() / 'data')}")
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _verify_data(args: argparse.Namespace) -> int:
     from harness.datasets import DATASETS, open_dataset, public
 
     DATASETS.get(args.name)
@@ -177,7 +181,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from harness.baseline import compare_cell, load_run
+    from harness.baseline import BaselineError, compare_cell, load_run
 
     old, new = load_run(args.old), load_run(args.new)
     rows, regressions = [], 0
@@ -218,6 +222,10 @@ def _compare(args: argparse.Namespace) -> int:
     for label, run, other in (("only in old", old, new), ("only in new", new, old)):
         for cell in sorted(set(run.rows) - set(other.rows)):
             print(f"{label}: {cell} ({run.rows[cell]['outcome']})")
+    if not rows:
+        raise BaselineError(
+            f"{args.old} and {args.new} share no cell scored in both: nothing was compared"
+        )
     worse = sum(1 for r in rows if r[-1].startswith("worse"))
     print(f"{len(rows)} compared: {worse} significantly worse, {regressions} beyond tolerance")
     return 1 if regressions else 0
@@ -267,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("verify", help="check a dataset's counts, classes and files")
     check.add_argument("name")
     check.add_argument("--root", type=Path, help="the folder holding NAME/ (default: search)")
-    check.set_defaults(run=_verify)
+    check.set_defaults(run=_verify_data)
 
     export = sub.add_parser("export", help="write the embeddings and labels a cell uses")
     export.add_argument("cell", help="cell id, e.g. fashion-mnist/effnet-lite0/knn")

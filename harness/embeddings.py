@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights, resolve
-from harness.cache import EMBEDDING_VERSION, CacheEntry
+from harness.cache import EMBEDDING_VERSION, Batches, CacheEntry
 from harness.datasets.base import Dataset
 from harness.extract import device, embed_batches, text_batches
 from harness.provenance import library_versions
@@ -121,24 +121,24 @@ def embed(
     key = embedding_key(dataset, split, spec, weights, pre, device(), checkpoint)
     entry = CacheEntry(cache_root, key, len(data))
     start = time.perf_counter()
-    computed = 0
-    if not entry.has(indices):
+    tuned = "" if checkpoint is None else " (fine-tuned)"
+    desc = f"embed {dataset.name}/{split} with {spec.name}{tuned}"
+
+    def produce(rows: np.ndarray) -> Batches:
         model = load_model(spec, weights, checkpoint)
-        tuned = "" if checkpoint is None else " (fine-tuned)"
-        desc = f"embed {dataset.name}/{split} with {spec.name}{tuned}"
-        computed = entry.fill(
-            indices, lambda rows: embed_batches(model, data, rows, pre, batch_size, desc)
-        )
+        return embed_batches(model, data, rows, pre, batch_size, desc)
+
+    got = entry.get(indices, produce)
     return Embedded(
-        entry.read(indices),
+        got.vectors,
         data.labels[indices],
         indices,
         None if data.ids is None else data.ids[indices],
         None if data.query is None else data.query[indices],
-        computed,
+        got.computed,
         time.perf_counter() - start,
         entry.key,
-        entry.seconds_per_item() * len(indices),
+        got.seconds_per_item * len(indices),
     )
 
 
@@ -152,8 +152,8 @@ def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.
         "prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
     }
     entry = CacheEntry(cache_root, key, len(prompts))
-    rows = np.arange(len(prompts))
-    if not entry.has(rows):
-        model = load_model(spec, weights)
-        entry.fill(rows, lambda todo: text_batches(model, spec, weights, prompts, todo))
-    return entry.read(rows)
+
+    def produce(rows: np.ndarray) -> Batches:
+        return text_batches(load_model(spec, weights), spec, weights, prompts, rows)
+
+    return entry.get(np.arange(len(prompts)), produce).vectors

@@ -29,6 +29,10 @@ class EmbeddingError(ShelfbenchError):
     """A backbone could not embed a batch (e.g. an input size the model does not take)."""
 
 
+class TrainingError(ShelfbenchError):
+    """Fine-tuning failed: the loss diverged."""
+
+
 class SuiteError(ShelfbenchError):
     """A suite file is invalid or names something that is not registered."""
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 from tqdm import tqdm
 
@@ -30,6 +34,35 @@ def cpu_threads() -> int:
         return max(1, int(os.environ["SHELFBENCH_THREADS"]))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+def training_threads() -> int:
+    """Threads for training on the CPU: ``$SHELFBENCH_THREADS``, else every usable core,
+    whatever the number of pytest-xdist workers. Training sums floats in an order that
+    depends on the thread count, so a fixed count makes a serial run and an ``-n 2`` run
+    learn the same model."""
+    if os.environ.get("SHELFBENCH_THREADS"):
+        return max(1, int(os.environ["SHELFBENCH_THREADS"]))
+    return len(os.sched_getaffinity(0))
+
+
+@contextlib.contextmanager
+def cpu_training() -> Iterator[None]:
+    """Train with ``training_threads()`` torch threads, one training at a time on this
+    machine (other processes wait instead of oversubscribing the cores, which slowed a
+    fine-tune 15x); on CUDA, nothing to hold."""
+    if device() == "cuda":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    with FileLock(Path(tempfile.gettempdir()) / "shelfbench-cpu-training.lock"):
+        torch.set_num_threads(training_threads())
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def loader_workers() -> int:
@@ -139,6 +172,20 @@ def load_batches(
     yield from loader
 
 
+def finite(vectors: np.ndarray, desc: str) -> np.ndarray:
+    """``vectors`` if every value is finite. NaN or inf from a model is not an unreadable
+    image (those are NaN rows the cache writes itself): the model diverged or its weights
+    are broken, and nothing it produced may be cached."""
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise EmbeddingError(
+            f"{desc}: the model output NaN or inf for {int(bad.sum())} of {len(vectors)} "
+            "inputs: it diverged (a fine-tune whose learning rate is too high?) or its "
+            "weights hold NaN; nothing was cached"
+        )
+    return vectors
+
+
 def embed_batches(
     model: torch.nn.Module,
     split: Split,
@@ -176,7 +223,7 @@ def embed_batches(
                         f"{desc}: the model failed on a batch of {tuple(x.shape)}: {reason}; "
                         "check the suite's image_size against the backbone's input size"
                     ) from exc
-                yield batch.rows, out.float().cpu().numpy()
+                yield batch.rows, finite(out.float().cpu().numpy(), desc)
             bar.update(len(batch.rows) + len(batch.bad))
 
 
@@ -199,4 +246,5 @@ def text_batches(
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             tokens = tokenizer([prompts[i] for i in chunk]).to(device())
-            yield chunk, model.encode_text(tokens, normalize=True).float().cpu().numpy()
+            text = model.encode_text(tokens, normalize=True).float().cpu().numpy()
+            yield chunk, finite(text, f"embed prompts with {spec.name}")

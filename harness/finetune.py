@@ -30,8 +30,16 @@ from harness.backbones.weights import ResolvedWeights, file_sha256
 from harness.cache import atomic_write, digest
 from harness.datasets.base import Dataset, Split
 from harness.embeddings import Checkpoint, model_key
-from harness.errors import DatasetError, SuiteError
-from harness.extract import RESAMPLE, cpu_threads, device, progress, to_tensor, transform
+from harness.errors import DatasetError, SuiteError, TrainingError
+from harness.extract import (
+    RESAMPLE,
+    cpu_training,
+    device,
+    progress,
+    to_tensor,
+    training_threads,
+    transform,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -154,6 +162,8 @@ class Run:
             "items_sha256": digest({"items": self.indices.astype(int).tolist()}),
             "preprocess": self.pre.as_dict(),
             "blocks": self.blocks,
+            # What training learns depends on the CPU thread count (not on xdist workers).
+            "cpu_threads": training_threads() if device() == "cpu" else None,
             "settings": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()
             },
@@ -171,7 +181,8 @@ def finetune(run: Run, cache_root: Path) -> Tuned:
         if not (run_dir / "summary.json").exists():
             text = json.dumps(key, indent=1, sort_keys=True)
             atomic_write(run_dir / "key.json", lambda p: p.write_text(text))
-            train(run_dir, run)
+            with cpu_training():
+                train(run_dir, run)
     summary = json.loads((run_dir / "summary.json").read_text())
     with np.load(run_dir / "head.npz") as head:
         weight, bias = head["weight"], head["bias"]
@@ -233,7 +244,6 @@ def train(run_dir: Path, run: Run) -> None:
     dataset, indices, spec, pre, blocks = run.dataset, run.indices, run.spec, run.pre, run.blocks
     settings = run.settings
 
-    torch.set_num_threads(cpu_threads())
     dev = device()
     seed = settings["seed"]
     model = build_model(spec, run.weights)
@@ -304,6 +314,12 @@ def train(run_dir: Path, run: Run) -> None:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     logits = net(x).float()
                 loss = F.cross_entropy(logits, y, label_smoothing=settings["label_smoothing"])
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{what} {spec.name} on {dataset.name} diverged at epoch {epoch + 1}, "
+                        f"step {i + 1}: the loss is {loss.item()}; lower lr (now "
+                        f"{settings['lr']}) or head_lr ({settings['head_lr']})"
+                    )
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(

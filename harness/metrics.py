@@ -1,8 +1,11 @@
-"""All metrics, as pure numpy functions over labels, scores and ranked relevance.
+"""All metrics, as pure numpy functions over labels, scores and ranked relevance, and the
+registry ``METRICS`` that says what each one is: the one place floors, the gate, the
+bootstrap, the strategies and the reports read metric names from.
 
 Most metrics are means of a per-item value; those functions return the per-item array
 (one value per test item or query), so that confidence intervals can resample items.
-The metric itself is its mean. Macro-F1 is not a mean of items and is returned whole.
+The metric itself is its mean. Macro-F1 and balanced accuracy are not means of items:
+they are computed from per-class counts (``class_counts``).
 
 Retrieval inputs: ``relevance[q, i]`` is True when the i-th ranked gallery item (i from 0) is
 relevant to query q, i.e. has q's label; ``n_relevant[q]`` is R_q, the number of relevant
@@ -12,7 +15,12 @@ Ranking and its tie order are ``harness.search.rank``'s job, not these functions
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
 import numpy as np
+
+from harness.registry import Registry
 
 
 def correct(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -27,15 +35,6 @@ def top_k_hit(labels: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     """
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return (top == labels[:, None]).any(axis=1).astype(np.float64)
-
-
-def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """(1/|C|) Σ_c 2·TP_c / (2·TP_c + FP_c + FN_c), over classes C in labels ∪ predicted."""
-    classes = np.union1d(labels, predicted)
-    tp = np.array([np.sum((labels == c) & (predicted == c)) for c in classes])
-    fp = np.array([np.sum((labels != c) & (predicted == c)) for c in classes])
-    fn = np.array([np.sum((labels == c) & (predicted != c)) for c in classes])
-    return float(np.mean(2 * tp / (2 * tp + fp + fn)))
 
 
 def recall_at_k(relevance: np.ndarray, k: int) -> np.ndarray:
@@ -87,3 +86,109 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den, and 0 where den is 0."""
     den = np.asarray(den, dtype=np.float64)
     return np.divide(num, den, out=np.zeros_like(den), where=den > 0)
+
+
+# Aggregates over per-class counts: true positives, items of the class, predictions of it.
+def macro_f1_from_counts(tp: np.ndarray, actual: np.ndarray, guessed: np.ndarray) -> np.ndarray:
+    """Macro-F1 per row of counts (B x C): 2·TP_c / (actual_c + guessed_c), averaged over the
+    classes present in labels or predictions."""
+    present = (actual + guessed) > 0
+    f1 = np.divide(2 * tp, actual + guessed, out=np.zeros(tp.shape), where=present)
+    return f1.sum(axis=-1) / present.sum(axis=-1)
+
+
+def balanced_accuracy_from_counts(
+    tp: np.ndarray, actual: np.ndarray, guessed: np.ndarray
+) -> np.ndarray:
+    """Balanced accuracy per row of counts: the mean over classes present in the labels of
+    their recall TP_c / actual_c (scikit-learn's ``balanced_accuracy_score``)."""
+    present = actual > 0
+    recall = np.divide(tp, actual, out=np.zeros(tp.shape), where=present)
+    return recall.sum(axis=-1) / present.sum(axis=-1)
+
+
+def class_counts(
+    labels: np.ndarray, predicted: np.ndarray, n_classes: int, idx: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class (TP, actual, guessed) over the items, or over each row of resampled item
+    indices ``idx`` (B x N), one row at a time: memory O(items + classes), never O(C²)."""
+    hit = labels == predicted
+    if idx is None:
+        idx = np.arange(len(labels))[None, :]
+    out = np.empty((3, len(idx), n_classes))
+    for b, rows in enumerate(idx):
+        y, p = labels[rows], predicted[rows]
+        out[0, b] = np.bincount(y, weights=hit[rows], minlength=n_classes)
+        out[1, b] = np.bincount(y, minlength=n_classes)
+        out[2, b] = np.bincount(p, minlength=n_classes)
+    return out[0], out[1], out[2]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registry entry: what a metric is, which strategies report it, how it is shown.
+
+    ``family``: strategies report every metric of the families they declare
+    (``classification``: from labels and class scores; ``retrieval``: from ranked
+    relevance). Exactly one of ``per_item`` (a mean of per-item values, from
+    ``(labels, scores)`` or ``(relevance, n_relevant)``) and ``from_counts`` (an aggregate of
+    per-class counts, from labels and predictions) is set. ``headline``: shown in the
+    terminal table and the interval tables. Registration order is display order.
+    """
+
+    name: str
+    family: str
+    per_item: Callable[..., np.ndarray] | None = None
+    from_counts: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
+    higher_is_better: bool = True
+    headline: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.per_item is None) == (self.from_counts is None):
+            raise ValueError(f"metric {self.name}: give per_item or from_counts, not both")
+
+    def gain(self, old: float, new: float) -> float:
+        """How much better ``new`` is than ``old`` (negative: worse), in either direction."""
+        return new - old if self.higher_is_better else old - new
+
+
+FAMILIES = ("classification", "retrieval")
+METRICS: Registry[Metric] = Registry("metric", ValueError)
+
+
+def register(metric: Metric) -> Metric:
+    if metric.family not in FAMILIES:
+        raise ValueError(f"metric {metric.name}: family is one of {FAMILIES}")
+    return METRICS.add(metric)
+
+
+def in_families(families: Iterable[str]) -> tuple[str, ...]:
+    """Names of the metrics of ``families``, in display order."""
+    wanted = set(families)
+    return tuple(m.name for m in METRICS.in_order() if m.family in wanted)
+
+
+for _metric in (
+    Metric("accuracy", "classification", per_item=lambda y, s: correct(y, s.argmax(1)),
+           headline=True, description="share of test items whose top class is right"),
+    Metric("top5_accuracy", "classification", per_item=lambda y, s: top_k_hit(y, s, 5),
+           description="share whose label is among the 5 top-scoring classes"),
+    Metric("macro_f1", "classification", from_counts=macro_f1_from_counts, headline=True,
+           description="mean per-class F1"),
+    Metric("balanced_accuracy", "classification", from_counts=balanced_accuracy_from_counts,
+           description="mean per-class recall (CLIP_benchmark's; for imbalanced catalogues)"),
+    Metric("recall@1", "retrieval", per_item=lambda r, n: recall_at_k(r, 1), headline=True,
+           description="share of queries with a relevant item first"),
+    Metric("recall@5", "retrieval", per_item=lambda r, n: recall_at_k(r, 5),
+           description="share of queries with a relevant item in the top 5"),
+    Metric("mmp@5", "retrieval", per_item=lambda r, n: mmp_at_k(r, n, 5), headline=True,
+           description="mean modified precision at 5 (the study's main metric)"),
+    Metric("map@r", "retrieval", per_item=map_at_r, headline=True,
+           description="mean average precision at R (Musgrave et al.)"),
+    Metric("mrr@10", "retrieval", per_item=lambda r, n: mrr_at_k(r, 10),
+           description="mean reciprocal rank of the first relevant item, cut at 10"),
+    Metric("ndcg@10", "retrieval", per_item=lambda r, n: ndcg_at_k(r, n, 10),
+           description="normalised discounted cumulative gain at 10, binary gains"),
+):  # fmt: skip
+    register(_metric)

@@ -163,7 +163,13 @@ class Bench:
         record the comparisons in ``row`` and return the regressions as failure lines."""
         try:
             baseline = self._baseline()
-            if baseline is None or cell.id not in baseline.items:
+            if baseline is None:
+                return []
+            if cell.id not in baseline.items:
+                row["warnings"].append(
+                    f"not in the baseline {baseline.path}, so not gated against it; "
+                    "add it with --shelf-update-baseline"
+                )
                 return []
             gated = [result.main_metric, *(f.metric for f in cell.floors)]
             comparisons = compare_cell(
@@ -246,6 +252,8 @@ class ShelfReport:
         for (outcome, reason), ids in reasons.items():
             terminalreporter.write_line(f"{outcome} {', '.join(ids)}: {reason}")
         for row in self.rows.values():
+            for warning in row.get("warnings", []):
+                terminalreporter.write_line(f"warning {row['id']}: {warning}", yellow=True)
             if counts := unreadable_counts(row):
                 terminalreporter.write_line(
                     f"{row['id']}: skipped unreadable images ({counts}), e.g. "
@@ -258,7 +266,7 @@ class ShelfReport:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.rows:
             return
-        from harness.report import copy_run, write_reports
+        from harness.report_files import copy_run, write_reports
 
         directory = self.config.getoption("--shelf-reports") or self.config.rootpath / "reports"
         provenance = {
@@ -279,6 +287,13 @@ def _outcome(report: pytest.TestReport) -> str:
 
 
 def _message(report: pytest.TestReport) -> str:
+    """Why a cell did not pass: the skip reason, the one-line failure, or for an unexpected
+    exception its type and message (never the first line of the traceback's code)."""
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and getattr(report.longrepr, "reprtraceback", None) is not None:
+        style = report.longrepr.reprtraceback.style
+        if style != "value":  # a pytest.fail(pytrace=False) message is the text itself
+            return crash.message
     return report.longreprtext.strip()

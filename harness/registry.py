@@ -47,5 +47,9 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
+    def in_order(self) -> list[T]:
+        """The entries in the order they were registered."""
+        return list(self._entries.values())
+
     def __iter__(self) -> Iterator[T]:
         return iter(self._entries[n] for n in sorted(self._entries))

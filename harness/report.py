@@ -1,40 +1,26 @@
-"""Result tables: the terminal summary and reports/latest.{json,md,csv}."""
+"""Result tables: the terminal summary, and the Markdown and CSV reports' text."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from harness.metrics import METRICS
+
 SCHEMA = 1
-# Metric columns in display order; the terminal shows the first few that any row has.
-METRIC_ORDER = (
-    "accuracy",
-    "top5_accuracy",
-    "macro_f1",
-    "recall@1",
-    "recall@5",
-    "mmp@5",
-    "map@r",
-    "mrr@10",
-    "ndcg@10",
-)
-TERMINAL_METRICS = ("accuracy", "macro_f1", "recall@1", "mmp@5", "map@r")
 
 
-def metric_columns(
-    rows: Iterable[dict[str, Any]], wanted: Iterable[str] = METRIC_ORDER
-) -> list[str]:
+def metric_columns(rows: Iterable[dict[str, Any]], headline: bool = False) -> list[str]:
+    """The registered metrics any row has, in display order (only the headline ones, for
+    the terminal and the interval tables, if ``headline``)."""
     present = {m for row in rows for m in row.get("metrics", {})}
-    return [m for m in wanted if m in present]
+    return [
+        m.name for m in METRICS.in_order() if m.name in present and (m.headline or not headline)
+    ]
 
 
 def _cell(row: dict[str, Any], metric: str) -> str:
@@ -42,7 +28,7 @@ def _cell(row: dict[str, Any], metric: str) -> str:
     if value is None:
         return ""
     floor = row.get("floors", {}).get(metric)
-    mark = "" if floor is None else (" ✓" if value >= floor else " ✗")
+    mark = "" if floor is None else (" ✓" if METRICS.get(metric).gain(floor, value) >= 0 else " ✗")
     return f"{value:.4f}{mark}"
 
 
@@ -188,7 +174,7 @@ def terminal_table(rows: list[dict[str, Any]]) -> str:
     for dataset in dict.fromkeys(row["dataset"] for row in rows):
         subset = [row for row in rows if row["dataset"] == dataset]
         blocks.append(
-            f"{dataset}\n{table(subset, metric_columns(subset, TERMINAL_METRICS), 'simple')}"
+            f"{dataset}\n{table(subset, metric_columns(subset, headline=True), 'simple')}"
         )
     return "\n\n".join(blocks)
 
@@ -205,7 +191,7 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines += [f"## {dataset}", "", table(subset, metric_columns(subset), "github"), ""]
         done = [row for row in subset if row.get("ci")]
         if done:
-            main = metric_columns(done, ("accuracy", "macro_f1", "mmp@5", "recall@1", "map@r"))
+            main = metric_columns(done, headline=True)
             lines += [
                 "95% bootstrap intervals over test items, and compute cost:",
                 "",
@@ -226,6 +212,11 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 f"- `{row['id']}` skipped unreadable images: {counts} "
                 f"(e.g. {', '.join(row['skipped']['examples'][:3])})"
             )
+    warned = [(row["id"], w) for row in rows for w in row.get("warnings", [])]
+    if warned:
+        lines += ["", "## Warnings", ""]
+        lines += [f"- `{cell}`: {warning}" for cell, warning in warned]
+        lines.append("")
     problems = [row for row in rows if row.get("message")]
     if problems:
         lines += ["## Failures and skips", ""]
@@ -271,48 +262,3 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
             flat["cost_total_s"] = cost["seconds"]["total"]
         writer.writerow(flat)
     return out.getvalue()
-
-
-def write_reports(
-    directory: Path, provenance: dict[str, Any], rows: list[dict[str, Any]]
-) -> list[Path]:
-    """Write latest.json (with latest.items.npz beside it), .md, .csv and .html atomically,
-    and keep a copy of the run under runs/<start time>/; return the paths written."""
-    from harness.baseline import save_items
-    from harness.report_html import html
-
-    directory.mkdir(parents=True, exist_ok=True)
-    plain = [{k: v for k, v in row.items() if k != "items"} for row in rows]
-    documents = {
-        "latest.json": json.dumps(
-            {"schema": SCHEMA, "provenance": provenance, "cells": plain}, indent=1
-        )
-        + "\n",
-        "latest.md": markdown(provenance, plain),
-        "latest.csv": to_csv(plain),
-        "latest.html": html(provenance, plain),
-    }
-    paths = []
-    for name, text in documents.items():
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # reports are for sharing; mkstemp makes them private
-        os.replace(tmp, directory / name)
-        paths.append(directory / name)
-    paths.append(save_items(directory / "latest.json", rows))
-    history = directory / "runs" / provenance["started"].replace(":", "")
-    history.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        shutil.copy2(path, history / path.name)
-    return paths
-
-
-def copy_run(report: Path, target: Path) -> list[Path]:
-    """Copy a run (its .json and .items.npz) to ``target``, e.g. to make it the baseline."""
-    from harness.baseline import items_path
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(report, target)
-    shutil.copy2(items_path(report), items_path(target))
-    return [target, items_path(target)]

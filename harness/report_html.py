@@ -121,7 +121,7 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         ]
         scored = [r for r in subset if r.get("ci")]
         if scored:
-            main = metric_columns(scored, ("accuracy", "macro_f1", "mmp@5", "recall@1", "map@r"))
+            main = metric_columns(scored, headline=True)
             parts += [
                 "<p>95% bootstrap intervals over test items, and compute cost:</p>",
                 interval_table(scored, main, "html"),
@@ -133,6 +133,8 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                     cost_table(scored, "html"),
                 ]
         for row in subset:
+            for warning in row.get("warnings", []):
+                parts.append(f"<p><code>{row['id']}</code> warning: {escape.escape(warning)}</p>")
             if row.get("message"):
                 parts.append(
                     f"<p><code>{row['id']}</code> ({row['outcome']}): "

@@ -1,64 +1,74 @@
 """Per-item results → metrics, bootstrap confidence intervals, and paired comparisons.
 
-A cell keeps, per test item (query), what each metric averages: ``accuracy``,
-``top5_accuracy`` and the retrieval metrics are means of per-item values; ``macro_f1`` is
-recomputed from ``labels`` and ``predicted``. Resampling items with replacement therefore
-gives every metric's sampling distribution, and resampling the same items in two runs of
-one cell gives the distribution of their difference (a paired bootstrap).
+A cell keeps, per test item (query), what each metric averages: the per-item metrics of
+``harness.metrics.METRICS`` (accuracy, the retrieval metrics, ...) are means of per-item
+values; the per-class ones (macro-F1, balanced accuracy) are recomputed from ``labels``
+and ``predicted``. Resampling items with replacement therefore gives every metric's
+sampling distribution, and resampling the same items in two runs of one cell gives the
+distribution of their difference (a paired bootstrap).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from harness import metrics
+from harness.metrics import METRICS, Metric, class_counts
 
 Items = dict[str, np.ndarray]
 KEYS = ("labels", "predicted")
-
-
-def macro_f1_resampled(labels: np.ndarray, predicted: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``metrics.macro_f1`` on each row of item indices ``idx`` (B x N) at once, through one
-    confusion matrix per row; classes absent from both sides of a row do not count."""
-    n_classes = int(max(labels.max(initial=0), predicted.max(initial=0))) + 1
-    rows = np.arange(len(idx))[:, None] * n_classes * n_classes
-    flat = (rows + labels[idx] * n_classes + predicted[idx]).ravel()
-    confusion = np.bincount(flat, minlength=len(idx) * n_classes**2).reshape(
-        len(idx), n_classes, n_classes
-    )
-    tp = np.diagonal(confusion, axis1=1, axis2=2)
-    actual, guessed = confusion.sum(axis=2), confusion.sum(axis=1)
-    present = (actual + guessed) > 0
-    f1 = np.divide(2 * tp, actual + guessed, out=np.zeros(tp.shape), where=present)
-    return f1.sum(axis=1) / present.sum(axis=1)
+# Resamples drawn at a time: memory O(batch × items), whatever the number of resamples.
+RESAMPLE_BATCH = 64
 
 
 def classification_items(labels: np.ndarray, scores: np.ndarray) -> Items:
-    """Per test item: label, prediction (argmax score), correctness and top-5 hit."""
-    predicted = np.argmax(scores, axis=1)
+    """Per test item: label, prediction (argmax score), and every per-item classification
+    metric of the registry."""
+    per_item = {
+        m.name: m.per_item(labels, scores)
+        for m in METRICS.in_order()
+        if m.family == "classification" and m.per_item is not None
+    }
+    return {"labels": labels, "predicted": np.argmax(scores, axis=1), **per_item}
+
+
+def retrieval_items(relevance: np.ndarray, n_relevant: np.ndarray) -> Items:
+    """Per query: every retrieval metric of the registry, from ranked relevance and R_q."""
     return {
-        "labels": labels,
-        "predicted": predicted,
-        "accuracy": metrics.correct(labels, predicted),
-        "top5_accuracy": metrics.top_k_hit(labels, scores, 5),
+        m.name: m.per_item(relevance, n_relevant)
+        for m in METRICS.in_order()
+        if m.family == "retrieval" and m.per_item is not None
     }
 
 
 def metric_names(items: Items) -> list[str]:
-    names = [name for name in items if name not in KEYS]
-    return names + (["macro_f1"] if all(k in items for k in KEYS) else [])
+    """The registered metrics the items support, in display order."""
+    counted = all(k in items for k in KEYS)
+    return [
+        m.name
+        for m in METRICS.in_order()
+        if m.name in items or (counted and m.from_counts is not None)
+    ]
+
+
+def _counted(items: Items, metric: Metric, idx: np.ndarray | None) -> np.ndarray:
+    labels, predicted = items["labels"], items["predicted"]
+    n_classes = int(max(labels.max(initial=0), predicted.max(initial=0))) + 1
+    assert metric.from_counts is not None
+    return metric.from_counts(*class_counts(labels, predicted, n_classes, idx))
 
 
 def value(items: Items, metric: str) -> float:
     """``metric`` on all items."""
-    if metric == "macro_f1":
-        return metrics.macro_f1(items["labels"], items["predicted"])
+    entry = METRICS.get(metric)
+    if entry.from_counts is not None:
+        return float(_counted(items, entry, None)[0])
     return float(np.mean(items[metric]))
 
 
 def _resampled(items: Items, metric: str, idx: np.ndarray) -> np.ndarray:
-    if metric == "macro_f1":
-        return macro_f1_resampled(items["labels"], items["predicted"], idx)
+    entry = METRICS.get(metric)
+    if entry.from_counts is not None:
+        return _counted(items, entry, idx)
     return items[metric][idx].mean(axis=1)
 
 
@@ -69,17 +79,24 @@ def summarise(items: Items) -> dict[str, float]:
 
 def n_items(items: Items, metric: str) -> int:
     """How many items ``metric`` has (retrieval leaves out queries with nothing relevant)."""
-    return len(items["labels" if metric == "macro_f1" else metric])
+    return len(items["labels" if METRICS.get(metric).from_counts else metric])
 
 
-def resamples(n_items: int, n: int, seed: int) -> np.ndarray:
-    """``n`` bootstrap samples of item indices (rows), seeded."""
-    return np.random.default_rng(seed).integers(0, n_items, size=(n, n_items))
+def draws(items: list[Items], metric: str, n: int, seed: int, size: int) -> list[np.ndarray]:
+    """``metric`` on ``n`` seeded bootstrap resamples of ``size`` item indices, the same
+    resamples for each of ``items`` (so differences are paired), drawn in batches."""
+    rng = np.random.default_rng(seed)
+    out: list[list[np.ndarray]] = [[] for _ in items]
+    for start in range(0, n, RESAMPLE_BATCH):
+        idx = rng.integers(0, size, size=(min(RESAMPLE_BATCH, n - start), size))
+        for got, run in zip(out, items, strict=True):
+            got.append(_resampled(run, metric, idx))
+    return [np.concatenate(got) for got in out]
 
 
-def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
+    low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
 
 
@@ -87,8 +104,8 @@ def bootstrap_ci(
     items: Items, metric: str, n: int, seed: int, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``metric`` over items."""
-    idx = resamples(n_items(items, metric), n, seed)
-    return _percentiles(_resampled(items, metric, idx), level)
+    (values,) = draws([items], metric, n, seed, n_items(items, metric))
+    return _percentiles(values, level)
 
 
 def paired_difference(
@@ -98,7 +115,6 @@ def paired_difference(
     size = n_items(new, metric)
     if n_items(old, metric) != size:
         raise ValueError("paired comparison needs the same test items in both runs")
-    idx = resamples(size, n, seed)
-    draws = _resampled(new, metric, idx) - _resampled(old, metric, idx)
-    low, high = _percentiles(draws, level)
+    old_draws, new_draws = draws([old, new], metric, n, seed, size)
+    low, high = _percentiles(new_draws - old_draws, level)
     return value(new, metric) - value(old, metric), low, high

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.backbones import BACKBONES
 from harness.datasets import DATASETS
@@ -19,7 +21,8 @@ from harness.datasets.formats import register_user_dataset, user_dataset
 from harness.errors import ShelfbenchError, SuiteError
 from harness.strategies import parse_strategy
 
-FLOOR_FIELDS = {"floor", "measured", "date", "machine"}
+TABLES = {"suite", "profile", "gate", "cells", "strategy", "floors", "datasets"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,69 @@ class Floor:
     measured: float
     date: str
     machine: str
+
+
+@dataclass(frozen=True)
+class CellGroup:
+    """One ``[[cells]]`` table: the product of its lists, in the ``profile`` it runs in."""
+
+    datasets: list[str]
+    backbones: list[str]
+    strategies: list[str]
+    profile: str = "default"
+
+
+@dataclass(frozen=True)
+class FloorSpec:
+    """A floor as written in the suite file: the threshold and the measurement behind it."""
+
+    floor: float
+    measured: float
+    date: str
+    machine: str
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a TOML value has the type ``kind`` (an int is a float; a bool is neither)."""
+    if isinstance(kind, types.UnionType):
+        return any(_fits(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind) if k is not type(None))
+    if typing.get_origin(kind) is list:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}"
+    return {int: "a whole number", float: "a number", str: "a string"}.get(kind, str(kind))
+
+
+def typed(cls: type[T], table: Any, where: str) -> T:
+    """``cls(**table)`` once every key of the TOML ``table`` is known to ``cls`` and of its
+    field's type, and every field without a default is given; else one line naming it."""
+    hints = typing.get_type_hints(cls)
+    if not isinstance(table, dict):
+        raise SuiteError(f"{where} is a table of {sorted(hints)}, not {table!r}")
+    unknown = sorted(set(table) - set(hints))
+    if unknown:
+        raise SuiteError(f"{where}: unknown key {unknown[0]!r}; it takes {sorted(hints)}")
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+    for key in required:
+        if key not in table:
+            raise SuiteError(f"{where}: the key {key!r} is missing")
+    for key, value in table.items():
+        if not _fits(value, hints[key]):
+            raise SuiteError(f"{where}: {key} = {value!r} is not {_type_name(hints[key])}")
+    return cls(**table)
 
 
 @dataclass(frozen=True)
@@ -100,13 +166,13 @@ def load_suite(path: Path) -> Suite:
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SuiteError(f"{path}: {exc}") from None
+    unknown = sorted(set(raw) - TABLES)
+    if unknown:
+        raise SuiteError(f"{path}: unknown table [{unknown[0]}]; a suite has {sorted(TABLES)}")
     meta = raw.get("suite", {})
     name = meta.get("name", Path(path).stem)
-    try:
-        profile = Profile(**raw.get("profile", {}))
-        gate = Gate(**raw.get("gate", {}))
-    except TypeError as exc:
-        raise SuiteError(f"{path}: [profile] or [gate]: {exc}") from None
+    profile = typed(Profile, raw.get("profile", {}), f"{path}: [profile]")
+    gate = typed(Gate, raw.get("gate", {}), f"{path}: [gate]")
     if profile.bad_images not in ("skip", "fail"):
         raise SuiteError(f"{path}: [profile] bad_images is 'skip' or 'fail'")
     for dataset_name, table in raw.get("datasets", {}).items():
@@ -116,10 +182,15 @@ def load_suite(path: Path) -> Suite:
             raise SuiteError(f"{path}: {exc}") from None
 
     tables = raw.get("strategy", {})
+    for table_name in ("strategy", "floors", "datasets"):
+        if not isinstance(raw.get(table_name, {}), dict):
+            raise SuiteError(f"{path}: [{table_name}] is a table")
     cells: list[Cell] = []
-    for group in raw.get("cells", []):
-        run_profile = group.get("profile", "default")
-        product = itertools.product(group["datasets"], group["backbones"], group["strategies"])
+    if not isinstance(raw.get("cells", []), list):
+        raise SuiteError(f"{path}: cells are declared as [[cells]] tables")
+    for number, table in enumerate(raw.get("cells", []), 1):
+        group = typed(CellGroup, table, f"{path}: [[cells]] number {number}")
+        product = itertools.product(group.datasets, group.backbones, group.strategies)
         for dataset, backbone, strategy_name in product:
             try:
                 DATASETS.get(dataset)
@@ -135,7 +206,9 @@ def load_suite(path: Path) -> Suite:
                     f"an image-only {source} model"
                 )
             cells.append(
-                Cell(name, dataset, backbone, strategy_name, profile, params, gate, (), run_profile)
+                Cell(
+                    name, dataset, backbone, strategy_name, profile, params, gate, (), group.profile
+                )
             )
 
     by_id = {cell.id: cell for cell in cells}
@@ -144,6 +217,8 @@ def load_suite(path: Path) -> Suite:
     for cell_id, floors in raw.get("floors", {}).items():
         if cell_id not in by_id:
             raise SuiteError(f"{path}: floors for {cell_id!r}, which is not a cell of the suite")
+        if not isinstance(floors, dict):
+            raise SuiteError(f'{path}: [floors."{cell_id}"] is a table of metrics')
         cell = by_id[cell_id]
         known = parse_strategy(cell.strategy)[0].metrics
         parsed = []
@@ -153,12 +228,13 @@ def load_suite(path: Path) -> Suite:
                     f"{path}: {cell_id}: no metric {metric!r}; "
                     f"{cell.strategy} reports {', '.join(known)}"
                 )
-            if not isinstance(spec, dict) or set(spec) != FLOOR_FIELDS:
+            where = f'{path}: [floors."{cell_id}"] {metric} (a floor records its measurement)'
+            if not isinstance(spec, dict):
                 raise SuiteError(
-                    f"{path}: {cell_id}: {metric} needs exactly "
-                    f"{sorted(FLOOR_FIELDS)}: a floor records its measurement"
+                    f"{where} is a table {{ floor, measured, date, machine }}: a floor "
+                    "records its measurement"
                 )
-            parsed.append(Floor(metric, **spec))
+            parsed.append(Floor(metric, **vars(typed(FloorSpec, spec, where))))
         by_id[cell_id] = dataclasses.replace(cell, floors=tuple(parsed))
     return Suite(
         name,

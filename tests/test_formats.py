@@ -183,7 +183,7 @@ def test_a_manifest_sha256_column_is_checked_when_a_file_is_read(tmp_path):
     changed = manifest("hashed", tmp_path, {"train": "train", "test": "test"})
     assert changed.fingerprint != hashed.fingerprint
     file.write_text(text.replace(",train,", ",train,not-hex", 1))
-    with pytest.raises(DatasetError, match="row 2: sha256 'not-hex"):
+    with pytest.raises(DatasetError, match="line 2: sha256 'not-hex"):
         manifest("hashed", tmp_path, {"train": "train", "test": "test"})
 
 

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from harness import metrics, stats
 from harness.report import pareto_front
@@ -22,12 +23,14 @@ def items_for(labels, scores):
         )
     )
 )
+@pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn on one-class samples
 def test_summary_matches_the_metric_functions(data):
     labels, scores = data
     summary = stats.summarise(items_for(labels, scores))
     predicted = np.argmax(scores, axis=1)
     assert summary["accuracy"] == pytest.approx(np.mean(labels == predicted))
-    assert summary["macro_f1"] == pytest.approx(metrics.macro_f1(labels, predicted))
+    assert summary["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert summary["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
     assert summary["top5_accuracy"] == pytest.approx(metrics.top_k_hit(labels, scores, 5).mean())
 
 
@@ -74,7 +77,11 @@ def test_pareto_front_keeps_only_undominated_points():
         )
     )
 )
-def test_vectorised_macro_f1_matches_the_reference_on_every_resample(data):
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_per_class_metrics_match_scikit_learn_on_every_resample(data):
     labels, predicted, idx = data
-    expected = [metrics.macro_f1(labels[row], predicted[row]) for row in idx]
-    np.testing.assert_allclose(stats.macro_f1_resampled(labels, predicted, idx), expected)
+    items = {"labels": labels, "predicted": predicted}
+    f1 = [f1_score(labels[row], predicted[row], average="macro") for row in idx]
+    balanced = [balanced_accuracy_score(labels[row], predicted[row]) for row in idx]
+    np.testing.assert_allclose(stats._resampled(items, "macro_f1", idx), f1)
+    np.testing.assert_allclose(stats._resampled(items, "balanced_accuracy", idx), balanced)

@@ -73,11 +73,11 @@ def test_knn_and_linear_are_perfect_on_separated_blobs():
     assert linear.run(data, linear.params({})).metrics["accuracy"] == 1.0
 
 
-def test_linear_chooses_its_weight_decay_without_looking_at_test():
+def test_linear_chooses_its_c_without_looking_at_test():
     train, train_labels = blobs(2, dim=30)
     test, test_labels = blobs(3, dim=30)
     linear = STRATEGIES.get("linear")
-    params = linear.params({"weight_decays": (10.0, 1.0, 0.01)})
+    params = linear.params({"C": (0.01, 1.0, 100.0)})
     chosen = [
         linear.run(Features(train, train_labels, test, labels, 3), params).chosen
         for labels in (test_labels, np.roll(test_labels, 1))

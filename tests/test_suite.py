@@ -42,7 +42,7 @@ def test_cells_are_the_product_in_declaration_order(tmp_path):
         "fashion-mnist/test-vit/knn",
     ]
     assert suite.cells[1].params["neighbours"] == 5
-    assert suite.cells[0].params["max_iter"] == 30
+    assert suite.cells[0].params["max_iter"] == 1000
     assert suite.name == "s"
 
 

@@ -41,6 +41,8 @@ def user_dir() -> Path | None:
 
 
 def hf_cache_dir() -> Path:
+    """The Hugging Face cache as the environment says now (huggingface_hub reads it once,
+    at import)."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
     home = os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")
@@ -48,17 +50,14 @@ def hf_cache_dir() -> Path:
 
 
 def hf_cached(repo: str, filename: str) -> Path | None:
-    """A file of ``repo`` at its cached ``main`` revision, read from the cache layout
-    (``models--org--name/refs/main`` → ``snapshots/<rev>/<file>``) without any network."""
-    root = hf_cache_dir() / f"models--{repo.replace('/', '--')}"
-    ref = root / "refs" / "main"
-    revisions = [ref.read_text().strip()] if ref.is_file() else []
-    revisions += sorted(p.name for p in (root / "snapshots").glob("*") if p.name not in revisions)
-    for revision in revisions:
-        path = root / "snapshots" / revision / filename
-        if path.is_file():
-            return path
-    return None
+    """A file of ``repo`` at its cached ``main`` revision, found by huggingface_hub's own
+    cache lookup, without any network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if not repo:  # weights no hub hosts
+        return None
+    found = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir())
+    return Path(found) if isinstance(found, str) else None
 
 
 def file_sha256(path: Path) -> str:

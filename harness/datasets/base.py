@@ -46,6 +46,14 @@ class Dataset:
     splits: dict[str, Split]
     classes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        for name, split in self.splits.items():
+            if len(split) == 0:
+                raise DatasetError(
+                    f"dataset {self.name!r}: split {name!r} is empty; check that its "
+                    "folder, shards or manifest rows hold images"
+                )
+
     def split(self, name: str) -> Split:
         try:
             return self.splits[name]

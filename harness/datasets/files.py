@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
 import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -132,9 +134,15 @@ class TarSplit:
 
 
 def safe_path(root: Path, relative: str, where: str) -> str:
-    """``relative`` if it stays inside ``root``; a path escaping it is an error."""
-    if Path(relative).is_absolute() or ".." in Path(relative).parts:
-        raise DatasetError(f"{where}: path {relative!r} escapes the dataset root {root}")
+    """``relative`` if it stays inside ``root`` once every symlink is resolved; a path that
+    escapes it (``..``, absolute, or through a link) is an error."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, relative))
+    if Path(relative).is_absolute() or os.path.commonpath([real_root, real]) != real_root:
+        raise DatasetError(
+            f"{where}: path {relative!r} escapes the dataset root {root} (it resolves to "
+            f"{real}); copy the file into the root or drop the row"
+        )
     return relative
 
 
@@ -188,16 +196,23 @@ def _stats(data: FileSplit, content: bool) -> bytes:
     return digest.digest()
 
 
+# WebDataset's own split of a member name (``webdataset.tariterators.base_plus_ext``): the
+# key is everything up to the first dot of the file name, directories included.
+SAMPLE_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
 def tar_members(shards: Iterable[Path]) -> dict[str, dict[str, tuple[int, int, int]]]:
-    """WebDataset grouping: per sample key (the member's name up to its first dot), each
-    extension's (shard number, data offset, size)."""
+    """WebDataset grouping: per sample key (the member's path up to the first dot of its
+    file name, so ``./a/0001.jpg`` is key ``./a/0001``), each extension's (shard number,
+    data offset, size). Members with no extension are not samples' files."""
     samples: dict[str, dict[str, tuple[int, int, int]]] = {}
     for number, shard in enumerate(shards):
         try:
             with tarfile.open(shard) as tar:
                 for member in tar:
-                    if member.isfile():
-                        key, _, ext = member.name.partition(".")
+                    match = SAMPLE_NAME.match(member.name)
+                    if member.isfile() and match:
+                        key, ext = match.groups()
                         samples.setdefault(key, {})[ext.lower()] = (
                             number,
                             member.offset_data,

@@ -61,7 +61,7 @@ def image_folder(name: str, root: Path, splits: Mapping[str, str]) -> Dataset:
         if not base.is_dir():
             raise DatasetError(f"dataset {name!r}: no folder {base} for split {split!r}")
         found[split] = [
-            (path.relative_to(root).as_posix(), path.parent.name)
+            (safe_path(root, path.relative_to(root).as_posix(), str(path)), path.parent.name)
             for path in sorted(base.glob("*/*"))
             if path.suffix.lower() in IMAGE_SUFFIXES
         ]
@@ -78,20 +78,42 @@ def image_folder(name: str, root: Path, splits: Mapping[str, str]) -> Dataset:
     return Dataset(name, files_fingerprint(name, built), built, classes)
 
 
-def read_manifest(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV (with a header) or JSONL manifest, as strings."""
+def read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV (with a header) or JSONL manifest, as strings, each with its line
+    number in the file (for messages). A CSV row with fewer fields than the header, or a
+    JSONL line that is not an object, is an error naming its line."""
     try:
-        if path.suffix == ".jsonl":
-            with path.open() as f:
-                return [
-                    {k: str(v) for k, v in json.loads(line).items()} for line in f if line.strip()
-                ]
         with path.open(newline="") as f:
-            return list(csv.DictReader(f))
+            if path.suffix == ".jsonl":
+                return [
+                    (number, _json_row(path, number, line))
+                    for number, line in enumerate(f, 1)
+                    if line.strip()
+                ]
+            reader = csv.DictReader(f, restval=None)
+            rows = []
+            for row in reader:
+                if None in row.values() or None in row:
+                    raise DatasetError(
+                        f"{path} line {reader.line_num}: the row's fields do not match the "
+                        f"header's {len(reader.fieldnames or ())} columns"
+                    )
+                rows.append((reader.line_num, row))
+            return rows
     except FileNotFoundError:
         raise DatasetUnavailable(f"manifest {path} does not exist") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, csv.Error) as exc:
         raise DatasetError(f"manifest {path}: {exc}") from None
+
+
+def _json_row(path: Path, number: int, line: str) -> dict[str, str]:
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise DatasetError(f"{path} line {number}: not JSON ({exc})") from None
+    if not isinstance(row, dict):
+        raise DatasetError(f"{path} line {number}: a JSONL row is an object, not {line[:40]!r}")
+    return {k: str(v) for k, v in row.items() if v is not None}
 
 
 def manifest(
@@ -109,15 +131,23 @@ def manifest(
     a file whose bytes do not match is an unreadable image."""
     _need(root, name)
     file = root / manifest_file
-    rows = read_manifest(file)
-    for column in (path_column, label) + ((id_column,) if id_column else ()):
-        if rows and column not in rows[0]:
-            raise DatasetError(f"{file}: no column {column!r}; it has {sorted(rows[0])}")
+    numbered = read_manifest(file)
+    if not numbered:
+        raise DatasetError(f"{file}: the manifest has no rows")
+    lines, rows = [n for n, _ in numbered], [row for _, row in numbered]
+    required = (path_column, label) + ((id_column,) if id_column else ())
+    hashed = "sha256" in rows[0]
+    for line, row in numbered:
+        for column in required:
+            if not row.get(column):
+                raise DatasetError(
+                    f"{file} line {line}: no value for {column!r}"
+                    + ("" if column in row else f"; the row has {sorted(row)}")
+                )
+        if hashed and not re.fullmatch(r"[0-9a-fA-F]{64}", row.get("sha256") or ""):
+            digest = row.get("sha256")
+            raise DatasetError(f"{file} line {line}: sha256 {digest!r} is not 64 hex digits")
     base = file.parent
-    hashed = bool(rows) and "sha256" in rows[0]
-    for i, row in enumerate(rows if hashed else ()):
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", row["sha256"] or ""):
-            raise DatasetError(f"{file} row {i + 2}: sha256 {row['sha256']!r} is not 64 hex digits")
     _, classes = codes([row[label] for row in rows])
     index = {c: i for i, c in enumerate(classes)}
     all_ids = codes([row[id_column] for row in rows])[0] if id_column else None
@@ -133,7 +163,7 @@ def manifest(
             raise DatasetError(f"{file}: no rows with {split_column} in {sorted(wanted)}")
         built[split] = file_split(
             base,
-            [safe_path(base, rows[i][path_column], f"{file} row {i + 2}") for i in chosen],
+            [safe_path(base, rows[i][path_column], f"{file} line {lines[i]}") for i in chosen],
             np.array([index[rows[i][label]] for i in chosen], dtype=np.int64),
             None if all_ids is None else all_ids[chosen],
             np.array([rows[i].get(split_column) == "query" for i in chosen]),

@@ -126,10 +126,24 @@ def products10k(name: str, root: Path) -> Dataset:
     ``test_kaggletest.csv`` (name,class,usage) with images in ``test/``. Label: the SKU."""
     files = {"train": ("train.csv", "train"), "test": ("test_kaggletest.csv", "test")}
     rows = {
-        split: [(f"{folder}/{r['name']}", r["class"], None, False) for r in read_manifest(root / f)]
+        split: [
+            (
+                f"{folder}/{_field(root / f, n, r, 'name')}",
+                _field(root / f, n, r, "class"),
+                None,
+                False,
+            )
+            for n, r in read_manifest(root / f)
+        ]
         for split, (f, folder) in files.items()
     }
     return _build(name, root, rows)
+
+
+def _field(path: Path, line: int, row: dict[str, str], column: str) -> str:
+    if not row.get(column):
+        raise DatasetError(f"{path} line {line}: no value for {column!r}")
+    return row[column]
 
 
 def rp2k(name: str, root: Path) -> Dataset:

@@ -66,7 +66,7 @@ class Tuning:
 class StrategySpec:
     name: str
     run: Run = field(repr=False)
-    metrics: tuple[str, ...]
+    families: tuple[str, ...]
     main_metric: str
     defaults: Mapping[str, Any]
     description: str
@@ -75,25 +75,59 @@ class StrategySpec:
     argument: str = ""
     inherits: str = ""
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The registered metrics this strategy reports, in display order."""
+        from harness.metrics import in_families
+
+        return in_families(self.families)
+
     def params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults with a suite's ``[strategy.NAME]`` overrides, each of its default's
+        kind (a number for a number, a list for a tuple)."""
+        if not isinstance(overrides, Mapping):
+            raise SuiteError(f"[strategy.{self.name}] is a table of parameters")
         unknown = set(overrides) - set(self.defaults)
         if unknown:
             raise SuiteError(
                 f"strategy {self.name!r} has no parameter {sorted(unknown)}; "
                 f"it takes {sorted(self.defaults)}"
             )
+        for key, value in overrides.items():
+            default = self.defaults[key]
+            if not _same_kind(default, value):
+                raise SuiteError(
+                    f"[strategy.{self.name}] {key} = {value!r} is not of its default's kind "
+                    f"({default!r})"
+                )
         return {**self.defaults, **overrides}
 
 
-CLASSIFICATION = ("accuracy", "top5_accuracy", "macro_f1")
-RETRIEVAL = ("recall@1", "recall@5", "mmp@5", "map@r", "mrr@10", "ndcg@10")
+def _same_kind(default: Any, value: Any) -> bool:
+    """A bool for a bool, a whole number for an int, any number for a float, a list for a
+    tuple or list; anything for a default of None."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list)
+    return isinstance(value, type(default))
+
+
+# Metric families (``harness.metrics.FAMILIES``): a strategy reports every registered
+# metric of the families it declares.
+CLASSIFICATION = ("classification",)
+RETRIEVAL = ("retrieval",)
 
 STRATEGIES: Registry[StrategySpec] = Registry("strategy", SuiteError)
 
 
 def strategy(
     name: str,
-    metrics: tuple[str, ...],
+    families: tuple[str, ...],
     main_metric: str,
     needs_text: bool = False,
     tuning: Callable[[str], Tuning] | None = None,
@@ -101,7 +135,8 @@ def strategy(
     inherits: str = "",
     **defaults: Any,
 ) -> Callable[[Run], Run]:
-    """Register ``run`` as a strategy that reports ``metrics``; its docstring's first line
+    """Register ``run`` as a strategy that reports the metrics of ``families``
+    (classification, retrieval); its docstring's first line
     is its description and ``defaults`` are its parameters.
 
     ``needs_text``: it uses the backbone's text tower (``Features.encode_text``), so only
@@ -117,7 +152,7 @@ def strategy(
             StrategySpec(
                 name,
                 run,
-                metrics,
+                families,
                 main_metric,
                 defaults,
                 description,

@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from harness import metrics
 from harness.search import rank, relevance
-from harness.stats import classification_items
+from harness.stats import classification_items, retrieval_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 
 
@@ -51,15 +50,7 @@ def retrieval(data: Features, train: np.ndarray, test: np.ndarray, depth: int) -
     n_relevant = n_relevant - self_in_gallery
     keep = n_relevant > 0
     relevant, n_relevant = relevant[keep], n_relevant[keep]
-    items = {
-        "recall@1": metrics.recall_at_k(relevant, 1),
-        "recall@5": metrics.recall_at_k(relevant, 5),
-        "mmp@5": metrics.mmp_at_k(relevant, n_relevant, 5),
-        "map@r": metrics.map_at_r(relevant, n_relevant),
-        "mrr@10": metrics.mrr_at_k(relevant, 10),
-        "ndcg@10": metrics.ndcg_at_k(relevant, n_relevant, 10),
-    }
-    return Ranking(queries, scores, labels[indices], items)
+    return Ranking(queries, scores, labels[indices], retrieval_items(relevant, n_relevant))
 
 
 def _drop_self(

@@ -21,7 +21,9 @@ def minimize(
 
     Search directions come from the two-loop recursion over the last ``history`` steps
     (Nocedal & Wright, Algorithm 7.4), step lengths from Armijo backtracking from 1. Stops
-    after ``max_iter`` iterations or when the largest gradient entry is below ``gtol``.
+    after ``max_iter`` iterations, when the largest gradient entry is below ``gtol`` (as
+    scipy's L-BFGS-B ``pgtol``, which scikit-learn sets to its ``tol``), or when no step
+    along the direction decreases ``fun`` (the objective's rounding is reached).
     """
     x = x0.astype(np.float64)
     f, g = fun(x)
@@ -48,9 +50,11 @@ def minimize(
         while True:
             x_new = x + step * direction
             f_new, g_new = fun(x_new)
-            if f_new <= f + 1e-4 * step * slope or step < 1e-10:
+            if f_new <= f + 1e-4 * step * slope:
                 break
             step *= 0.5
+            if step < 1e-10:
+                return x
         s, y = x_new - x, g_new - g
         if s @ y > 1e-12:
             steps = [*steps[-(history - 1) :], (s, y, 1.0 / (s @ y))]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from harness import metrics
+from harness.search import l2_normalise
 from harness.stats import classification_items
 from harness.strategies import lbfgs
 from harness.strategies.base import CLASSIFICATION, Features, Outcome, strategy
@@ -60,15 +61,28 @@ def fit_softmax(
     weight_decay: float,
     max_iter: int,
     init: Solution | None = None,
+    gtol: float = 1e-6,
+    passes: list[int] | None = None,
 ) -> Solution:
-    """Multinomial logistic regression by L-BFGS, from ``init`` (a warm start) or zeros."""
+    """Multinomial logistic regression by L-BFGS, from ``init`` (a warm start) or zeros;
+    appends to ``passes`` how many times it evaluated the objective over ``x``."""
     d = x.shape[1]
     start = (
         np.zeros(d * n_classes + n_classes)
         if init is None
         else np.concatenate([init[0].ravel(), init[1]])
     )
-    theta = lbfgs.minimize(softmax_objective(x, y, n_classes, weight_decay), start, max_iter)
+    objective = softmax_objective(x, y, n_classes, weight_decay)
+    calls = 0
+
+    def counted(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal calls
+        calls += 1
+        return objective(theta)
+
+    theta = lbfgs.minimize(counted, start, max_iter, gtol=gtol)
+    if passes is not None:
+        passes.append(calls)
     return unpack(theta, d, n_classes)
 
 
@@ -76,52 +90,70 @@ def fit_softmax(
     "linear",
     CLASSIFICATION,
     main_metric="accuracy",
-    weight_decays=(1e-1, 3e-2, 1e-2, 3e-3, 1e-3),
+    C=(0.1, 1.0, 10.0, 100.0, 1000.0),
     validation=0.2,
-    max_iter=30,
+    max_iter=1000,
+    tol=1e-5,
     seed=0,
 )
 def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
-    """A softmax linear probe (L-BFGS) on standardised embeddings.
+    """A softmax linear probe (L-BFGS) on L2-normalised embeddings: scikit-learn's
+    ``LogisticRegression(C)``, whose objective is mean cross-entropy + ‖W‖² / (2·C·n).
 
-    The weight decay is chosen on a stratified validation split carved from train, walking
-    the grid from strongest to weakest with warm starts (a regularisation path, as glmnet
-    does); the probe is then refit on all of train from the chosen solution. The test split
-    is touched only for the final scores. Not scikit-learn's LogisticRegression: on the
-    default cell it took 40 s where this takes a few. 30 iterations per step: 100 moved the
-    default cell's test accuracy by 0.001.
+    C is chosen on a stratified validation split carved from train, walking the grid from
+    strongest to weakest regularisation with warm starts (a regularisation path, as glmnet
+    does); ties go to the stronger. The probe is then refit on all of train with that C,
+    from the chosen solution. The test split is touched only for the final scores. Each
+    fit runs until the largest gradient entry is below ``tol`` (scikit-learn's default
+    1e-4 stopped short of its own C=10 optimum on the default cell). On the default cell's
+    embeddings it chooses what scikit-learn chooses on the same split, C = 10, and scores
+    the same test accuracy, 0.8845, in 23 s where scikit-learn took 60 s (2026-11-28).
     """
     start = time.perf_counter()
-    mean, std = data.train.mean(0), data.train.std(0) + 1e-6
-    x = ((data.train - mean) / std).astype(np.float32)
-    y = data.train_labels
+    x, y = l2_normalise(data.train), data.train_labels
     held = stratified_holdout(y, params["validation"], params["seed"])
     path: dict[float, Solution] = {}
     val_accuracy: dict[float, float] = {}
     solution = None
-    for decay in sorted(params["weight_decays"], reverse=True):
+    n_fit = int((~held).sum())
+    fit_passes: list[int] = []
+    for c in sorted(params["C"]):
+        decay = 1 / (c * n_fit)
         solution = fit_softmax(
-            x[~held], y[~held], data.n_classes, decay, params["max_iter"], solution
+            x[~held],
+            y[~held],
+            data.n_classes,
+            decay,
+            params["max_iter"],
+            solution,
+            params["tol"],
+            fit_passes,
         )
-        path[decay] = solution
+        path[c] = solution
         predicted = np.argmax(x[held] @ solution[0] + solution[1], axis=1)
-        val_accuracy[decay] = float(metrics.correct(y[held], predicted).mean())
-    best = max(val_accuracy, key=lambda d: (val_accuracy[d], d))
-    w, b = fit_softmax(x, y, data.n_classes, best, params["max_iter"], path[best])
+        val_accuracy[c] = float(metrics.correct(y[held], predicted).mean())
+    best = max(val_accuracy, key=lambda c: (val_accuracy[c], -c))
+    refit_passes: list[int] = []
+    decay = 1 / (best * len(y))
+    w, b = fit_softmax(
+        x, y, data.n_classes, decay, params["max_iter"], path[best], params["tol"], refit_passes
+    )
     fitted = time.perf_counter()
 
-    scores = ((data.test - mean) / std) @ w + b
+    scores = l2_normalise(data.test) @ w + b
     chosen = {
-        "weight_decay": best,
-        "validation_accuracy": {str(d): a for d, a in val_accuracy.items()},
+        "C": best,
+        "validation_accuracy": {str(c): a for c, a in val_accuracy.items()},
+        "validation": params["validation"],
+        "seed": params["seed"],
     }
-    # Upper bound: each L-BFGS iteration is about one forward and backward pass (6 FLOPs
-    # per weight per item) over the split it fits.
-    fits = len(params["weight_decays"]) * (1 - params["validation"]) + 1
+    # Each evaluation of the objective is one forward and backward pass (6 FLOPs per
+    # weight per item) over the items it fits.
+    items_passed = n_fit * sum(fit_passes) + len(x) * sum(refit_passes)
     return Outcome(
         classification_items(data.test_labels, scores),
         {"fit": fitted - start, "eval": time.perf_counter() - fitted},
         chosen,
         trainable_params=w.size + b.size,
-        train_gflops=6 * w.size * len(x) * params["max_iter"] * fits / 1e9,
+        train_gflops=6 * w.size * items_passed / 1e9,
     )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.extract import cpu_threads
+from harness.extract import cpu_training
 from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 from harness.strategies.knn import retrieval
@@ -116,9 +116,13 @@ def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     trials, then up to 1000 epochs). Every trial is logged in the row. Retrieval uses the
     head's penultimate layer as the embedding.
     """
+    with cpu_training():
+        return _mlp(data, params)
+
+
+def _mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     import torch
 
-    torch.set_num_threads(cpu_threads())
     start = time.perf_counter()
     mean, std = data.train.mean(0), data.train.std(0) + 1e-6
     x = torch.from_numpy(((data.train - mean) / std).astype(np.float32))

@@ -1,0 +1,74 @@
+"""Writing a run's reports: latest.{json,md,csv,html} and latest.items.npz, each atomically,
+and a copy of the run under runs/ that no other run, concurrent or not, can overwrite."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.baseline import items_path, save_items
+from harness.cache import atomic_write
+from harness.report import SCHEMA, markdown, to_csv
+from harness.report_html import html
+
+# Reports are for sharing: readable by all.
+SHARED = 0o644
+
+
+def write_shared(path: Path, write: Callable[[Path], None]) -> Path:
+    atomic_write(path, write, SHARED)
+    return path
+
+
+def history_dir(directory: Path, started: str) -> Path:
+    """A new folder ``runs/<start time>[-N]/``: runs that start in the same second get
+    their own."""
+    base = directory / "runs" / started.replace(":", "")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        path = base if n == 0 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise OSError(f"{base.parent}: too many runs started at {started}")
+
+
+def write_reports(
+    directory: Path, provenance: dict[str, Any], rows: list[dict[str, Any]]
+) -> list[Path]:
+    """Write latest.json (with latest.items.npz beside it), .md, .csv and .html atomically,
+    and keep a copy of the run under runs/<start time>/; return the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    plain = [{k: v for k, v in row.items() if k != "items"} for row in rows]
+    documents = {
+        "latest.json": json.dumps(
+            {"schema": SCHEMA, "provenance": provenance, "cells": plain}, indent=1
+        )
+        + "\n",
+        "latest.md": markdown(provenance, plain),
+        "latest.csv": to_csv(plain),
+        "latest.html": html(provenance, plain),
+    }
+    history = history_dir(directory, provenance["started"])
+    paths = []
+    for name, text in documents.items():
+        paths.append(write_shared(history / name, lambda p, text=text: p.write_text(text)))
+    paths.append(save_items(history / "latest.json", rows))
+    latest = []
+    for path in paths:
+        latest.append(write_shared(directory / path.name, lambda p, src=path: shutil.copy(src, p)))
+    return latest
+
+
+def copy_run(report: Path, target: Path) -> list[Path]:
+    """Copy a run (its .json and .items.npz) to ``target``, e.g. to make it the baseline."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        write_shared(target, lambda p: shutil.copy(report, p)),
+        write_shared(items_path(target), lambda p: shutil.copy(items_path(report), p)),
+    ]
