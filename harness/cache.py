@@ -113,7 +113,7 @@ class CacheEntry:
 
     def _index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
         """For every cached item: its index, the part holding it, its row in that part. A
-        part that cannot be opened is discarded."""
+        part that cannot be opened, or holds items outside the split, is discarded."""
         parts = []
         items, owners, rows = ([np.zeros(0, np.int64)] for _ in range(3))
         for part in self._parts():
@@ -122,6 +122,9 @@ class CacheEntry:
                     indices = data["indices"].astype(np.int64)
             except UNREADABLE as exc:
                 self._discard(part, f"cannot be read ({type(exc).__name__})")
+                continue
+            if len(indices) and (indices.min() < 0 or indices.max() >= self.n_items):
+                self._discard(part, f"holds items outside this split's 0..{self.n_items - 1}")
                 continue
             items.append(indices)
             owners.append(np.full(len(indices), len(parts)))
@@ -137,8 +140,6 @@ class CacheEntry:
     def done(self) -> np.ndarray:
         """Boolean mask over the split's items: True where the embedding is cached."""
         items = self._index()[0]
-        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
-            raise CacheError(f"{self.dir} holds items outside 0..{self.n_items - 1}; delete it")
         mask = np.zeros(self.n_items, dtype=bool)
         mask[items] = True
         return mask

@@ -145,3 +145,30 @@ def test_top_k_accuracy_breaks_ties_by_class_index(data, k):
         ranked = sorted(range(len(row)), key=lambda c: (-row[c], c))
         hits += label in ranked[:k]
     assert metrics.top_k_hit(y, scores, k).mean() == pytest.approx(hits / len(y))
+
+
+def test_a_registered_metric_reaches_strategies_floors_bootstrap_and_reports(tmp_path):
+    """Balanced accuracy was added through the registry alone."""
+    from harness.cell import run_cell
+    from harness.report import markdown, to_csv
+    from harness.strategies import STRATEGIES
+    from harness.suite import load_suite
+
+    entry = metrics.METRICS.get("balanced_accuracy")
+    assert entry.family == "classification" and entry.from_counts is not None
+    assert all("balanced_accuracy" in s.metrics for s in STRATEGIES if "accuracy" in s.metrics)
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        '[profile]\nimage_size = 32\n[[cells]]\ndatasets = ["synthetic-products"]\n'
+        'backbones = ["test-vit"]\nstrategies = ["knn"]\n'
+        '[floors."synthetic-products/test-vit/knn"]\nbalanced_accuracy = { floor = 0.99, '
+        'measured = 0.99, date = "2026-11-28", machine = "a test" }\n'
+    )
+    (cell,) = load_suite(suite).cells
+    result = run_cell(cell, tmp_path / "cache")
+    low, high = result.ci["balanced_accuracy"]
+    assert low <= result.metrics["balanced_accuracy"] <= high
+    assert result.below_floor(cell)[0].startswith("balanced_accuracy = ")
+    row = {**result.row(), "outcome": "passed"}
+    assert "balanced_accuracy" in to_csv([row]).splitlines()[0]
+    assert "balanced_accuracy" in markdown({}, [row])

@@ -134,3 +134,41 @@ def test_mlp_never_looks_at_test_labels():
         for labels in (test_labels, np.roll(test_labels, 1))
     ]
     assert chosen[0] == chosen[1]
+
+
+def overlapping(seed, n=400, dim=16, classes=5):
+    """Gaussian classes that overlap: no probe is perfect, so regularisation matters."""
+    centres = np.random.default_rng(7).normal(size=(classes, dim))
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    return (centres[labels] + 1.5 * rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+def test_linear_probe_is_scikit_learns_logistic_regression():
+    """The oracle: scikit-learn on the same L2-normalised features, C chosen on the same
+    validation split, refit on all of train; same C, same test predictions."""
+    from sklearn.linear_model import LogisticRegression
+
+    train, train_labels = overlapping(0)
+    test, test_labels = overlapping(1)
+    linear = STRATEGIES.get("linear")
+    params = linear.params({})
+    outcome = linear.run(Features(train, train_labels, test, test_labels, 5), params)
+
+    def normalised(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    x, x_test = normalised(train.astype(np.float64)), normalised(test.astype(np.float64))
+    held = stratified_holdout(train_labels, params["validation"], params["seed"])
+    scores = {}
+    for c in params["C"]:
+        model = LogisticRegression(C=c, max_iter=5000, tol=1e-8)
+        scores[c] = model.fit(x[~held], train_labels[~held]).score(x[held], train_labels[held])
+    best = max(scores, key=lambda c: (scores[c], -c))
+    reference = LogisticRegression(C=best, max_iter=5000, tol=1e-8).fit(x, train_labels)
+    assert outcome.chosen["C"] == best
+    agree = np.mean(reference.predict(x_test) == outcome.items["predicted"])
+    assert agree >= 0.99
+    assert outcome.metrics["accuracy"] == pytest.approx(
+        reference.score(x_test, test_labels), abs=0.01
+    )
