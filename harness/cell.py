@@ -21,7 +21,7 @@ from harness.cache import digest
 from harness.datasets import DATASETS, Dataset, open_dataset, subset
 from harness.embeddings import Embedded, embed, embed_texts
 from harness.errors import DatasetError
-from harness.extract import device
+from harness.extract import device, resolve_precision
 from harness.finetune import Run, Tuned, finetune
 from harness.metrics import METRICS
 from harness.stats import bootstrap_ci
@@ -60,6 +60,7 @@ class CellResult:
     cost: dict[str, Any]
     skipped: dict[str, Any]
     warnings: list[str]
+    precision: str
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,12 +90,13 @@ def items(cell: Cell, dataset: Dataset, split: str) -> np.ndarray:
 def cell_embeddings(
     cell: Cell, cache_root: Path, tuned: Tuned | None = None
 ) -> dict[str, Embedded]:
-    """The train and test embeddings a cell uses (computed on a cache miss), by the
-    backbone fine-tuned as ``tuned`` says if given."""
+    """The embeddings of the splits the cell's strategy reads (computed on a cache miss),
+    by the backbone fine-tuned as ``tuned`` says if given, at the profile's precision."""
     dataset = open_dataset(cell.dataset)
     spec = BACKBONES.get(cell.backbone)
     pre = preprocess(cell, spec)
     checkpoint = None if tuned is None else tuned.checkpoint
+    precision = resolve_precision(cell.profile.precision)
     return {
         split: embed(
             dataset,
@@ -105,9 +107,26 @@ def cell_embeddings(
             cell.profile.batch_size,
             cache_root,
             checkpoint,
+            precision,
         )
-        for split in ("train", "test")
+        for split in parse_strategy(cell.strategy)[0].splits
     }
+
+
+def unused(test: Embedded) -> Embedded:
+    """An empty train split, for a strategy that reads none (zero-shot)."""
+    width = test.vectors.shape[1]
+    return dataclasses.replace(
+        test,
+        vectors=np.zeros((0, width), np.float32),
+        labels=test.labels[:0],
+        indices=test.indices[:0],
+        ids=None,
+        query=None,
+        computed=0,
+        seconds=0.0,
+        cost_seconds=0.0,
+    )
 
 
 def tune(cell: Cell, tuning: Tuning, cache_root: Path) -> Tuned:
@@ -240,7 +259,8 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     tune_s = time.perf_counter() - start
     opened = open_dataset(cell.dataset)
     embedded, skipped = drop_unreadable(cell, cell_embeddings(cell, cache_root, tuned), opened)
-    train, test = embedded["train"], embedded["test"]
+    test = embedded["test"]
+    train = embedded.get("train") or unused(test)
     spec = BACKBONES.get(cell.backbone)
     dataset = DATASETS.get(cell.dataset)
     classes = opened.classes
@@ -288,14 +308,14 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         metrics=metrics,
         floors={f.metric: f.floor for f in cell.floors},
         seconds=seconds,
-        cache="miss" if train.computed or test.computed else "hit",
+        cache="miss" if any(e.computed for e in embedded.values()) else "hit",
         n_train=len(train.indices),
         n_test=len(test.indices),
-        dataset_fingerprint=str(train.key["dataset_fingerprint"]),
-        weights_sha256=str(train.key["weights_sha256"]),
+        dataset_fingerprint=str(test.key["dataset_fingerprint"]),
+        weights_sha256=str(test.key["weights_sha256"]),
         main_metric=strategy.main_metric,
         chosen=chosen,
-        preprocess=dict(train.key["preprocess"]),  # type: ignore[call-overload]
+        preprocess=dict(test.key["preprocess"]),  # type: ignore[call-overload]
         embedding_keys={split: digest(e.key) for split, e in embedded.items()},
         ci=ci,
         gate=asdict(gate),
@@ -305,4 +325,5 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         cost=costs,
         skipped=skipped,
         warnings=warnings + sanity_warnings(metrics, len(classes)),
+        precision=str(test.key["precision"]),
     )

@@ -74,6 +74,7 @@ def embedding_key(
     pre: Preprocess,
     device: str,
     checkpoint: Checkpoint | None = None,
+    precision: str = "fp32",
 ) -> dict[str, object]:
     tuned = {} if checkpoint is None else {"finetune": [checkpoint.run, checkpoint.sha256]}
     return {
@@ -85,7 +86,7 @@ def embedding_key(
         "source": spec.source,
         "pooling": spec.pooling,
         "preprocess": pre.as_dict(),
-        "dtype": "float32",
+        "precision": precision,
     }
 
 
@@ -113,12 +114,14 @@ def embed(
     batch_size: int,
     cache_root: Path,
     checkpoint: Checkpoint | None = None,
+    precision: str = "fp32",
 ) -> Embedded:
     """Embeddings for ``indices`` of ``split`` (by the backbone fine-tuned as ``checkpoint``
-    says, if given), computing only the rows not yet cached."""
+    says, if given) at ``precision`` (resolved: fp32, bf16 or tf32), computing only the
+    rows not yet cached."""
     weights = resolve(spec)
     data = dataset.split(split)
-    key = embedding_key(dataset, split, spec, weights, pre, device(), checkpoint)
+    key = embedding_key(dataset, split, spec, weights, pre, device(), checkpoint, precision)
     entry = CacheEntry(cache_root, key, len(data))
     start = time.perf_counter()
     tuned = "" if checkpoint is None else " (fine-tuned)"
@@ -126,7 +129,7 @@ def embed(
 
     def produce(rows: np.ndarray) -> Batches:
         model = load_model(spec, weights, checkpoint)
-        return embed_batches(model, data, rows, pre, batch_size, desc)
+        return embed_batches(model, data, rows, pre, batch_size, desc, precision)
 
     got = entry.get(indices, produce)
     return Embedded(

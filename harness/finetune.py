@@ -306,7 +306,7 @@ def train(run_dir: Path, run: Run) -> None:
                 bar.update(min(batch, len(order) - first))
                 if len(rows) < smallest:
                     continue
-                x = to_tensor(images, pre).to(dev, non_blocking=True)
+                x = to_tensor(images, pre, dev)
                 y = labels[rows].to(dev, non_blocking=True)
                 factor = learning_rate(epoch * steps + i, total, warmup)
                 for group, base in zip(optimiser.param_groups, base_lrs, strict=True):

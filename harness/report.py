@@ -45,7 +45,7 @@ def table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
     seconds (train is fine-tuning plus fitting a head), and the verdict against a baseline
     when there is one."""
     with_baseline = any(row.get("baseline") for row in rows)
-    headers = ["cell", "outcome", *metrics, "cache", "embed s", "train s", "total s"]
+    headers = ["cell", "outcome", *metrics, "precision", "cache", "embed s", "train s", "total s"]
     headers += ["vs baseline"] if with_baseline else []
     body = []
     for row in rows:
@@ -57,6 +57,7 @@ def table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
                 row["id"],
                 row["outcome"],
                 *(_cell(row, m) for m in metrics),
+                row.get("precision", ""),
                 row.get("cache", ""),
                 *(f"{seconds[p]:.1f}" if p in seconds else "" for p in ("embed", "train", "total")),
                 *([verdict(row)] if with_baseline else []),
@@ -234,6 +235,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         "strategy",
         "outcome",
         *metrics,
+        "precision",
         "cache",
         "n_train",
         "n_test",

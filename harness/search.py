@@ -1,16 +1,20 @@
 """Nearest-neighbour ranking of a gallery for each query: exact cosine similarity.
 
-numpy rather than faiss: measured here (2k queries × 10k gallery, d = 1280), faiss-cpu
-1.15.1's ``IndexFlatIP.search`` took 1.8-2.1 s, because below 128,000 queries it skips BLAS
-and its bundled OpenBLAS runs the generic Prescott kernel on this CPU; numpy's matmul,
-partition and sort took 0.9 s for the same exact top-1050.
+faiss ``IndexFlatIP`` (exact inner product) over L2-normalised vectors does the ranking,
+one gallery block at a time, so a 1M-item gallery is never copied whole into an index nor
+scored as one query × gallery matrix; the blocks' top-k lists are merged. Measured on one
+2-vCPU machine with its BLAS checked (threadpoolctl) and no ``OPENBLAS_CORETYPE``: faiss
+ranked 2k × 10k × 1280 2.8-4.8x faster than numpy with the same results. ``numpy_rank``
+is the plain numpy oracle the tests and benchmarks compare it with.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# Similarities are computed for blocks of queries, at most this many floats at a time.
+# Gallery items indexed at a time: 2^18 × 768 floats is 800 MB.
+GALLERY_BLOCK = 1 << 18
+# numpy_rank: similarities are computed for blocks of queries, this many floats at a time.
 BLOCK_FLOATS = 1 << 25
 
 
@@ -21,13 +25,46 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-def rank(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _ordered(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each row by score, equal scores by ascending gallery index."""
+    order = np.lexsort((indices, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+
+
+def rank(
+    queries: np.ndarray, gallery: np.ndarray, k: int, block: int = GALLERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` gallery items per query by cosine similarity: ``(scores, indices)``.
 
-    Exact: the similarity q·g of L2-normalised vectors for every pair. Within the returned
-    list, equal scores are ordered by ascending gallery index; which of several items tied
-    at the k-th place make the list is unspecified.
+    Exact: the similarity q·g of L2-normalised vectors for every pair (faiss
+    ``IndexFlatIP``). Within the returned list, equal scores are ordered by ascending
+    gallery index; which of several items tied at the k-th place make the list is
+    unspecified.
     """
+    import faiss
+
+    from harness.extract import cpu_threads
+
+    faiss.omp_set_num_threads(cpu_threads())
+    queries = l2_normalise(queries)
+    k = min(k, len(gallery))
+    scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    indices = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(gallery), block):
+        part = l2_normalise(gallery[start : start + block])
+        index = faiss.IndexFlatIP(part.shape[1])
+        index.add(part)
+        found_scores, found = index.search(queries, min(k, len(part)))
+        scores, indices = _ordered(
+            np.concatenate([scores, found_scores], axis=1),
+            np.concatenate([indices, found + start], axis=1),
+            k,
+        )
+    return scores, indices
+
+
+def numpy_rank(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rank`` in plain numpy (matmul, argpartition, lexsort): the oracle."""
     gallery = l2_normalise(gallery)
     queries = l2_normalise(queries)
     k = min(k, len(gallery))

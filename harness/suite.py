@@ -19,6 +19,7 @@ from harness.backbones import BACKBONES
 from harness.datasets import DATASETS
 from harness.datasets.formats import register_user_dataset, user_dataset
 from harness.errors import ShelfbenchError, SuiteError
+from harness.extract import PRECISIONS
 from harness.strategies import parse_strategy
 
 TABLES = {"suite", "profile", "gate", "cells", "strategy", "floors", "datasets"}
@@ -36,6 +37,7 @@ class Profile:
     batch_size: int = 32
     seed: int = 0
     bad_images: str = "skip"  # or "fail": what an unreadable image does to its cell
+    precision: str = "auto"  # fp32 | bf16 | tf32 (CUDA) | auto: bf16 where it is native
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,8 @@ def load_suite(path: Path) -> Suite:
     name = meta.get("name", Path(path).stem)
     profile = typed(Profile, raw.get("profile", {}), f"{path}: [profile]")
     gate = typed(Gate, raw.get("gate", {}), f"{path}: [gate]")
+    if profile.precision not in PRECISIONS:
+        raise SuiteError(f"{path}: [profile] precision is one of {', '.join(PRECISIONS)}")
     if profile.bad_images not in ("skip", "fail"):
         raise SuiteError(f"{path}: [profile] bad_images is 'skip' or 'fail'")
     for dataset_name, table in raw.get("datasets", {}).items():

@@ -4,7 +4,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+import faiss  # noqa: F401  (loaded once: pytester's in-process runs re-import what they load,
+import pytest  # and a second import of faiss's extension module segfaults)
 from hypothesis import settings
 
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -44,7 +44,7 @@ def test_key_holds_every_provenance_field(setup):
     assert key["dataset_fingerprint"] == dataset.fingerprint
     assert key["preprocess"]["size"] == 48 and key["weights_sha256"] == "random-init:seed=0"
     assert set(key["libraries"]) == {"torch", "torchvision", "timm", "open_clip", "pillow"}
-    assert {"embedding_version", "split", "backbone", "dtype", "device"} <= set(key)
+    assert {"embedding_version", "split", "backbone", "precision", "device"} <= set(key)
     other = embeddings.embedding_key(
         dataset, "train", spec, embeddings.resolve(spec), pre.resized(64), "cpu"
     )

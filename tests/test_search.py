@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.search import l2_normalise, rank, relevance
+from harness.search import l2_normalise, numpy_rank, rank, relevance
 
 
 @given(st.integers(0, 2**31), st.integers(1, 8), st.integers(1, 50), st.integers(1, 60))
@@ -20,11 +20,23 @@ def test_rank_matches_brute_force_cosine(seed, n_queries, n_gallery, k):
     np.testing.assert_allclose(scores, np.take_along_axis(sims, expected, 1), atol=1e-5)
 
 
+@given(st.integers(0, 2**31), st.integers(1, 20), st.integers(1, 7))
+def test_faiss_in_gallery_blocks_equals_the_numpy_oracle(seed, k, block):
+    rng = np.random.default_rng(seed)
+    queries = rng.normal(size=(9, 12)).astype(np.float32)
+    gallery = rng.normal(size=(23, 12)).astype(np.float32)
+    scores, indices = rank(queries, gallery, k, block=block)
+    oracle_scores, oracle_indices = numpy_rank(queries, gallery, k)
+    np.testing.assert_array_equal(indices, oracle_indices)
+    np.testing.assert_allclose(scores, oracle_scores, atol=1e-5)
+
+
 def test_equal_scores_are_ordered_by_gallery_index():
     gallery = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
-    scores, indices = rank(np.array([[1, 0]], dtype=np.float32), gallery, 5)
-    assert indices.tolist() == [[0, 2, 3, 1, 4]]
-    assert scores[0, :3].tolist() == [1.0, 1.0, 1.0]
+    for block in (5, 2):
+        scores, indices = rank(np.array([[1, 0]], dtype=np.float32), gallery, 5, block=block)
+        assert indices.tolist() == [[0, 2, 3, 1, 4]]
+        assert scores[0, :3].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_relevance_counts_relevant_items_in_whole_gallery():

@@ -74,6 +74,7 @@ class StrategySpec:
     tuning: Callable[[str], Tuning] | None = None
     argument: str = ""
     inherits: str = ""
+    splits: tuple[str, ...] = ("train", "test")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -133,6 +134,7 @@ def strategy(
     tuning: Callable[[str], Tuning] | None = None,
     argument: str = "",
     inherits: str = "",
+    splits: tuple[str, ...] = ("train", "test"),
     **defaults: Any,
 ) -> Callable[[Run], Run]:
     """Register ``run`` as a strategy that reports the metrics of ``families``
@@ -143,6 +145,7 @@ def strategy(
     text-image models run it. ``tuning``: it fine-tunes the backbone first, as the
     ``Tuning`` made from the cell's ``name:argument`` (``argument`` names it, e.g. ``N``).
     ``inherits``: a suite's parameters for that strategy apply to this one too.
+    ``splits``: the splits it reads; a cell embeds no other.
     """
 
     def register(run: Run) -> Run:
@@ -160,6 +163,7 @@ def strategy(
                 tuning,
                 argument,
                 inherits,
+                splits,
             )
         )
         return run

@@ -29,7 +29,14 @@ def class_prototypes(text: np.ndarray, n_classes: int) -> np.ndarray:
     return l2_normalise(per_class.mean(axis=1))
 
 
-@strategy("zeroshot", CLASSIFICATION, main_metric="accuracy", needs_text=True, templates=TEMPLATES)
+@strategy(
+    "zeroshot",
+    CLASSIFICATION,
+    main_metric="accuracy",
+    needs_text=True,
+    splits=("test",),
+    templates=TEMPLATES,
+)
 def zeroshot(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Cosine argmax between each test image and class prototypes built from prompts.
 

@@ -1,0 +1,91 @@
+"""Precision is a declared, recorded choice; the data path hands the model the same pixels;
+a cell embeds only the splits its strategy reads."""
+
+import numpy as np
+import pytest
+import torch
+
+from harness import extract
+from harness.backbones import BACKBONES, resolve
+from harness.cell import run_cell
+from harness.datasets import open_dataset
+from harness.embeddings import load_model
+from harness.errors import EmbeddingError
+from harness.extract import embed_batches, load_batches, resolve_precision, to_tensor, transform
+from harness.suite import load_suite
+
+
+@pytest.mark.parametrize("backbone", ["test-efficientnet", "test-vit"])
+def test_bf16_and_fp32_embeddings_agree(backbone):
+    spec = BACKBONES.get(backbone)
+    model = load_model(spec, resolve(spec))
+    pre = spec.preprocess.resized(64, 1.0)
+    data = open_dataset("synthetic-products").split("test")
+    rows = np.arange(32)
+    fp32, bf16 = (
+        np.concatenate([v for _, v in embed_batches(model, data, rows, pre, 16, "t", p)])
+        for p in ("fp32", "bf16")
+    )
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() >= 0.999
+    assert not np.array_equal(fp32, bf16)  # bf16 really ran
+
+
+def test_the_model_gets_the_same_pixels_as_before():
+    """uint8 batches from the loader, normalised into a reused buffer, equal the reference:
+    (x / 255 − mean) / std per image, in float32."""
+    spec = BACKBONES.get("effnet-lite0")
+    pre = spec.preprocess.resized(48, 1.0)
+    data = open_dataset("synthetic-products").split("train")
+    rows = np.arange(10)
+    buffer = extract.batch_buffer(8, pre, "cpu")
+    got = [
+        to_tensor(b.images, pre, "cpu", buffer).clone() for b in load_batches(data, rows, pre, 8)
+    ]
+    for start, batch in zip((0, 8), got, strict=True):
+        images = np.stack([transform(data.image(i), pre) for i in rows[start : start + 8]])
+        expected = (images.astype(np.float32) / 255 - np.float32(pre.mean)) / np.float32(pre.std)
+        np.testing.assert_allclose(batch.permute(0, 2, 3, 1).numpy(), expected, rtol=0, atol=1e-6)
+        assert batch.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_auto_is_bf16_only_where_it_is_native(monkeypatch):
+    monkeypatch.setattr(extract, "device", lambda: "cpu")
+    monkeypatch.setattr(extract, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(extract, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(extract, "device", lambda: "cuda")
+    assert resolve_precision("auto") == "bf16" and resolve_precision("tf32") == "tf32"
+    monkeypatch.setattr(extract, "device", lambda: "cpu")
+    with pytest.raises(EmbeddingError, match="tf32 is a CUDA precision"):
+        resolve_precision("tf32")
+
+
+def test_precision_is_in_the_cache_key_and_the_row(tmp_path):
+    text = (
+        '[profile]\nimage_size = 32\nprecision = "PRECISION"\n[[cells]]\n'
+        'datasets = ["synthetic-products"]\nbackbones = ["test-vit"]\nstrategies = ["knn"]\n'
+    )
+    results = {}
+    for precision in ("fp32", "bf16"):
+        (tmp_path / "s.toml").write_text(text.replace("PRECISION", precision))
+        (cell,) = load_suite(tmp_path / "s.toml").cells
+        results[precision] = run_cell(cell, tmp_path / "cache")
+    assert results["fp32"].precision == "fp32" and results["bf16"].precision == "bf16"
+    assert results["bf16"].cache == "miss"  # another key, not the fp32 rows
+    assert results["fp32"].embedding_keys != results["bf16"].embedding_keys
+    (tmp_path / "s.toml").write_text(text.replace("PRECISION", "fp16"))
+    with pytest.raises(Exception, match="precision is one of auto, fp32, bf16, tf32"):
+        load_suite(tmp_path / "s.toml")
+
+
+def test_zeroshot_embeds_only_the_test_split(tmp_path):
+    (tmp_path / "s.toml").write_text(
+        '[profile]\nimage_size = 32\n[[cells]]\ndatasets = ["synthetic-products"]\n'
+        'backbones = ["test-clip"]\nstrategies = ["zeroshot"]\n'
+    )
+    (cell,) = load_suite(tmp_path / "s.toml").cells
+    result = run_cell(cell, tmp_path / "cache")
+    assert set(result.embedding_keys) == {"test"} and result.n_train == 0
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*/*/key.json"))) == 2  # test, text
