@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import cost
+from harness import cost, search
 from harness.backbones import BACKBONES
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import resolve
@@ -175,6 +175,7 @@ def cell_cost(
         "peak_rss_mb": cost.peak_rss_mb(),
         "peak_cuda_mb": cost.peak_cuda_mb(),
         "device": device(),
+        "ranking": search.engine(),
     }
 
 

@@ -4,11 +4,16 @@ faiss ``IndexFlatIP`` (exact inner product) over L2-normalised vectors does the 
 one gallery block at a time, so a 1M-item gallery is never copied whole into an index nor
 scored as one query × gallery matrix; the blocks' top-k lists are merged. Measured on one
 2-vCPU machine with its BLAS checked (threadpoolctl) and no ``OPENBLAS_CORETYPE``: faiss
-ranked 2k × 10k × 1280 2.8-4.8x faster than numpy with the same results. ``numpy_rank``
-is the plain numpy oracle the tests and benchmarks compare it with.
+ranked 2k × 10k × 1280 2.8-4.8x faster than numpy with the same results. But faiss-cpu
+1.15.1 bundles OpenBLAS 0.3.15, which does not know every newer CPU and then runs its
+generic Prescott kernel (2.7x slower than numpy on a 2-vCPU AVX-512 Xeon, 2026-11-28):
+``engine()`` checks which kernel it loaded and ranks with ``numpy_rank`` in that case.
+``numpy_rank`` is also the oracle the tests and benchmarks compare faiss with.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -31,16 +36,43 @@ def _ordered(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarra
     return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
 
 
+# OpenBLAS's fallback kernel for an x86-64 CPU it does not recognise.
+GENERIC_KERNELS = {"Prescott"}
+
+
+@functools.cache
+def engine() -> str:
+    """``faiss``, or ``numpy`` where faiss's own OpenBLAS runs a generic kernel on this
+    CPU (read with threadpoolctl after faiss is loaded)."""
+    import faiss
+    from threadpoolctl import threadpool_info
+
+    for library in threadpool_info():
+        in_faiss = faiss.__name__ in library["filepath"]
+        if in_faiss and library.get("architecture") in GENERIC_KERNELS:
+            return "numpy"
+    return "faiss"
+
+
 def rank(
     queries: np.ndarray, gallery: np.ndarray, k: int, block: int = GALLERY_BLOCK
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` gallery items per query by cosine similarity: ``(scores, indices)``.
 
     Exact: the similarity q·g of L2-normalised vectors for every pair (faiss
-    ``IndexFlatIP``). Within the returned list, equal scores are ordered by ascending
-    gallery index; which of several items tied at the k-th place make the list is
-    unspecified.
+    ``IndexFlatIP``, or ``numpy_rank`` where ``engine()`` says so). Within the returned
+    list, equal scores are ordered by ascending gallery index; which of several items tied
+    at the k-th place make the list is unspecified.
     """
+    if engine() == "numpy":
+        return numpy_rank(queries, gallery, k)
+    return faiss_rank(queries, gallery, k, block)
+
+
+def faiss_rank(
+    queries: np.ndarray, gallery: np.ndarray, k: int, block: int = GALLERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rank`` by faiss ``IndexFlatIP``, one gallery block at a time."""
     import faiss
 
     from harness.extract import cpu_threads

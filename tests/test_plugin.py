@@ -89,6 +89,7 @@ def test_cells_pass_and_the_report_has_the_stable_schema(pytester, suite):
         "peak_rss_mb",
         "peak_cuda_mb",
         "device",
+        "ranking",
     }
     assert set(knn["cost"]["seconds"]) == {"embed", "train", "eval", "total"}
     assert all(isinstance(v, float) for v in knn["metrics"].values())

@@ -4,7 +4,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.search import l2_normalise, numpy_rank, rank, relevance
+from harness import search
+from harness.search import faiss_rank, l2_normalise, numpy_rank, rank, relevance
 
 
 @given(st.integers(0, 2**31), st.integers(1, 8), st.integers(1, 50), st.integers(1, 60))
@@ -25,7 +26,7 @@ def test_faiss_in_gallery_blocks_equals_the_numpy_oracle(seed, k, block):
     rng = np.random.default_rng(seed)
     queries = rng.normal(size=(9, 12)).astype(np.float32)
     gallery = rng.normal(size=(23, 12)).astype(np.float32)
-    scores, indices = rank(queries, gallery, k, block=block)
+    scores, indices = faiss_rank(queries, gallery, k, block=block)
     oracle_scores, oracle_indices = numpy_rank(queries, gallery, k)
     np.testing.assert_array_equal(indices, oracle_indices)
     np.testing.assert_allclose(scores, oracle_scores, atol=1e-5)
@@ -34,7 +35,8 @@ def test_faiss_in_gallery_blocks_equals_the_numpy_oracle(seed, k, block):
 def test_equal_scores_are_ordered_by_gallery_index():
     gallery = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
     for block in (5, 2):
-        scores, indices = rank(np.array([[1, 0]], dtype=np.float32), gallery, 5, block=block)
+        query = np.array([[1, 0]], dtype=np.float32)
+        scores, indices = faiss_rank(query, gallery, 5, block=block)
         assert indices.tolist() == [[0, 2, 3, 1, 4]]
         assert scores[0, :3].tolist() == [1.0, 1.0, 1.0]
 
@@ -44,3 +46,17 @@ def test_relevance_counts_relevant_items_in_whole_gallery():
     rel, n_rel = relevance(np.array([1, 3]), gallery_labels, np.array([[1, 0], [3, 4]]))
     assert rel.tolist() == [[True, False], [False, False]]
     assert n_rel.tolist() == [3, 0]
+
+
+def test_faiss_ranks_unless_its_blas_runs_the_generic_kernel(monkeypatch):
+    import threadpoolctl
+
+    def info(kernel):
+        library = {"filepath": "/x/faiss_cpu.libs/libopenblaso.so", "architecture": kernel}
+        return lambda: [library]
+
+    for kernel, expected in (("SkylakeX", "faiss"), ("Prescott", "numpy")):
+        search.engine.cache_clear()
+        monkeypatch.setattr(threadpoolctl, "threadpool_info", info(kernel))
+        assert search.engine() == expected
+    search.engine.cache_clear()
