@@ -28,13 +28,51 @@ def correct(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return (labels == predicted).astype(np.float64)
 
 
-def top_k_hit(labels: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """[labels_n ∈ the k highest-scoring classes of row n]; top-k accuracy is its mean.
+def label_rank(labels: np.ndarray, scores: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Where each item's label stands in its row's ranking of classes by score (0: first).
+    Equal scores rank by ascending class index, as a stable sort of -scores would; rows
+    are done ``chunk`` at a time, so memory stays O(chunk × classes)."""
+    out = np.empty(len(labels), dtype=np.int64)
+    classes = np.arange(scores.shape[1])
+    for start in range(0, len(labels), chunk):
+        rows, y = scores[start : start + chunk], labels[start : start + chunk]
+        own = np.take_along_axis(rows, y[:, None], 1)
+        ahead = (rows > own) | ((rows == own) & (classes < y[:, None]))
+        out[start : start + chunk] = ahead.sum(axis=1)
+    return out
 
-    Equal scores are ranked by ascending class index (a stable sort of -scores).
-    """
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return (top == labels[:, None]).any(axis=1).astype(np.float64)
+
+def top_k_hit(rank: np.ndarray, k: int) -> np.ndarray:
+    """[the label is among the k highest-scoring classes], from ``label_rank``; top-k
+    accuracy is its mean."""
+    return (rank < k).astype(np.float64)
+
+
+def vote_ranks(
+    labels: np.ndarray, voters: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A weighted vote's prediction and ``label_rank`` without a queries × classes array:
+    row n gives ``weights[n, i]`` to class ``voters[n, i]``, every other class scores 0.
+    Each class's score is summed in vote order, as ``np.add.at`` into a dense array would,
+    so the results equal the dense vote's exactly, ties included."""
+    n, k = voters.shape
+    score = np.zeros((n, k))
+    for i in range(k):  # the dense accumulation's order: vote 0, 1, ...
+        score += (voters == voters[:, i : i + 1]) * weights[:, i : i + 1]
+    first = np.ones((n, k), dtype=bool)
+    for i in range(1, k):
+        first[:, i] = ~(voters[:, :i] == voters[:, i : i + 1]).any(axis=1)
+    best = np.where(first, score, -np.inf).max(axis=1, keepdims=True)
+    big = np.iinfo(np.int64).max
+    predicted = np.where(first & (score == best), voters, big).min(axis=1)
+    is_own = voters == labels[:, None]
+    voted = is_own.any(axis=1)
+    own = np.where(voted, np.where(is_own, score, 0).max(axis=1), 0.0)[:, None]
+    ahead = first & ((score > own) | ((score == own) & (voters < labels[:, None])))
+    below = (first & (voters < labels[:, None])).sum(axis=1)  # voted classes under the label
+    # An unvoted label scores 0, behind every voted class and unvoted ones of lower index.
+    rank = np.where(voted, ahead.sum(axis=1), first.sum(axis=1) + labels - below)
+    return predicted.astype(np.int64), rank
 
 
 def recall_at_k(relevance: np.ndarray, k: int) -> np.ndarray:
@@ -131,7 +169,8 @@ class Metric:
     ``family``: strategies report every metric of the families they declare
     (``classification``: from labels and class scores; ``retrieval``: from ranked
     relevance). Exactly one of ``per_item`` (a mean of per-item values, from
-    ``(labels, scores)`` or ``(relevance, n_relevant)``) and ``from_counts`` (an aggregate of
+    ``(labels, predicted, label_rank)`` or ``(relevance, n_relevant)``) and ``from_counts`` (an
+    aggregate of
     per-class counts, from labels and predictions) is set. ``headline``: shown in the
     terminal table and the interval tables. Registration order is display order.
     """
@@ -170,9 +209,9 @@ def in_families(families: Iterable[str]) -> tuple[str, ...]:
 
 
 for _metric in (
-    Metric("accuracy", "classification", per_item=lambda y, s: correct(y, s.argmax(1)),
+    Metric("accuracy", "classification", per_item=lambda y, p, r: correct(y, p),
            headline=True, description="share of test items whose top class is right"),
-    Metric("top5_accuracy", "classification", per_item=lambda y, s: top_k_hit(y, s, 5),
+    Metric("top5_accuracy", "classification", per_item=lambda y, p, r: top_k_hit(r, 5),
            description="share whose label is among the 5 top-scoring classes"),
     Metric("macro_f1", "classification", from_counts=macro_f1_from_counts, headline=True,
            description="mean per-class F1"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.metrics import METRICS, Metric, class_counts
+from harness.metrics import METRICS, Metric, class_counts, label_rank
 
 Items = dict[str, np.ndarray]
 KEYS = ("labels", "predicted")
@@ -21,14 +21,19 @@ RESAMPLE_BATCH = 64
 
 
 def classification_items(labels: np.ndarray, scores: np.ndarray) -> Items:
-    """Per test item: label, prediction (argmax score), and every per-item classification
-    metric of the registry."""
+    """Per test item: label, prediction (argmax score, ties to the lower class), and every
+    per-item classification metric of the registry."""
+    return ranked_items(labels, np.argmax(scores, axis=1), label_rank(labels, scores))
+
+
+def ranked_items(labels: np.ndarray, predicted: np.ndarray, rank: np.ndarray) -> Items:
+    """``classification_items`` from each item's prediction and ``label_rank``."""
     per_item = {
-        m.name: m.per_item(labels, scores)
+        m.name: m.per_item(labels, predicted, rank)
         for m in METRICS.in_order()
         if m.family == "classification" and m.per_item is not None
     }
-    return {"labels": labels, "predicted": np.argmax(scores, axis=1), **per_item}
+    return {"labels": labels, "predicted": predicted, **per_item}
 
 
 def retrieval_items(relevance: np.ndarray, n_relevant: np.ndarray) -> Items:

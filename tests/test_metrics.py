@@ -144,7 +144,8 @@ def test_top_k_accuracy_breaks_ties_by_class_index(data, k):
     for label, row in zip(y, scores, strict=True):
         ranked = sorted(range(len(row)), key=lambda c: (-row[c], c))
         hits += label in ranked[:k]
-    assert metrics.top_k_hit(y, scores, k).mean() == pytest.approx(hits / len(y))
+    rank = metrics.label_rank(y, scores, chunk=3)
+    assert metrics.top_k_hit(rank, k).mean() == pytest.approx(hits / len(y))
 
 
 def test_a_registered_metric_reaches_strategies_floors_bootstrap_and_reports(tmp_path):
@@ -172,3 +173,23 @@ def test_a_registered_metric_reaches_strategies_floors_bootstrap_and_reports(tmp
     row = {**result.row(), "outcome": "passed"}
     assert "balanced_accuracy" in to_csv([row]).splitlines()[0]
     assert "balanced_accuracy" in markdown({}, [row])
+
+
+@given(
+    st.integers(1, 30).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.int64, n, elements=st.integers(0, 6)),
+            hnp.arrays(np.int64, (n, 5), elements=st.integers(0, 6)),
+            hnp.arrays(np.float64, (n, 5), elements=st.sampled_from([0.5, 1.0, 1.5, 2.0])),
+        )
+    )
+)
+def test_the_sparse_vote_equals_the_dense_one_ties_included(data):
+    """kNN's vote without a queries × classes array gives the dense vote's prediction and
+    label rank; weights drawn from a few values make ties common."""
+    labels, voters, weights = data
+    dense = np.zeros((len(labels), 7))
+    np.add.at(dense, (np.arange(len(labels))[:, None], voters), weights)
+    predicted, rank = metrics.vote_ranks(labels, voters, weights)
+    np.testing.assert_array_equal(predicted, dense.argmax(1))
+    np.testing.assert_array_equal(rank, metrics.label_rank(labels, dense))

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.metrics import vote_ranks
 from harness.search import rank, relevance
-from harness.stats import classification_items, retrieval_items
+from harness.stats import ranked_items, retrieval_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 
 
@@ -76,9 +77,7 @@ def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
     ranking = retrieval(data, data.train, data.test, k)
     searched = time.perf_counter()
     weights = np.exp(ranking.scores[:, :k] / params["temperature"])
-    votes = np.zeros((len(ranking.queries), data.n_classes))
-    rows = np.arange(len(ranking.queries))[:, None]
-    np.add.at(votes, (rows, ranking.neighbour_labels[:, :k]), weights)
     labels = data.test_labels[ranking.queries]
-    items = {**classification_items(labels, votes), **ranking.items}
+    predicted, rank = vote_ranks(labels, ranking.neighbour_labels[:, :k], weights)
+    items = {**ranked_items(labels, predicted, rank), **ranking.items}
     return Outcome(items, {"fit": searched - start, "eval": time.perf_counter() - searched})

@@ -1,0 +1,123 @@
+"""The metric side of one ``knn`` cell at the study's real sizes, on synthetic embeddings.
+
+    python benchmarks/scale.py PRESET [--dim 768] [--resamples 1000] [--linear]
+
+Everything after the backbone runs as a cell runs it: exact search, retrieval and kNN
+classification metrics, a bootstrap interval for every metric, the paired comparison (of
+the run against itself), and the report rows. The embeddings are clustered Gaussians (a
+unit-variance centre per class plus noise of standard deviation ``--noise``), classes of
+equal size. The last line printed is one JSON object: preset, sizes, seconds, peak RSS,
+the ranking engine, the metrics, and with ``--linear`` the linear probe's seconds and
+accuracy (on CUDA when there is a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import numpy as np
+
+from harness import report, search
+from harness.extract import device
+from harness.stats import bootstrap_ci, paired_difference
+from harness.strategies import STRATEGIES, Features
+
+# name: (queries, gallery, classes, protocol); leave-one-out queries its own gallery.
+PRESETS = {
+    "sop": (60_502, 60_502, 11_316, "leave-one-out"),
+    "products-10k": (55_375, 141_931, 9_691, "split"),
+    "rp2k": (39_457, 344_829, 2_388, "split"),
+    "catalogue-1m": (10_000, 1_000_000, 50_000, "split"),
+}
+
+
+def clustered(
+    n: int, centres: np.ndarray, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` items in equal classes around ``centres``, made in chunks (float32 only)."""
+    labels = np.arange(n) % len(centres)
+    rng.shuffle(labels)
+    out = np.empty((n, centres.shape[1]), dtype=np.float32)
+    for start in range(0, n, 65536):
+        part = labels[start : start + 65536]
+        noisy = rng.standard_normal((len(part), centres.shape[1]), dtype=np.float32)
+        out[start : start + 65536] = centres[part] + noise * noisy
+    return out, labels
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("preset", choices=sorted(PRESETS))
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--noise", type=float, default=1.5)
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--linear", action="store_true", help="also fit the linear probe")
+    args = parser.parse_args()
+    n_query, n_gallery, n_classes, protocol = PRESETS[args.preset]
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((n_classes, args.dim), dtype=np.float32)
+    if protocol == "split":
+        gallery, gallery_labels = clustered(n_gallery, centres, args.noise, rng)
+        queries, query_labels = clustered(n_query, centres, args.noise, rng)
+    else:
+        queries, query_labels = clustered(n_query, centres, args.noise, rng)
+        gallery, gallery_labels = queries, query_labels
+    data = Features(gallery, gallery_labels, queries, query_labels, n_classes, protocol=protocol)
+    print(f"{args.preset}: data ready, peak RSS {peak_rss_mb():.0f} MB", flush=True)
+
+    start = time.perf_counter()
+    knn = STRATEGIES.get("knn")
+    outcome = knn.run(data, knn.params({}))
+    searched = time.perf_counter() - start
+    metrics = outcome.metrics
+    ci = {m: bootstrap_ci(outcome.items, m, args.resamples, 0) for m in metrics}
+    diff = paired_difference(outcome.items, outcome.items, knn.main_metric, args.resamples, 0)
+    row = {
+        "id": f"{args.preset}/synthetic/knn",
+        "dataset": args.preset,
+        "backbone": "synthetic",
+        "strategy": "knn",
+        "outcome": "passed",
+        "metrics": metrics,
+        "ci": ci,
+        "seconds": {"fit": searched, "eval": 0.0},
+    }
+    report.table([row], report.metric_columns([row]), "simple")
+    report.interval_table([row], report.metric_columns([row], headline=True), "simple")
+    result = {
+        "preset": args.preset,
+        "n_query": n_query,
+        "n_gallery": n_gallery,
+        "classes": n_classes,
+        "dim": args.dim,
+        "seconds": round(time.perf_counter() - start, 1),
+        "search_and_metrics_seconds": round(searched, 1),
+        "peak_rss_mb": round(peak_rss_mb()),
+        "ranking": search.engine(),
+        "resamples": args.resamples,
+        "paired_self_difference": diff,
+        "metrics": {m: round(v, 4) for m, v in metrics.items()},
+    }
+    if args.linear:
+        linear = STRATEGIES.get("linear")
+        start = time.perf_counter()
+        probe = linear.run(data, linear.params({}))
+        result["linear"] = {
+            "seconds": round(time.perf_counter() - start, 1),
+            "device": device(),
+            "accuracy": round(probe.metrics["accuracy"], 4),
+            "C": probe.chosen["C"],
+            "peak_rss_mb": round(peak_rss_mb()),
+        }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
