@@ -7,9 +7,9 @@ classification metrics, a bootstrap interval for every metric, the paired compar
 the run against itself), and the report rows. The embeddings are clustered Gaussians: a
 centre per class (standard deviation ``--spread`` per dimension) plus unit noise, classes
 of equal size; the default spread leaves Recall@1 near 0.5 at 14 items per class, so
-the metrics are neither 0 nor 1. The last line printed is one JSON object: preset, sizes, seconds, peak RSS,
-the ranking engine, the metrics, and with ``--linear`` the linear probe's seconds and
-accuracy (on CUDA when there is a GPU).
+the metrics are neither 0 nor 1. The last line printed is one JSON object: preset, sizes,
+seconds, peak RSS, the ranking engine, the metrics, and with ``--linear`` the linear
+probe's seconds and accuracy (on CUDA when there is a GPU).
 """
 
 from __future__ import annotations
