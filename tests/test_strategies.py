@@ -172,3 +172,17 @@ def test_linear_probe_is_scikit_learns_logistic_regression():
     assert outcome.metrics["accuracy"] == pytest.approx(
         reference.score(x_test, test_labels), abs=0.01
     )
+
+
+def test_the_gpu_objective_equals_the_numpy_one():
+    """The torch objective (what runs on CUDA), run on the CPU, against the numpy one."""
+    from harness.strategies.linear import torch_objective
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 50)
+    theta = rng.normal(size=6 * 4 + 4)
+    value, grad = softmax_objective(x, y, 4, 0.1)(theta)
+    torch_value, torch_grad = torch_objective(x, y, 4, 0.1, "cpu")(theta)
+    assert torch_value == pytest.approx(value, rel=1e-6)
+    np.testing.assert_allclose(torch_grad, grad, atol=1e-6)
