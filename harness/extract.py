@@ -152,29 +152,29 @@ def transform(image: Image.Image, pre: Preprocess) -> np.ndarray:
 def to_tensor(
     images: list[np.ndarray] | torch.Tensor,
     pre: Preprocess,
-    device: str = "cpu",
+    dev: str = "cpu",
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """uint8 HWC images (a list, or an NHWC uint8 tensor) -> normalised float32 NCHW batch
-    in channels_last memory on ``device``. The uint8 pixels travel (4x fewer bytes than
+    in channels_last memory on device ``dev``. The uint8 pixels travel (4x fewer bytes than
     floats) and are normalised where the model runs; ``out``, a float32 channels_last
     buffer at least as long as the batch, is reused instead of a new allocation per batch."""
     import torch
 
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.stack(images))
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)  # channels_last strides
+    x = x.to(dev, non_blocking=True).permute(0, 3, 1, 2)  # channels_last strides
     batch = x.float() if out is None else out[: len(x)].copy_(x)
-    mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(pre.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=dev).view(1, 3, 1, 1)
     return batch.div_(255).sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
 
-def batch_buffer(batch_size: int, pre: Preprocess, device: str) -> torch.Tensor:
+def batch_buffer(batch_size: int, pre: Preprocess, dev: str) -> torch.Tensor:
     """The float32 channels_last buffer ``to_tensor`` fills, once per extraction."""
     import torch
 
     shape = (batch_size, 3, pre.size, pre.size)
-    return torch.empty(shape, device=device).contiguous(memory_format=torch.channels_last)
+    return torch.empty(shape, device=dev).contiguous(memory_format=torch.channels_last)
 
 
 def progress(total: int, desc: str) -> tqdm:
