@@ -90,12 +90,14 @@ UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 class CacheEntry:
     """Embeddings of the items of one split under one key."""
 
-    def __init__(self, root: Path, key: dict[str, object], n_items: int) -> None:
+    def __init__(
+        self, root: Path, key: dict[str, object], n_items: int, lock: str = "lock"
+    ) -> None:
         self.key = key
         self.n_items = n_items
         self.digest = digest(key)
         self.dir = root / "embeddings" / self.digest[:2] / self.digest
-        self._lock = FileLock(self.dir / "lock")
+        self._lock = FileLock(self.dir / lock)
 
     def _parts(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.npz"))

@@ -115,14 +115,16 @@ def embed(
     cache_root: Path,
     checkpoint: Checkpoint | None = None,
     precision: str = "fp32",
+    lock: str = "lock",
 ) -> Embedded:
     """Embeddings for ``indices`` of ``split`` (by the backbone fine-tuned as ``checkpoint``
     says, if given) at ``precision`` (resolved: fp32, bf16 or tf32), computing only the
-    rows not yet cached."""
+    rows not yet cached. ``lock`` names the entry's lock file: processes that fill
+    disjoint rows (``harness.shard``'s ranks) may each take their own."""
     weights = resolve(spec)
     data = dataset.split(split)
     key = embedding_key(dataset, split, spec, weights, pre, device(), checkpoint, precision)
-    entry = CacheEntry(cache_root, key, len(data))
+    entry = CacheEntry(cache_root, key, len(data), lock)
     start = time.perf_counter()
     tuned = "" if checkpoint is None else " (fine-tuned)"
     desc = f"embed {dataset.name}/{split} with {spec.name}{tuned}"
