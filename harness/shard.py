@@ -26,6 +26,7 @@ from harness.backbones import BACKBONES
 from harness.cell import items, preprocess
 from harness.datasets import open_dataset
 from harness.embeddings import embed
+from harness.errors import ShelfbenchError, Unavailable
 from harness.extract import device, resolve_precision
 from harness.paths import cache_root
 from harness.strategies import parse_strategy
@@ -101,9 +102,16 @@ def main(argv: list[str] | None = None) -> int:
             if parse_strategy(cell.strategy)[1] is not None:
                 print(f"rank {rank}: {cell.id} fine-tunes first; pytest embeds it", flush=True)
                 continue
-            computed = embed_shard(cell, rank, world, args.cache or cache_root())
+            try:
+                computed = embed_shard(cell, rank, world, args.cache or cache_root())
+            except Unavailable as exc:  # as pytest skips it
+                print(f"rank {rank}: skipped {cell.id}: {exc}", flush=True)
+                continue
             print(f"rank {rank}/{world}: {cell.id}: {computed} images embedded", flush=True)
         dist.barrier()
+    except ShelfbenchError as exc:
+        print(f"shelfbench: error: rank {rank}: {exc}", file=sys.stderr)
+        return 2
     finally:
         dist.destroy_process_group()
     return 0
