@@ -169,10 +169,10 @@ class Metric:
     ``family``: strategies report every metric of the families they declare
     (``classification``: from labels and class scores; ``retrieval``: from ranked
     relevance). Exactly one of ``per_item`` (a mean of per-item values, from
-    ``(labels, predicted, label_rank)`` or ``(relevance, n_relevant)``) and ``from_counts`` (an
-    aggregate of
-    per-class counts, from labels and predictions) is set. ``headline``: shown in the
-    terminal table and the interval tables. Registration order is display order.
+    ``(labels, predicted, label_rank)`` or ``(relevance, n_relevant)``) and ``from_counts``
+    (an aggregate of per-class counts, from labels and predictions) is set. ``headline``:
+    shown in the terminal table and the interval tables. Registration order is display
+    order.
     """
 
     name: str
@@ -185,7 +185,7 @@ class Metric:
 
     def __post_init__(self) -> None:
         if (self.per_item is None) == (self.from_counts is None):
-            raise ValueError(f"metric {self.name}: give per_item or from_counts, not both")
+            raise ValueError(f"metric {self.name}: give exactly one of per_item, from_counts")
 
     def gain(self, old: float, new: float) -> float:
         """How much better ``new`` is than ``old`` (negative: worse), in either direction."""

@@ -168,16 +168,17 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     path: dict[float, Solution] = {}
     val_accuracy: dict[float, float] = {}
     solution = None
-    n_fit = int((~held).sum())
+    fit_x, fit_y = x[~held], y[~held]
+    n_fit = len(fit_y)
     zero = np.zeros(x.shape[1] * data.n_classes + data.n_classes)
-    scale = np.abs(softmax_objective(x[~held], y[~held], data.n_classes, 0.0)(zero)[1]).max()
+    scale = np.abs(softmax_objective(fit_x, fit_y, data.n_classes, 0.0)(zero)[1]).max()
     gtol = params["tol"] * float(scale)
     fit_passes: list[int] = [1]
     for c in sorted(params["C"]):
         decay = 1 / (c * n_fit)
         solution = fit_softmax(
-            x[~held],
-            y[~held],
+            fit_x,
+            fit_y,
             data.n_classes,
             decay,
             params["max_iter"],
