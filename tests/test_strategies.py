@@ -176,6 +176,8 @@ def test_linear_probe_is_scikit_learns_logistic_regression():
 
 def test_the_gpu_objective_equals_the_numpy_one():
     """The torch objective (what runs on CUDA), run on the CPU, against the numpy one."""
+    import torch
+
     from harness.strategies.linear import torch_objective
 
     rng = np.random.default_rng(0)
@@ -183,6 +185,25 @@ def test_the_gpu_objective_equals_the_numpy_one():
     y = rng.integers(0, 4, 50)
     theta = rng.normal(size=6 * 4 + 4)
     value, grad = softmax_objective(x, y, 4, 0.1)(theta)
-    torch_value, torch_grad = torch_objective(x, y, 4, 0.1, "cpu")(theta)
+    torch_value, torch_grad = torch_objective(torch.from_numpy(x), torch.from_numpy(y), 4, 0.1)(
+        torch.from_numpy(theta)
+    )
     assert torch_value == pytest.approx(value, rel=1e-6)
     np.testing.assert_allclose(torch_grad, grad, atol=1e-6)
+
+
+def test_the_probe_fitted_on_torch_tensors_equals_the_numpy_fit():
+    """L-BFGS with its state in torch tensors (as on a GPU) takes the numpy path's steps."""
+    import torch
+
+    from harness.strategies.linear import host
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 120)
+    w, b = fit_softmax(x, y, 3, 0.01, max_iter=200)
+    fitted = fit_softmax(torch.from_numpy(x), torch.from_numpy(y), 3, 0.01, max_iter=200)
+    assert isinstance(fitted[0], torch.Tensor) and fitted[0].dtype == torch.float64
+    tw, tb = host(fitted)
+    np.testing.assert_allclose(tw, w, atol=1e-4)
+    np.testing.assert_allclose(tb, b, atol=1e-4)

@@ -1,4 +1,6 @@
-"""A small L-BFGS minimiser in numpy, for the convex heads of top-tuning.
+"""A small L-BFGS minimiser for the convex heads of top-tuning, on numpy arrays or, where
+the features sit on a GPU, torch tensors on that device (the same code: it uses only
+``@``, arithmetic, ``abs`` and ``max``).
 
 Neither scipy's nor torch's: scipy's L-BFGS-B ran 2-3x slower here because its BLAS thread
 pool fought numpy's, and ``torch.optim`` imports torch._dynamo (2.4 s) on first use, which
@@ -8,16 +10,16 @@ would dominate a warm-cache run of a suite.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import numpy as np
-
-Objective = Callable[[np.ndarray], tuple[float, np.ndarray]]
+Array = Any  # a float64 numpy array or torch tensor
+Objective = Callable[[Array], tuple[float, Array]]
 
 
 def minimize(
-    fun: Objective, x0: np.ndarray, max_iter: int, history: int = 10, gtol: float = 1e-6
-) -> np.ndarray:
-    """Minimise a smooth ``fun`` (returning value and gradient) from ``x0``.
+    fun: Objective, x0: Array, max_iter: int, history: int = 10, gtol: float = 1e-6
+) -> Array:
+    """Minimise a smooth ``fun`` (returning value and gradient) from ``x0`` (float64).
 
     Search directions come from the two-loop recursion over the last ``history`` steps
     (Nocedal & Wright, Algorithm 7.4), step lengths from Armijo backtracking from 1. Stops
@@ -25,27 +27,27 @@ def minimize(
     scipy's L-BFGS-B ``pgtol``, which scikit-learn sets to its ``tol``), or when no step
     along the direction decreases ``fun`` (the objective's rounding is reached).
     """
-    x = x0.astype(np.float64)
+    x = x0
     f, g = fun(x)
-    steps: list[tuple[np.ndarray, np.ndarray, float]] = []
+    steps: list[tuple[Array, Array, float]] = []
     for _ in range(max_iter):
-        if np.abs(g).max() < gtol:
+        if float(abs(g).max()) < gtol:
             break
-        q = g.copy()
+        q = 1.0 * g
         alphas = []
         for s, y, rho in reversed(steps):
-            alpha = rho * (s @ q)
+            alpha = rho * float(s @ q)
             q -= alpha * y
             alphas.append(alpha)
         if steps:
             s, y, _ = steps[-1]
-            q *= (s @ y) / (y @ y)
+            q *= float(s @ y) / float(y @ y)
         else:
-            q /= max(1.0, np.linalg.norm(g))
+            q /= max(1.0, float(g @ g) ** 0.5)
         for (s, y, rho), alpha in zip(steps, reversed(alphas), strict=True):
-            q += s * (alpha - rho * (y @ q))
+            q += s * (alpha - rho * float(y @ q))
         direction = -q
-        slope = g @ direction
+        slope = float(g @ direction)
         step = 1.0
         while True:
             x_new = x + step * direction
@@ -56,7 +58,8 @@ def minimize(
             if step < 1e-10:
                 return x
         s, y = x_new - x, g_new - g
-        if s @ y > 1e-12:
-            steps = [*steps[-(history - 1) :], (s, y, 1.0 / (s @ y))]
+        curvature = float(s @ y)
+        if curvature > 1e-12:
+            steps = [*steps[-(history - 1) :], (s, y, 1.0 / curvature)]
         x, f, g = x_new, f_new, g_new
     return x

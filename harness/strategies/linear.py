@@ -38,11 +38,7 @@ def softmax_objective(
     x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float
 ) -> lbfgs.Objective:
     """θ = (W, b) ↦ mean_n CE(x_n W + b, y_n) + (λ/2)·‖W‖², and its gradient, over row
-    chunks; on CUDA (``device()``) the chunks run on the GPU, as torch tensors."""
-    from harness.extract import device
-
-    if device() == "cuda":
-        return torch_objective(x, y, n_classes, weight_decay, "cuda")
+    chunks of float32 features; θ and the gradient are float64."""
     n, d = x.shape
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -67,46 +63,78 @@ def softmax_objective(
     return objective
 
 
-def torch_objective(
-    x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float, dev: str
-) -> lbfgs.Objective:
-    """``softmax_objective`` with the features on the GPU (a full gradient for
-    Products-10K is ~2 TFLOP); the L-BFGS state stays in float64 on the host."""
+def torch_objective(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfgs.Objective:
+    """``softmax_objective`` on torch tensors, on the device the features ``x`` are on
+    (a GPU: a full gradient for Products-10K is ~2 TFLOP); θ and the gradient are
+    float64 tensors there too, so L-BFGS never copies them to the host."""
     import torch
 
     n, d = x.shape
-    xs, ys = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
 
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w64, _ = unpack(theta, d, n_classes)
-        t = torch.from_numpy(theta.astype(np.float32)).to(dev)
-        w, b = t[: d * n_classes].view(d, n_classes), t[d * n_classes :]
-        loss = torch.zeros((), dtype=torch.float64, device=dev)
-        grad_w, grad_b = torch.zeros_like(w, dtype=torch.float64), torch.zeros_like(b).double()
+    def objective(theta: Any) -> tuple[float, Any]:
+        w64, b64 = unpack(theta, d, n_classes)
+        w, b = w64.float(), b64.float()
+        loss = torch.zeros((), dtype=torch.float64, device=x.device)
+        grad_w, grad_b = torch.zeros_like(w64), torch.zeros_like(b64)
         for start in range(0, n, CHUNK_ROWS):
-            xc, yc = xs[start : start + CHUNK_ROWS], ys[start : start + CHUNK_ROWS]
+            xc, yc = x[start : start + CHUNK_ROWS], y[start : start + CHUNK_ROWS]
             log_p = torch.log_softmax(xc @ w + b, dim=1)
-            rows = torch.arange(len(yc), device=dev)
+            rows = torch.arange(len(yc), device=x.device)
             loss -= log_p[rows, yc].double().sum()
             residual = log_p.exp_()
             residual[rows, yc] -= 1
-            grad_w += (xc.T @ residual).double()
+            grad_w += xc.T @ residual
             grad_b += residual.double().sum(0)
-        value = loss.item() / n + 0.5 * weight_decay * float(w64.ravel() @ w64.ravel())
-        grad = torch.cat([(grad_w / n).ravel(), grad_b / n]).cpu().numpy()
-        grad[: d * n_classes] += weight_decay * w64.ravel()
-        return value, grad
+        flat = w64.reshape(-1)
+        value = loss.item() / n + 0.5 * weight_decay * float(flat @ flat)
+        return value, torch.cat([(grad_w / n + weight_decay * w64).reshape(-1), grad_b / n])
 
     return objective
 
 
-def unpack(theta: np.ndarray, d: int, n_classes: int) -> Solution:
+def unpack(theta: Any, d: int, n_classes: int) -> Solution:
     return theta[: d * n_classes].reshape(d, n_classes), theta[d * n_classes :]
 
 
+def objective_for(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfgs.Objective:
+    """The objective on numpy features, or on torch ones where they are tensors."""
+    if isinstance(x, np.ndarray):
+        return softmax_objective(x, y, n_classes, weight_decay)
+    return torch_objective(x, y, n_classes, weight_decay)
+
+
+def on_device(*arrays: np.ndarray) -> tuple[Any, ...]:
+    """The arrays as torch tensors on the GPU where there is one (the probe then runs
+    there, L-BFGS state included); unchanged on the CPU, where numpy's BLAS is as fast."""
+    from harness.extract import device
+
+    if device() != "cuda":
+        return arrays
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)).to("cuda") for a in arrays)
+
+
+def host(solution: Solution) -> Solution:
+    """A solution as numpy arrays, wherever it was computed."""
+    w, b = solution
+    return (w.cpu().numpy(), b.cpu().numpy()) if hasattr(w, "cpu") else (w, b)
+
+
+def flat(like: Any, init: Solution | None, size: int) -> Any:
+    """θ as one float64 vector of the kind and device of ``like``: ``init``, or zeros."""
+    if isinstance(like, np.ndarray):
+        return np.zeros(size) if init is None else np.concatenate([init[0].ravel(), init[1]])
+    import torch
+
+    if init is None:
+        return torch.zeros(size, dtype=torch.float64, device=like.device)
+    return torch.cat([init[0].reshape(-1), init[1]])
+
+
 def fit_softmax(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: Any,
+    y: Any,
     n_classes: int,
     weight_decay: float,
     max_iter: int,
@@ -114,23 +142,19 @@ def fit_softmax(
     gtol: float = 1e-6,
     passes: list[int] | None = None,
 ) -> Solution:
-    """Multinomial logistic regression by L-BFGS, from ``init`` (a warm start) or zeros;
-    appends to ``passes`` how many times it evaluated the objective over ``x``."""
+    """Multinomial logistic regression by L-BFGS on numpy or torch features, from ``init``
+    (a warm start, of the same kind) or zeros; appends to ``passes`` how many times it
+    evaluated the objective over ``x``."""
     d = x.shape[1]
-    start = (
-        np.zeros(d * n_classes + n_classes)
-        if init is None
-        else np.concatenate([init[0].ravel(), init[1]])
-    )
-    objective = softmax_objective(x, y, n_classes, weight_decay)
+    objective = objective_for(x, y, n_classes, weight_decay)
     calls = 0
 
-    def counted(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def counted(theta: Any) -> tuple[float, Any]:
         nonlocal calls
         calls += 1
         return objective(theta)
 
-    theta = lbfgs.minimize(counted, start, max_iter, gtol=gtol)
+    theta = lbfgs.minimize(counted, flat(x, init, d * n_classes + n_classes), max_iter, gtol=gtol)
     if passes is not None:
         passes.append(calls)
     return unpack(theta, d, n_classes)
@@ -168,11 +192,11 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     path: dict[float, Solution] = {}
     val_accuracy: dict[float, float] = {}
     solution = None
-    fit_x, fit_y = x[~held], y[~held]
+    fit_x, fit_y = on_device(x[~held], y[~held])
     n_fit = len(fit_y)
-    zero = np.zeros(x.shape[1] * data.n_classes + data.n_classes)
-    scale = np.abs(softmax_objective(fit_x, fit_y, data.n_classes, 0.0)(zero)[1]).max()
-    gtol = params["tol"] * float(scale)
+    size = x.shape[1] * data.n_classes + data.n_classes
+    zero_grad = objective_for(fit_x, fit_y, data.n_classes, 0.0)(flat(fit_x, None, size))[1]
+    gtol = params["tol"] * float(abs(zero_grad).max())
     fit_passes: list[int] = [1]
     for c in sorted(params["C"]):
         decay = 1 / (c * n_fit)
@@ -187,13 +211,24 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
             fit_passes,
         )
         path[c] = solution
-        predicted = np.argmax(x[held] @ solution[0] + solution[1], axis=1)
+        w, b = host(solution)
+        predicted = np.argmax(x[held] @ w.astype(np.float32) + b.astype(np.float32), axis=1)
         val_accuracy[c] = float(metrics.correct(y[held], predicted).mean())
     best = max(val_accuracy, key=lambda c: (val_accuracy[c], -c))
     refit_passes: list[int] = []
     decay = 1 / (best * len(y))
-    w, b = fit_softmax(
-        x, y, data.n_classes, decay, params["max_iter"], path[best], gtol, refit_passes
+    all_x, all_y = on_device(x, y)
+    w, b = host(
+        fit_softmax(
+            all_x,
+            all_y,
+            data.n_classes,
+            decay,
+            params["max_iter"],
+            path[best],
+            gtol,
+            refit_passes,
+        )
     )
     fitted = time.perf_counter()
 
