@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,31 @@ from harness.provenance import now, run_provenance
 # took 90 s with -n 2 against 39 s with passive waiting). Set before torch loads OpenMP.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def worker_gpu(worker: str, visible: str | None, count: int) -> str | None:
+    """The GPU pytest-xdist worker ``gwI`` takes: the I-th (mod their number) of the GPUs
+    ``CUDA_VISIBLE_DEVICES`` lists where it is set, else of the ``count`` the driver
+    lists; None when there are none."""
+    gpus = [str(i) for i in range(count)] if visible is None else visible.split(",")
+    gpus = [gpu.strip() for gpu in gpus if gpu.strip()]
+    return gpus[int(worker.removeprefix("gw")) % len(gpus)] if gpus else None
+
+
+def pin_worker_gpu() -> None:
+    """Give each pytest-xdist worker one GPU, before torch initialises CUDA, so that
+    ``pytest -n N`` on N GPUs runs N cells at once, one per GPU."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or shutil.which("nvidia-smi") is None:
+        return
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+    count = sum(line.startswith("GPU ") for line in listed.splitlines())
+    gpu = worker_gpu(worker, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+pin_worker_gpu()
 
 CELL_PROPERTY = "shelfbench.cell"
 RESULT_PROPERTY = "shelfbench.result"

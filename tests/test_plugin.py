@@ -206,3 +206,11 @@ def test_k_clip_selects_open_clip_cells_and_missing_weights_skip(pytester, suite
     assert skipped["outcome"] == "skipped"
     assert "shelfbench weights fetch siglip-vit-b16" in skipped["message"]
     pytester.runpytest("-k", "vit and not clip").assert_outcomes(passed=1, deselected=2)
+
+
+def test_xdist_workers_take_one_gpu_each_in_turn():
+    from harness.plugin import worker_gpu
+
+    assert [worker_gpu(f"gw{i}", None, 4) for i in range(5)] == ["0", "1", "2", "3", "0"]
+    assert worker_gpu("gw1", "2,5", 8) == "5" and worker_gpu("gw2", "2, 5", 8) == "2"
+    assert worker_gpu("gw0", None, 0) is None and worker_gpu("gw0", "", 4) is None

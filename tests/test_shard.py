@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.cell import cell_embeddings
-from harness.shard import selected, shard
+from harness.shard import embed_shard, selected, shard
 from harness.suite import load_suite
 
 ROOT = Path(__file__).parents[1]
@@ -64,3 +64,53 @@ def test_two_ranks_fill_the_cache_a_single_process_would(tmp_path):
     for split in ("train", "test"):
         assert sharded[split].computed == 0  # all there: pytest would compute nothing
         np.testing.assert_array_equal(sharded[split].vectors, single[split].vectors)
+
+
+KILLED_RANK = """
+import os, signal, sys
+from pathlib import Path
+import harness.cache, harness.embeddings
+from harness.shard import embed_shard, selected
+from harness.suite import load_suite
+
+harness.cache.PART_ROWS = 16  # a part per batch
+real = harness.embeddings.embed_batches
+
+def dies_at_the_second_batch(*args, **kwargs):
+    for number, batch in enumerate(real(*args, **kwargs)):
+        if number == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # no finally, no flush: as kill -9
+        yield batch
+
+harness.embeddings.embed_batches = dies_at_the_second_batch
+(cell,) = selected(load_suite(Path(sys.argv[1])).cells, "vit")
+embed_shard(cell, 1, 2, Path(sys.argv[2]))
+"""
+
+
+def test_a_killed_rank_loses_only_its_unfinished_parts(tmp_path):
+    """Rank 1 of 2 is killed (SIGKILL) after writing its first batch: that batch stays
+    cached and checks out, rank 0's share is whole, and pytest computes only the rest."""
+    (tmp_path / "s.toml").write_text(SUITE)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "SHELFBENCH_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED_RANK, str(tmp_path / "s.toml"), str(cache)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == -9, run.stderr[-3000:]
+    (cell,) = selected(load_suite(tmp_path / "s.toml").cells, "vit")
+    embed_shard(cell, 0, 2, cache)
+    resumed = cell_embeddings(cell, cache)
+    n_train, n_test = len(resumed["train"].vectors), len(resumed["test"].vectors)
+    rank0 = {n: len(shard(np.arange(n), 16, 0, 2)) for n in (n_train, n_test)}
+    # rank 1 wrote its first train batch before it died, and nothing of test
+    assert resumed["train"].computed == n_train - rank0[n_train] - 16
+    assert resumed["test"].computed == n_test - rank0[n_test]
+    single = cell_embeddings(cell, tmp_path / "single")
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(resumed[split].vectors, single[split].vectors)
