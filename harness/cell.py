@@ -17,6 +17,7 @@ from harness import cost, search
 from harness.backbones import BACKBONES
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import resolve
+from harness.baseline import Comparison
 from harness.cache import digest
 from harness.datasets import DATASETS, Dataset, open_dataset, subset
 from harness.embeddings import Embedded, embed, embed_texts
@@ -24,7 +25,7 @@ from harness.errors import DatasetError
 from harness.extract import device, resolve_precision
 from harness.finetune import Run, Tuned, finetune
 from harness.metrics import METRICS
-from harness.stats import bootstrap_ci
+from harness.stats import bootstrap_ci, paired_difference, summarise
 from harness.strategies import Features, Outcome, Tuning, parse_strategy
 from harness.suite import Cell
 
@@ -61,6 +62,7 @@ class CellResult:
     skipped: dict[str, Any]
     warnings: list[str]
     precision: str
+    index: dict[str, Any]
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +76,24 @@ class CellResult:
             for f in cell.floors
             if not METRICS.get(f.metric).gain(f.floor, self.metrics.get(f.metric, nan)) >= 0
         ]
+
+    def index_loss(self) -> Comparison | None:
+        """The main metric under the index against exact search (paired bootstrap), with
+        the suite's ``max_index_loss`` as its tolerance; None for exact search."""
+        if not self.index:
+            return None
+        loss = self.index["loss"]
+        tolerance = self.index["max_index_loss"]
+        return Comparison(
+            self.id,
+            self.main_metric,
+            self.index["exact_metrics"][self.main_metric],
+            self.metrics[self.main_metric],
+            -loss["value"],
+            -loss["high"],
+            -loss["low"],
+            float("inf") if tolerance is None else tolerance,
+        )
 
 
 def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess:
@@ -293,6 +313,18 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         **outcome.seconds,
         "total": time.perf_counter() - start,
     }
+    index = {}
+    if outcome.index is not None and outcome.reference is not None:
+        # the loss is exact − index: positive where the index does worse
+        diff, low, high = paired_difference(
+            outcome.items, outcome.reference, strategy.main_metric, gate.resamples, gate.seed
+        )
+        index = {
+            **outcome.index,
+            "exact_metrics": summarise(outcome.reference),
+            "loss": {"metric": strategy.main_metric, "value": diff, "low": low, "high": high},
+            "max_index_loss": cell.params.get("max_index_loss"),
+        }
     costs = cell_cost(cell, embedded, outcome, tuned, cache_root)
     seconds["cost"] = costs["seconds"]["total"]
     chosen = outcome.chosen
@@ -329,4 +361,5 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         warnings=warnings
         + ([] if spec.family == "untrained" else sanity_warnings(metrics, len(classes))),
         precision=str(test.key["precision"]),
+        index=index,
     )

@@ -184,6 +184,12 @@ class Bench:
             pytest.fail(str(error), pytrace=False)
         row = result.row()
         failures = result.below_floor(cell) + self._against_baseline(cell, result, row)
+        index_loss = result.index_loss()
+        if index_loss is not None and index_loss.regression:
+            failures.append(
+                f"the index loses more than max_index_loss against exact search: "
+                f"{index_loss.line().replace(' → ', ' (exact) → ', 1)} (under the index)"
+            )
         properties = self._request.node.user_properties
         properties.append((RESULT_PROPERTY, json.dumps(row)))
         properties += [(f"metric.{name}", value) for name, value in result.metrics.items()]

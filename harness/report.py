@@ -123,6 +123,67 @@ def cost_table(rows: list[dict[str, Any]], fmt: str) -> str:
     return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
 
 
+def index_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of cells that searched an approximate index."""
+    return [row for row in rows if row.get("index")]
+
+
+def _number(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def index_table(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Exact search against each index setting, per backbone: the main metric with its
+    interval, its loss against exact with the paired-bootstrap interval, neighbour recall,
+    latency one query at a time, batched QPS, build time and memory."""
+    indexed = index_rows(rows)
+    body = []
+    for backbone in dict.fromkeys(row["backbone"] for row in indexed):
+        mine = [row for row in indexed if row["backbone"] == backbone]
+        main = mine[0]["main_metric"]
+        exact = mine[0]["index"]["exact_metrics"][main]
+        body.append([backbone, "exact", f"{exact:.4f}", "", "1.000", "1.000", *[""] * 6])
+        for row in mine:
+            index, ci, loss = row["index"], row["ci"].get(main, [None, None]), row["index"]["loss"]
+            recall = sorted(
+                (int(key.rpartition("@")[2]), v)
+                for key, v in index.items()
+                if key.startswith("neighbour_recall@")
+            )
+            value = row["metrics"][main]
+            body.append(
+                [
+                    backbone,
+                    row["id"].partition("@")[2],
+                    f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]",
+                    f"{loss['value']:+.4f} [{loss['low']:+.4f}, {loss['high']:+.4f}]",
+                    f"{recall[0][1]:.3f}",
+                    f"{recall[-1][1]:.3f} (@{recall[-1][0]})",
+                    _number(index["query_ms_p50"], ".3f"),
+                    _number(index["query_ms_p99"], ".3f"),
+                    _number(index["qps"], ",.0f"),
+                    f"{index['build_seconds']:.2f}",
+                    _number(index["memory_bytes"] and index["memory_bytes"] / 2**20, ".1f"),
+                    "✗" if row.get("outcome") == "failed" else "",
+                ]
+            )
+    headers = [
+        "backbone",
+        "index",
+        f"{indexed[0]['main_metric']} [95% CI]",
+        "loss vs exact [95% CI]",
+        "neighbour recall@10",
+        "at the deepest k",
+        "p50 ms",
+        "p99 ms",
+        "QPS",
+        "build s",
+        "memory MB",
+        "",
+    ]
+    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+
+
 def unreadable_counts(row: dict[str, Any]) -> str:
     """``"N of SPLIT, ..."`` for the images a cell skipped as unreadable; ``""`` if none."""
     skipped = row.get("skipped", {})
@@ -205,6 +266,15 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 "cached or not; ★: on the Pareto front):",
                 "",
                 cost_table(done, "github"),
+                "",
+            ]
+        if index_rows(done):
+            lines += [
+                "Retrieval through approximate indexes against exact search (loss: exact "
+                "minus index, paired bootstrap over the same queries; latency: one query at "
+                "a time; QPS: all queries in one batch):",
+                "",
+                index_table(done, "github"),
                 "",
             ]
     for row in rows:

@@ -10,6 +10,8 @@ from typing import Any
 
 from harness.report import (
     cost_table,
+    index_rows,
+    index_table,
     interval_table,
     metric_columns,
     pareto_front,
@@ -95,6 +97,34 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
     return _png(fig)
 
 
+def index_plot(rows: list[dict[str, Any]], dataset: str) -> str:
+    """Neighbour recall@10 against batched queries per second, one series per backbone,
+    with the Pareto front (more recall, more QPS) of each drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for backbone in sorted({r["backbone"] for r in rows}):
+        mine = [r for r in rows if r["backbone"] == backbone and r["index"].get("qps")]
+        points = [(1 / r["index"]["qps"], r["index"]["neighbour_recall@10"]) for r in mine]
+        shown = [(p[1], 1 / p[0]) for p in points]
+        dots = ax.scatter(*zip(*shown, strict=True), s=36, label=backbone)
+        for point, row in zip(shown, mine, strict=True):
+            label = row["id"].partition("@")[2]
+            ax.annotate(label, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = [shown[i] for i in pareto_front(points)]
+        ax.plot(*zip(*front, strict=True), "--", lw=1, color=dots.get_facecolor()[0])
+    ax.set_yscale("log")
+    ax.set_xlabel("neighbour recall@10 (overlap with exact search's top 10)")
+    ax.set_ylabel("queries per second (batched)")
+    ax.set_title(f"{dataset}: recall against speed (dashed: Pareto front)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     done = [r for r in rows if "accuracy" in r.get("metrics", {})]
     parts = [
@@ -110,9 +140,10 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         for dataset, text in recommendation_sentences(rows, lambda cell: f"<code>{cell}</code>")
     ]
     parts.append("</ul>")
-    if done:
+    exact = [r for r in done if not r.get("index")]
+    if exact:
         parts.append("<h2>Accuracy by backbone and dataset</h2>")
-        parts += [heat_map(done, s) for s in sorted({r["strategy"] for r in done})]
+        parts += [heat_map(exact, s) for s in sorted({r["strategy"] for r in exact})]
     for dataset in sorted({r["dataset"] for r in rows}):
         subset = [r for r in rows if r["dataset"] == dataset]
         parts += [
@@ -132,6 +163,15 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                     "<p>Cost against quality (★: on the Pareto front):</p>",
                     cost_table(scored, "html"),
                 ]
+            indexed = index_rows(scored)
+            if indexed:
+                parts += [
+                    "<p>Retrieval through approximate indexes against exact search (loss: "
+                    "exact minus index, paired bootstrap; latency: one query at a time):</p>",
+                    index_table(indexed, "html"),
+                ]
+                if len(indexed) > 1:
+                    parts.append(index_plot(indexed, dataset))
         for row in subset:
             for warning in row.get("warnings", []):
                 parts.append(f"<p><code>{row['id']}</code> warning: {escape.escape(warning)}</p>")

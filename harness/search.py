@@ -14,8 +14,12 @@ generic Prescott kernel (2.7x slower than numpy on a 2-vCPU AVX-512 Xeon, 2026-1
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
+
+# (queries, gallery, k) -> top-k (scores, gallery indices) per query: ``rank`` or an index.
+Ranker = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 # Gallery items indexed at a time: 2^18 × 768 floats is 800 MB.
 GALLERY_BLOCK = 1 << 18

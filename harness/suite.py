@@ -20,7 +20,7 @@ from harness.datasets import DATASETS
 from harness.datasets.formats import register_user_dataset, user_dataset
 from harness.errors import ShelfbenchError, SuiteError
 from harness.extract import PRECISIONS
-from harness.strategies import parse_strategy
+from harness.strategies import STRATEGIES, parse_strategy
 
 TABLES = {"suite", "profile", "gate", "cells", "strategy", "floors", "datasets"}
 T = TypeVar("T")
@@ -65,12 +65,14 @@ class Floor:
 
 @dataclass(frozen=True)
 class CellGroup:
-    """One ``[[cells]]`` table: the product of its lists, in the ``profile`` it runs in."""
+    """One ``[[cells]]`` table: the product of its lists, in the ``profile`` it runs in;
+    its ``[cells.strategy.NAME]`` tables override the suite's ``[strategy.NAME]`` for it."""
 
     datasets: list[str]
     backbones: list[str]
     strategies: list[str]
     profile: str = "default"
+    strategy: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,9 @@ def typed(cls: type[T], table: Any, where: str) -> T:
     unknown = sorted(set(table) - set(hints))
     if unknown:
         raise SuiteError(f"{where}: unknown key {unknown[0]!r}; it takes {sorted(hints)}")
-    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+    missing = dataclasses.MISSING
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    required = [f.name for f in fields if f.default is missing and f.default_factory is missing]
     for key in required:
         if key not in table:
             raise SuiteError(f"{where}: the key {key!r} is missing")
@@ -139,10 +143,12 @@ class Cell:
     gate: Gate = Gate()
     floors: tuple[Floor, ...] = ()
     run_profile: str = "default"
+    variant: str = ""  # e.g. the index setting of a knn cell: faiss:HNSW32,efSearch=64
 
     @property
     def id(self) -> str:
-        return f"{self.dataset}/{self.backbone}/{self.strategy}"
+        variant = f"@{self.variant}" if self.variant else ""
+        return f"{self.dataset}/{self.backbone}/{self.strategy}{variant}"
 
     def __str__(self) -> str:
         return self.id
@@ -194,14 +200,21 @@ def load_suite(path: Path) -> Suite:
         raise SuiteError(f"{path}: cells are declared as [[cells]] tables")
     for number, table in enumerate(raw.get("cells", []), 1):
         group = typed(CellGroup, table, f"{path}: [[cells]] number {number}")
+        for own_name in group.strategy:
+            if own_name not in STRATEGIES:
+                raise SuiteError(
+                    f"{path}: [[cells]] number {number}: [cells.strategy.{own_name}] names no "
+                    f"strategy; there are {', '.join(STRATEGIES.names())}"
+                )
         product = itertools.product(group.datasets, group.backbones, group.strategies)
         for dataset, backbone, strategy_name in product:
             try:
                 DATASETS.get(dataset)
                 source = BACKBONES.get(backbone).source
                 strategy, _ = parse_strategy(strategy_name)
-                own = tables.get(strategy.name, {})
+                own = {**tables.get(strategy.name, {}), **group.strategy.get(strategy.name, {})}
                 params = strategy.params({**tables.get(strategy.inherits, {}), **own})
+                variants = strategy.cells(params)
             except ShelfbenchError as exc:
                 raise SuiteError(f"{path}: {exc}") from None
             if strategy.needs_text and source != "open_clip":
@@ -209,11 +222,21 @@ def load_suite(path: Path) -> Suite:
                     f"{path}: {strategy_name} needs a text tower; {backbone} is "
                     f"an image-only {source} model"
                 )
-            cells.append(
+            cells += [
                 Cell(
-                    name, dataset, backbone, strategy_name, profile, params, gate, (), group.profile
+                    name,
+                    dataset,
+                    backbone,
+                    strategy_name,
+                    profile,
+                    variant_params,
+                    gate,
+                    (),
+                    group.profile,
+                    label,
                 )
-            )
+                for label, variant_params in variants
+            ]
 
     by_id = {cell.id: cell for cell in cells}
     if len(by_id) != len(cells):

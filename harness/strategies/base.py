@@ -42,6 +42,8 @@ class Outcome:
     chosen: dict[str, Any] = field(default_factory=dict)
     trainable_params: int = 0
     train_gflops: float = 0.0
+    reference: dict[str, np.ndarray] | None = None  # the same items under exact search
+    index: dict[str, Any] | None = None  # the approximate index searched, and its costs
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -51,6 +53,8 @@ class Outcome:
 
 
 Run = Callable[[Features, Mapping[str, Any]], Outcome]
+# A strategy's parameters → one (label, parameters) per cell they ask for ("" keeps the id).
+Variants = Callable[[Mapping[str, Any]], list[tuple[str, dict[str, Any]]]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,11 @@ class StrategySpec:
     argument: str = ""
     inherits: str = ""
     splits: tuple[str, ...] = ("train", "test")
+    variants: Variants | None = None
+
+    def cells(self, params: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The variants ``params`` ask for: (label, parameters), one cell each."""
+        return self.variants(params) if self.variants else [("", dict(params))]
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -135,6 +144,7 @@ def strategy(
     argument: str = "",
     inherits: str = "",
     splits: tuple[str, ...] = ("train", "test"),
+    variants: Variants | None = None,
     **defaults: Any,
 ) -> Callable[[Run], Run]:
     """Register ``run`` as a strategy that reports the metrics of ``families``
@@ -145,7 +155,8 @@ def strategy(
     text-image models run it. ``tuning``: it fine-tunes the backbone first, as the
     ``Tuning`` made from the cell's ``name:argument`` (``argument`` names it, e.g. ``N``).
     ``inherits``: a suite's parameters for that strategy apply to this one too.
-    ``splits``: the splits it reads; a cell embeds no other.
+    ``splits``: the splits it reads; a cell embeds no other. ``variants``: how its
+    parameters expand into several cells (knn: one per index setting).
     """
 
     def register(run: Run) -> Run:
@@ -164,6 +175,7 @@ def strategy(
                 argument,
                 inherits,
                 splits,
+                variants,
             )
         )
         return run

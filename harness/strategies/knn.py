@@ -1,4 +1,5 @@
-"""Off-the-shelf: frozen embeddings, exact cosine retrieval and kNN classification."""
+"""Off-the-shelf: frozen embeddings, cosine retrieval and kNN classification, by exact
+search or through the approximate index a suite declares (``harness.index``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from harness import index
 from harness.metrics import vote_ranks
-from harness.search import rank, relevance
+from harness.search import Ranker, rank, relevance
 from harness.stats import ranked_items, retrieval_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 
@@ -23,13 +25,18 @@ class Ranking:
 
     queries: np.ndarray
     scores: np.ndarray
+    neighbours: np.ndarray
     neighbour_labels: np.ndarray
     items: dict[str, np.ndarray]
 
 
-def retrieval(data: Features, train: np.ndarray, test: np.ndarray, depth: int) -> Ranking:
+def retrieval(
+    data: Features, train: np.ndarray, test: np.ndarray, depth: int, ranker: Ranker = rank
+) -> Ranking:
     """Rank the gallery for each query as the dataset's protocol says, deep enough for
-    MAP@R. ``train``/``test`` are the embeddings to use (the cached ones, or a head's)."""
+    MAP@R, with ``ranker`` (exact search unless an index is given). ``train``/``test`` are
+    the embeddings to use (the cached ones, or a head's). A neighbour an index did not
+    find (-1) is never relevant and votes for no class."""
     test_ids = data.test_labels if data.test_ids is None else data.test_ids
     queries = np.arange(len(test))
     if data.protocol == "split":
@@ -44,14 +51,19 @@ def retrieval(data: Features, train: np.ndarray, test: np.ndarray, depth: int) -
     self_in_gallery = data.protocol == "leave-one-out"
     _, counts = np.unique(ids, return_counts=True)
     depth = min(max(depth, int(counts.max()), 10), len(gallery) - self_in_gallery)
-    scores, indices = rank(test[queries], vectors, depth + self_in_gallery)
+    scores, indices = ranker(test[queries], vectors, depth + self_in_gallery)
     if self_in_gallery:
         scores, indices = _drop_self(scores, indices, queries)
+    found = indices >= 0
     relevant, n_relevant = relevance(test_ids[queries], ids, indices)
+    relevant &= found
     n_relevant = n_relevant - self_in_gallery
     keep = n_relevant > 0
     relevant, n_relevant = relevant[keep], n_relevant[keep]
-    return Ranking(queries, scores, labels[indices], retrieval_items(relevant, n_relevant))
+    neighbour_labels = np.where(found, labels[indices], -1)
+    return Ranking(
+        queries, scores, indices, neighbour_labels, retrieval_items(relevant, n_relevant)
+    )
 
 
 def _drop_self(
@@ -64,20 +76,62 @@ def _drop_self(
     return scores[~drop].reshape(shape), indices[~drop].reshape(shape)
 
 
-@strategy("knn", CLASSIFICATION + RETRIEVAL, main_metric="mmp@5", neighbours=20, temperature=0.07)
+@strategy(
+    "knn",
+    CLASSIFICATION + RETRIEVAL,
+    main_metric="mmp@5",
+    variants=index.variants,
+    neighbours=20,
+    temperature=0.07,
+    index=None,
+    search=None,
+    build=None,
+    milvus_uri="",
+    max_index_loss=None,
+)
 def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Retrieval (as the dataset's protocol says) and a similarity-weighted kNN vote.
 
     The vote follows DINO's kNN evaluation: each of the ``neighbours`` nearest gallery
     items adds exp(cosine / temperature) to its class. Under leave-one-out and
-    query-gallery the vote is among the other test items, for the queries.
+    query-gallery the vote is among the other test items, for the queries. With an
+    ``index`` (``faiss:HNSW32``, ``milvus:HNSW``; ``search`` its search parameters) the
+    metrics are those under the index, and the exact ones are kept as its reference.
     """
     start = time.perf_counter()
     k = params["neighbours"]
-    ranking = retrieval(data, data.train, data.test, k)
+    (setting,) = index.settings(params)
+    exact = retrieval(data, data.train, data.test, k)
+    ranking, reference, report = exact, None, None
+    if setting is not None:
+        searcher = index.Searcher(setting)
+        ranking = retrieval(data, data.train, data.test, k, searcher)
+        reference = vote(data, exact, params)
+        depth = exact.neighbours.shape[1]
+        report = {
+            "engine": setting.engine,
+            "spec": setting.spec,
+            "search": setting.search,
+            "neighbour_recall@10": index.neighbour_recall(ranking.neighbours, exact.neighbours, 10),
+            f"neighbour_recall@{depth}": index.neighbour_recall(
+                ranking.neighbours, exact.neighbours, depth
+            ),
+            **searcher.cost,
+        }
     searched = time.perf_counter()
+    items = vote(data, ranking, params)
+    return Outcome(
+        items,
+        {"fit": searched - start, "eval": time.perf_counter() - searched},
+        reference=reference,
+        index=report,
+    )
+
+
+def vote(data: Features, ranking: Ranking, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Per-item results of the kNN vote over ``ranking``, with its retrieval results."""
+    k = params["neighbours"]
     weights = np.exp(ranking.scores[:, :k] / params["temperature"])
     labels = data.test_labels[ranking.queries]
     predicted, rank = vote_ranks(labels, ranking.neighbour_labels[:, :k], weights)
-    items = {**ranked_items(labels, predicted, rank), **ranking.items}
-    return Outcome(items, {"fit": searched - start, "eval": time.perf_counter() - searched})
+    return {**ranked_items(labels, predicted, rank), **ranking.items}
