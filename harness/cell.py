@@ -82,7 +82,7 @@ class CellResult:
         the suite's ``max_index_loss`` as its tolerance; None for exact search."""
         if not self.index:
             return None
-        loss = self.index["loss"]
+        loss = self.index["loss"][self.main_metric]
         tolerance = self.index["max_index_loss"]
         return Comparison(
             self.id,
@@ -315,14 +315,18 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     }
     index = {}
     if outcome.index is not None and outcome.reference is not None:
-        # the loss is exact − index: positive where the index does worse
-        diff, low, high = paired_difference(
-            outcome.items, outcome.reference, strategy.main_metric, gate.resamples, gate.seed
-        )
+        # the loss is exact − index, positive where the index does worse, for every
+        # metric: a deep one (MAP@R) can fall while the main one (mMP@5) holds
+        loss = {}
+        for metric in metrics:
+            diff, low, high = paired_difference(
+                outcome.items, outcome.reference, metric, gate.resamples, gate.seed
+            )
+            loss[metric] = {"value": diff, "low": low, "high": high}
         index = {
             **outcome.index,
             "exact_metrics": summarise(outcome.reference),
-            "loss": {"metric": strategy.main_metric, "value": diff, "low": low, "high": high},
+            "loss": loss,
             "max_index_loss": cell.params.get("max_index_loss"),
         }
     costs = cell_cost(cell, embedded, outcome, tuned, cache_root)

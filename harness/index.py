@@ -11,10 +11,12 @@ each, imported only when a suite asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,10 @@ class Built(Protocol):
     """An index holding a gallery, ready to search."""
 
     memory_bytes: int | None
+
+    def tune(self, search: dict[str, Any]) -> None:
+        """Set the search parameters (efSearch, nprobe, ef, ...) for what follows."""
+        ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, gallery indices) per query; -1 where it found fewer."""
@@ -121,6 +127,43 @@ def neighbour_recall(found: np.ndarray, exact: np.ndarray, k: int) -> float:
     return float(np.mean(hits) / k) if hits else float("nan")
 
 
+def measure(built: Built, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Search all ``queries`` (L2-normalised) in one batch, then time the first
+    ``LATENCY_QUERIES`` one at a time: the results, batched QPS and latency percentiles."""
+    start = time.perf_counter()
+    scores, indices = built.search(queries, k)
+    searched = time.perf_counter() - start
+    latencies = []
+    for row in range(min(LATENCY_QUERIES, len(queries))):
+        one = time.perf_counter()
+        built.search(queries[row : row + 1], k)
+        latencies.append(1000 * (time.perf_counter() - one))
+    return (
+        scores,
+        indices,
+        {
+            "memory_bytes": built.memory_bytes,
+            "query_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
+            "query_ms_p99": float(np.percentile(latencies, 99)) if latencies else None,
+            "qps": len(queries) / searched if searched > 0 else None,
+        },
+    )
+
+
+def build(gallery: np.ndarray, setting: IndexSetting) -> tuple[Built, float]:
+    """``setting``'s index over the L2-normalised ``gallery``, tuned to its search
+    parameters, and the seconds it took to build."""
+    start = time.perf_counter()
+    built = ENGINES.get(setting.engine).build(gallery, setting)
+    seconds = time.perf_counter() - start
+    try:
+        built.tune(setting.search)
+    except BaseException:
+        built.close()
+        raise
+    return built, seconds
+
+
 class Searcher:
     """A ranker with ``search.rank``'s signature that builds ``setting``'s index over the
     gallery and searches it, recording what that cost in ``cost``."""
@@ -132,36 +175,32 @@ class Searcher:
     def __call__(
         self, queries: np.ndarray, gallery: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        queries, gallery = l2_normalise(queries), l2_normalise(gallery)
-        k = min(k, len(gallery))
-        start = time.perf_counter()
-        built = ENGINES.get(self.setting.engine).build(gallery, self.setting)
-        built_at = time.perf_counter()
+        built, seconds = build(l2_normalise(gallery), self.setting)
         try:
-            scores, indices = built.search(queries, k)
-            searched = time.perf_counter() - built_at
-            sample = queries[: min(LATENCY_QUERIES, len(queries))]
-            latencies = []
-            for row in range(len(sample)):
-                one = time.perf_counter()
-                built.search(sample[row : row + 1], k)
-                latencies.append(1000 * (time.perf_counter() - one))
+            scores, indices, cost = measure(built, l2_normalise(queries), min(k, len(gallery)))
         finally:
             built.close()
-        self.cost = {
-            "build_seconds": built_at - start,
-            "memory_bytes": built.memory_bytes,
-            "query_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
-            "query_ms_p99": float(np.percentile(latencies, 99)) if latencies else None,
-            "qps": len(queries) / searched if searched > 0 else None,
-        }
+        self.cost = {"build_seconds": seconds, **cost}
         return scores, indices
 
 
 @dataclass
 class FaissIndex:
     index: Any
+    spec: str
     memory_bytes: int | None
+
+    def tune(self, search: dict[str, Any]) -> None:
+        import faiss
+
+        space = faiss.ParameterSpace()
+        for name, value in search.items():
+            try:
+                space.set_index_parameter(self.index, name, value)
+            except RuntimeError:
+                raise SuiteError(
+                    f"index 'faiss:{self.spec}' has no search parameter {name!r}"
+                ) from None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(queries, k)
@@ -172,8 +211,8 @@ class FaissIndex:
 
 def build_faiss(gallery: np.ndarray, setting: IndexSetting) -> FaissIndex:
     """``faiss.index_factory(d, spec, METRIC_INNER_PRODUCT)``, trained on the gallery when
-    it needs training, with ``search`` set through ``faiss.ParameterSpace`` (efSearch,
-    nprobe, ... whatever the index wraps)."""
+    it needs training; ``tune`` sets search parameters through ``faiss.ParameterSpace``
+    (efSearch, nprobe, ... whatever the index wraps)."""
     import faiss
 
     from harness.extract import cpu_threads
@@ -193,13 +232,7 @@ def build_faiss(gallery: np.ndarray, setting: IndexSetting) -> FaissIndex:
             f"({_faiss_reason(exc)}); use fewer lists or a larger gallery"
         ) from None
     index.add(gallery)
-    space = faiss.ParameterSpace()
-    for name, value in setting.search.items():
-        try:
-            space.set_index_parameter(index, name, value)
-        except RuntimeError:
-            raise SuiteError(f"{where} has no search parameter {name!r}") from None
-    return FaissIndex(index, int(faiss.serialize_index(index).size))
+    return FaissIndex(index, setting.spec, int(faiss.serialize_index(index).size))
 
 
 def _faiss_reason(exc: RuntimeError) -> str:
@@ -224,20 +257,28 @@ class MilvusIndex:
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         indices = np.full((len(queries), k), -1, dtype=np.int64)
         for start in range(0, len(queries), MILVUS_BATCH):
-            hits = self.client.search(
-                self.collection,
-                data=list(queries[start : start + MILVUS_BATCH]),
-                limit=k,
-                anns_field="vector",
-                search_params={"metric_type": "IP", "params": self.search_params},
-                output_fields=[],
-            )
+            try:
+                hits = self.client.search(
+                    self.collection,
+                    data=list(queries[start : start + MILVUS_BATCH]),
+                    limit=k,
+                    anns_field="vector",
+                    search_params={"metric_type": "IP", "params": self.search_params},
+                    output_fields=["id"],  # [] would return every field, vectors included
+                )
+            except Exception as exc:  # as in build_milvus
+                raise SuiteError(
+                    f"searching the Milvus collection failed: {_one_line(exc)}"
+                ) from None
             for row, found in enumerate(hits, start):
                 # equal scores by ascending gallery index, as exact search orders them
                 pairs = sorted((-hit["distance"], hit["id"]) for hit in found)
                 scores[row, : len(pairs)] = [-s for s, _ in pairs]
                 indices[row, : len(pairs)] = [i for _, i in pairs]
         return scores, indices
+
+    def tune(self, search: dict[str, Any]) -> None:
+        self.search_params = dict(search)
 
     def close(self) -> None:
         self.client.drop_collection(self.collection)
@@ -247,6 +288,14 @@ class MilvusIndex:
 
 
 MILVUS_BATCH = 1000
+# The index types milvus-lite 3.2 builds (milvus_lite/index/factory.py); it accepts any other
+# name, logs an error from a background thread, and answers searches by brute force.
+LITE_INDEX_TYPES = ("FLAT", "AUTOINDEX", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8")
+
+
+def _one_line(exc: Exception) -> str:
+    """A client error's message on one line (gRPC's span several)."""
+    return " ".join(str(exc).split())[:400]
 
 
 def build_milvus(gallery: np.ndarray, setting: IndexSetting) -> MilvusIndex:
@@ -260,25 +309,30 @@ def build_milvus(gallery: np.ndarray, setting: IndexSetting) -> MilvusIndex:
             "a milvus index needs pymilvus and milvus-lite: pip install 'shelfbench[milvus]'"
         ) from None
     uri = setting.options.get("milvus_uri") or ""
+    if (not uri or uri.endswith(".db")) and setting.spec not in LITE_INDEX_TYPES:
+        raise SuiteError(
+            f"index 'milvus:{setting.spec}': milvus-lite builds only "
+            f"{', '.join(LITE_INDEX_TYPES)} (others it would search exhaustively, without "
+            "saying so); give milvus_uri a Milvus server for other index types"
+        )
     scratch = None
     if not uri:
         scratch = Path(tempfile.mkdtemp(prefix="shelfbench-milvus-"))
         uri = str(scratch / "gallery.db")
-    client = MilvusClient(uri=uri)
-    collection = "shelfbench_gallery"
-    if client.has_collection(collection):
-        client.drop_collection(collection)
-    schema = client.create_schema(auto_id=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=gallery.shape[1])
-    index_params = client.prepare_index_params()
-    index_params.add_index(
-        field_name="vector",
-        index_type=setting.spec,
-        metric_type="IP",
-        params=dict(setting.options.get("build") or {}),
-    )
+    collection = f"shelfbench_{uuid.uuid4().hex[:16]}"  # a shared server may hold others
+    client = None
     try:
+        client = MilvusClient(uri=uri)
+        schema = client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=gallery.shape[1])
+        index_params = client.prepare_index_params()
+        index_params.add_index(
+            field_name="vector",
+            index_type=setting.spec,
+            metric_type="IP",
+            params=dict(setting.options.get("build") or {}),
+        )
         client.create_collection(collection, schema=schema, index_params=index_params)
         for start in range(0, len(gallery), MILVUS_BATCH):
             rows = gallery[start : start + MILVUS_BATCH]
@@ -286,9 +340,13 @@ def build_milvus(gallery: np.ndarray, setting: IndexSetting) -> MilvusIndex:
         client.flush(collection)
         client.load_collection(collection)
     except Exception as exc:  # pymilvus raises MilvusException and plain errors alike
-        MilvusIndex(client, collection, {}, scratch).close()
-        raise SuiteError(f"index 'milvus:{setting.spec}' at {uri}: {exc}") from None
-    return MilvusIndex(client, collection, dict(setting.search), scratch)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                MilvusIndex(client, collection, {}, None).close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise SuiteError(f"index 'milvus:{setting.spec}' at {uri}: {_one_line(exc)}") from None
+    return MilvusIndex(client, collection, {}, scratch)
 
 
 ENGINES.add(Engine("milvus", build_milvus, "Milvus (milvus-lite or a server by URI), IP"))

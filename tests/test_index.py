@@ -113,9 +113,16 @@ def test_a_wrong_index_is_one_line_at_collection(tmp_path, index, message):
         (IndexSetting("faiss", "HNSW32x"), "faiss cannot build it"),
         (IndexSetting("faiss", "IVF64,Flat"), "training on the 50-item gallery failed"),
         (IndexSetting("faiss", "IVF4,Flat", {"efSearch": 8}), "no search parameter 'efSearch'"),
+        (IndexSetting("milvus", "IVF_PQ"), "milvus-lite builds only FLAT, AUTOINDEX, HNSW"),
+        (
+            IndexSetting("milvus", "HNSW", {}, {"milvus_uri": "/no/such/dir/x.db"}),
+            "at /no/such/dir/x.db: .*/no/such/dir not exists",
+        ),
     ],
 )
-def test_an_index_faiss_cannot_build_or_search_is_one_line(setting, message):
+def test_an_index_the_engine_cannot_build_or_search_is_one_line(setting, message):
+    if setting.engine == "milvus":
+        pytest.importorskip("pymilvus", reason="pip install 'shelfbench[milvus]'")
     with pytest.raises(SuiteError, match=message) as caught:
         Searcher(setting)(unnormalised(1, 5), unnormalised(0, 50), 5)
     assert "\n" not in str(caught.value)
@@ -161,9 +168,10 @@ def test_index_cells_report_their_loss_and_a_coarse_index_fails_its_floor(pytest
     )
     rows = {r["id"]: r for r in json.loads(Path("reports/latest.json").read_text())["cells"]}
     wide, coarse = rows[WIDE]["index"], rows[COARSE]["index"]
-    assert wide["neighbour_recall@10"] == 1.0 and wide["loss"]["value"] == 0.0
+    assert wide["neighbour_recall@10"] == 1.0 and wide["loss"]["mmp@5"]["value"] == 0.0
     assert rows[WIDE]["metrics"] == wide["exact_metrics"]
-    assert coarse["loss"]["low"] > 0.01 and coarse["neighbour_recall@10"] < 0.5
+    assert coarse["loss"]["mmp@5"]["low"] > 0.01 and coarse["neighbour_recall@10"] < 0.5
+    assert set(coarse["loss"]) == set(coarse["exact_metrics"])  # every metric's loss
     assert coarse["exact_metrics"] == wide["exact_metrics"]  # the same exact search
     for field in ("engine", "spec", "search", "build_seconds", "memory_bytes", "qps"):
         assert field in coarse
