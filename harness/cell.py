@@ -16,6 +16,7 @@ import numpy as np
 from harness import cost, search
 from harness.backbones import BACKBONES
 from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.declared import complete
 from harness.backbones.weights import resolve
 from harness.baseline import Comparison
 from harness.cache import digest
@@ -97,8 +98,11 @@ class CellResult:
 
 
 def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess:
-    """The backbone's preprocessing at the cell profile's size and crop."""
-    return spec.preprocess.resized(cell.profile.image_size, cell.profile.crop_pct)
+    """The backbone's preprocessing (a declared backbone's from its library's config) at
+    the cell profile's size and crop."""
+    pre = complete(spec).preprocess
+    assert pre is not None  # complete() fills it
+    return pre.resized(cell.profile.image_size, cell.profile.crop_pct)
 
 
 def items(cell: Cell, dataset: Dataset, split: str) -> np.ndarray:

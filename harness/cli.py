@@ -18,6 +18,10 @@ from harness.errors import ShelfbenchError
 
 
 def _list(args: argparse.Namespace) -> None:
+    if args.suite is not None:  # registers the suite's own datasets and backbones
+        from harness.suite import load_suite
+
+        load_suite(args.suite)
     if args.what == "datasets":
         from harness.datasets import DATASETS
 
@@ -36,7 +40,7 @@ def _list(args: argparse.Namespace) -> None:
                 b.kind,
                 b.source,
                 b.identifier,
-                b.embed_dim,
+                b.embed_dim or "from model",
                 b.pooling,
                 _availability(b),
             ]
@@ -242,6 +246,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--family", choices=["supervised", "ssl", "contrastive", "untrained"])
     ls.add_argument(
         "--available", action="store_true", help="only backbones whose weights are here"
+    )
+    ls.add_argument(
+        "--suite", type=Path, help="also the datasets and backbones this suite file declares"
     )
 
     weights = sub.add_parser("weights", help="backbone weights")

@@ -248,7 +248,7 @@ def train(run_dir: Path, run: Run) -> None:
     seed = settings["seed"]
     model = build_model(spec, run.weights)
     torch.manual_seed(seed)
-    head = torch.nn.Linear(spec.embed_dim, len(dataset.classes))
+    head = torch.nn.Linear(model.num_features, len(dataset.classes))
     backbone_params = trainable(model, spec, blocks)
     net = torch.nn.Sequential(model, head).to(dev, memory_format=torch.channels_last)
     decay = [p for p in backbone_params if p.ndim > 1]

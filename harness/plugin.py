@@ -56,6 +56,7 @@ def pin_worker_gpu() -> None:
 pin_worker_gpu()
 
 CELL_PROPERTY = "shelfbench.cell"
+RESULTS = pytest.StashKey[dict[str, Any]]()  # cell id → CellResult, this process's
 RESULT_PROPERTY = "shelfbench.result"
 
 
@@ -91,6 +92,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="default",
         help="also run the cells a suite marks with this profile (e.g. full: the slow "
         "fine-tuning cells); cells without a profile always run",
+    )
+    group.addoption(
+        "--shelf-mlflow",
+        nargs="?",
+        const="./mlruns",
+        default=None,
+        metavar="URI",
+        help="log one MLflow run per cell, and the HTML report, to URI (default ./mlruns; "
+        "any tracking URI: sqlite:///mlflow.db, http://host:5000); put it after the test "
+        "paths, or write --shelf-mlflow=URI",
     )
     group.addoption(
         "--shelf-require",
@@ -164,8 +175,6 @@ class Bench:
 
     def check(self, cell: Any) -> dict[str, Any]:
         """Run ``cell``, record its result row, and fail if a metric is below its floor."""
-        from harness.cell import run_cell
-
         if cell.run_profile not in {"default", self._request.config.getoption("--shelf-profile")}:
             pytest.skip(
                 f"cell of the {cell.run_profile!r} profile; run it with "
@@ -173,7 +182,7 @@ class Bench:
             )
         try:
             with self._terminal():
-                result = run_cell(cell, self.cache)
+                result = self._run(cell)
         except ShelfbenchError as exc:
             error = exc
         else:
@@ -184,6 +193,7 @@ class Bench:
             pytest.fail(str(error), pytrace=False)
         row = result.row()
         failures = result.below_floor(cell) + self._against_baseline(cell, result, row)
+        failures += self._against_incumbent(cell, result, row)
         index_loss = result.index_loss()
         if index_loss is not None and index_loss.regression:
             failures.append(
@@ -196,6 +206,53 @@ class Bench:
         if failures:
             pytest.fail("\n".join(failures + result.warnings), pytrace=False)
         return row
+
+    def _run(self, cell: Any) -> Any:
+        """The cell's result, computed once per process: an [upgrade] candidate's cell
+        needs its incumbent's, which may have run here already (or runs here now)."""
+        from harness.cell import run_cell
+
+        stash = self._request.config.stash
+        done = stash.setdefault(RESULTS, {})
+        if cell.id not in done:
+            done[cell.id] = run_cell(cell, self.cache)
+        return done[cell.id]
+
+    def _against_incumbent(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
+        """Under [upgrade], compare a candidate's cell with its incumbent's on the same test
+        items; record the comparisons in ``row`` and return the regressions."""
+        if cell.incumbent is None:
+            return []
+        try:
+            with self._terminal():
+                incumbent = self._run(cell.incumbent)
+            gated = [result.main_metric, *(f.metric for f in cell.floors)]
+            comparisons = compare_cell(
+                incumbent.row(),
+                {k: np.asarray(v) for k, v in incumbent.items.items()},
+                row,
+                {k: np.asarray(v) for k, v in result.items.items()},
+                list(dict.fromkeys(gated)),
+                cell.upgrade_max_drop,
+                cell.gate.resamples,
+                cell.gate.seed,
+            )
+        except ShelfbenchError as exc:
+            return [f"cannot compare with the incumbent {cell.incumbent.id}: {exc}"]
+        row["upgrade"] = [
+            {
+                **vars(c),
+                "verdict": c.verdict,
+                "regression": c.regression,
+                "incumbent": cell.incumbent.id,
+            }
+            for c in comparisons
+        ]
+        return [
+            f"the upgrade from {cell.incumbent.backbone} is worse: {c.line()}"
+            for c in comparisons
+            if c.regression
+        ]
 
     def _against_baseline(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
         """Compare the main and floored metrics with the baseline run, if one is given;
@@ -262,6 +319,7 @@ class ShelfReport:
         self.rows: dict[str, dict[str, Any]] = {}
         self.started = now()
         self.paths: list[Path] = []
+        self.mlflow = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
@@ -300,6 +358,8 @@ class ShelfReport:
                 )
         for path in self.paths:
             terminalreporter.write_line(f"wrote {path}")
+        if self.mlflow:
+            terminalreporter.write_line(self.mlflow)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -317,6 +377,21 @@ class ShelfReport:
         if self.config.getoption("--shelf-update-baseline"):
             target = self.config.getoption("--shelf-baseline") or directory / "baseline.json"
             self.paths += copy_run(directory / "latest.json", target)
+        if uri := self.config.getoption("--shelf-mlflow"):
+            self.mlflow = self._log_mlflow(uri, provenance, directory / "latest.html")
+
+    def _log_mlflow(self, uri: str, provenance: dict[str, Any], html: Path) -> str:
+        """Log the run to MLflow; a line saying where, or why not (never a traceback)."""
+        from harness.tracking import log_run
+
+        try:
+            run_id = log_run(uri, provenance, list(self.rows.values()), html)
+        except ShelfbenchError as exc:
+            return f"shelfbench: error: {exc}"
+        except Exception as exc:  # mlflow raises its own and its stores' exceptions
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            return f"shelfbench: error: logging to MLflow at {uri} failed: {reason}"
+        return f"logged to MLflow at {uri}: run {run_id} (experiment 'shelfbench')"
 
 
 def _outcome(report: pytest.TestReport) -> str:

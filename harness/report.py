@@ -191,6 +191,32 @@ def index_table(rows: list[dict[str, Any]], fmt: str) -> str:
     return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
 
 
+def upgrade_table(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Under [upgrade]: per dataset × strategy and gated metric, the incumbent's value, the
+    candidate's, their paired difference with its 95% interval, and the verdict."""
+    body = []
+    for row in rows:
+        for c in row.get("upgrade", []):
+            incumbent = c["incumbent"].split("/")[1]
+            verdict = "worse beyond the tolerance" if c["regression"] else c["verdict"]
+            body.append(
+                [
+                    row["dataset"],
+                    row["id"].split("/", 2)[2],
+                    f"{incumbent} → {row['backbone']}",
+                    c["metric"],
+                    f"{c['old']:.4f}",
+                    f"{c['new']:.4f}",
+                    f"{c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]",
+                    f"{c['max_drop']:.4f}",
+                    verdict,
+                ]
+            )
+    headers = ["dataset", "strategy", "upgrade", "metric", "incumbent", "candidate"]
+    headers += ["difference [95% CI]", "tolerance", "verdict"]
+    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+
+
 def unreadable_counts(row: dict[str, Any]) -> str:
     """``"N of SPLIT, ..."`` for the images a cell skipped as unreadable; ``""`` if none."""
     skipped = row.get("skipped", {})
@@ -289,6 +315,16 @@ def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 index_table(done, "github"),
                 "",
             ]
+    if any(row.get("upgrade") for row in rows):
+        lines += [
+            "## Upgrade",
+            "",
+            "Each candidate cell against the incumbent's on the same test items (paired "
+            "bootstrap; a regression is significantly worse by more than the tolerance):",
+            "",
+            upgrade_table(rows, "github"),
+            "",
+        ]
     for row in rows:
         if counts := unreadable_counts(row):
             lines.append(

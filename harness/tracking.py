@@ -1,0 +1,98 @@
+"""Results where teams already look: one MLflow run per cell, under a parent run that holds
+the HTML report (``pytest --shelf-mlflow [URI]``; mlflow is imported only then).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ShelfbenchError
+
+DEFAULT_URI = "./mlruns"
+EXPERIMENT = "shelfbench"
+
+
+def tracking_uri(uri: str) -> str:
+    """``uri`` as MLflow takes it: a plain path becomes a ``file:`` store. MLflow 3 keeps its
+    file store in maintenance mode and refuses it unless told otherwise; shelfbench's
+    default is one, so a file store is allowed here (a database or server URI is used as
+    given)."""
+    store = uri if "://" in uri or uri.startswith("file:") else Path(uri).resolve().as_uri()
+    if store.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return store
+
+
+def cell_params(row: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a cell's result: its parts, data, weights and how it ran."""
+    preprocess = row.get("preprocess", {})
+    index = row.get("index") or {}
+    params = {
+        "cell": row["id"],
+        "dataset": row["dataset"],
+        "backbone": row["backbone"],
+        "strategy": row["strategy"],
+        "suite": row.get("suite", ""),
+        "precision": row.get("precision", ""),
+        "weights_sha256": row.get("weights_sha256", ""),
+        "dataset_fingerprint": row.get("dataset_fingerprint", ""),
+        "n_train": row.get("n_train", ""),
+        "n_test": row.get("n_test", ""),
+        "image_size": preprocess.get("size", ""),
+        "main_metric": row.get("main_metric", ""),
+    }
+    if index:
+        params["index"] = f"{index['engine']}:{index['spec']}"
+        params.update({f"index.{k}": v for k, v in index["search"].items()})
+    return params
+
+
+def cell_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """Each metric with its interval bounds, and what the cell cost."""
+    metrics: dict[str, float] = {}
+    for name, value in row.get("metrics", {}).items():
+        metrics[name] = value
+        if name in row.get("ci", {}):
+            metrics[f"{name}.low"], metrics[f"{name}.high"] = row["ci"][name]
+    cost = row.get("cost") or {}
+    for phase, seconds in cost.get("seconds", {}).items():
+        metrics[f"cost.{phase}_seconds"] = seconds
+    for key in ("gflops_per_image", "train_gflops", "trainable_params", "peak_rss_mb"):
+        if cost.get(key) is not None:
+            metrics[f"cost.{key}"] = cost[key]
+    # MLflow metric names take letters, digits and _-./ and space: Recall@1 → recall_at_1
+    return {k.replace("@", "_at_"): float(v) for k, v in metrics.items()}
+
+
+def log_run(uri: str, provenance: dict[str, Any], rows: list[dict[str, Any]], html: Path) -> str:
+    """Log a parent run (provenance tags, the HTML report as an artifact) with one nested
+    run per cell; return the parent run's id."""
+    try:
+        import mlflow
+    except ImportError:
+        raise ShelfbenchError(
+            "--shelf-mlflow needs mlflow: pip install 'shelfbench[mlflow]'"
+        ) from None
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    mlflow.set_experiment(EXPERIMENT)
+    commit = str(provenance.get("git_commit", ""))
+    suites = sorted({str(row.get("suite", "")) for row in rows})
+    with mlflow.start_run(run_name=f"shelfbench {provenance['started']}") as parent:
+        mlflow.set_tags({"suite": ",".join(suites), "git_commit": commit, "kind": "shelfbench-run"})
+        mlflow.log_params({k: str(v)[:500] for k, v in provenance.items()})
+        for row in rows:
+            with mlflow.start_run(run_name=row["id"], nested=True):
+                mlflow.log_params(cell_params(row))
+                mlflow.log_metrics(cell_metrics(row))
+                mlflow.set_tags(
+                    {
+                        "outcome": row.get("outcome", ""),
+                        "suite": row.get("suite", ""),
+                        "git_commit": commit,
+                        "kind": "shelfbench-cell",
+                    }
+                )
+        mlflow.log_artifact(str(html))
+        return parent.info.run_id

@@ -1,0 +1,242 @@
+"""A team's own models: backbones declared in a suite file (timm checkpoints written here,
+with and without a head), their errors, entry points, and the [upgrade] gate."""
+
+import json
+from pathlib import Path
+
+import pytest
+import timm  # noqa: F401  (loaded once: pytester's in-process runs drop extension modules)
+import torch
+
+from harness.backbones import BACKBONES
+from harness.backbones.build import build_model
+from harness.backbones.declared import BackboneTable, complete, declared_backbone
+from harness.backbones.weights import resolve
+from harness.errors import SuiteError, WeightsError, WeightsUnavailable
+from harness.suite import load_suite
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Lite0 (the package's ImageNet weights, in timm's key names): headless, with a
+    37-class head as a team's fine-tune has, and with heavy noise (one standard deviation
+    of each tensor) on every conv and linear weight."""
+    from safetensors.torch import save_file
+
+    spec = BACKBONES.get("effnet-lite0")
+    state = build_model(spec, resolve(spec)).state_dict()
+    out = tmp_path_factory.mktemp("models")
+    save_file({k: v.contiguous() for k, v in state.items()}, out / "v1.safetensors")
+    save_file({k: v.contiguous() for k, v in state.items()}, out / "v1-copy.safetensors")
+    head = {"classifier.weight": torch.randn(37, 1280), "classifier.bias": torch.zeros(37)}
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in {**state, **head}.items()}},
+        out / "v1-head.pth",
+    )
+    generator = torch.Generator().manual_seed(0)
+    noisy = {  # conv and linear weights; noised BN statistics could turn negative
+        k: v + v.std() * torch.randn(v.shape, generator=generator) if v.ndim > 1 else v
+        for k, v in state.items()
+    }
+    save_file({k: v.contiguous() for k, v in noisy.items()}, out / "v2-noisy.safetensors")
+    return out
+
+
+def declared(name, base, **table):
+    return declared_backbone(name, BackboneTable(**table), base)
+
+
+def embed_one(spec, images):
+    model = build_model(spec, resolve(spec))
+    with torch.no_grad():
+        return model(images)
+
+
+def test_a_checkpoint_with_a_head_loads_without_it_and_equals_the_headless_one(checkpoints):
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    headless = declared(
+        "t-headless", checkpoints, timm="tf_efficientnet_lite0", weights="v1.safetensors"
+    )
+    with_head = declared("t-head", checkpoints, timm="tf_efficientnet_lite0", weights="v1-head.pth")
+    torch.testing.assert_close(embed_one(with_head, images), embed_one(headless, images))
+    package = BACKBONES.get("effnet-lite0")
+    torch.testing.assert_close(embed_one(headless, images), embed_one(package, images))
+    assert resolve(headless).sha256 != resolve(with_head).sha256  # the file's, in the key
+
+
+def test_preprocessing_comes_from_timm_and_the_table_overrides_it(checkpoints):
+    spec = declared(
+        "t-pre", checkpoints, timm="tf_efficientnet_lite0", weights="v1.safetensors", crop_pct=1.0
+    )
+    assert spec.preprocess is None  # collection imports no timm
+    pre = complete(spec).preprocess
+    assert (pre.size, pre.interpolation, pre.mean, pre.crop_pct) == (
+        224,
+        "bicubic",
+        (0.5, 0.5, 0.5),
+        1.0,
+    )
+
+
+def test_an_open_clip_checkpoint_declared_in_a_suite_embeds_as_the_registry_entry(tmp_path):
+    """The tiny open_clip config, its weights saved to a file: the declared entry gets
+    open_clip's preprocessing for the config and the same embeddings as the entry."""
+    entry = BACKBONES.get("test-clip")
+    tower = build_model(entry, resolve(entry))
+    torch.save(tower.clip.state_dict(), tmp_path / "clip.pt")
+    spec = complete(declared("t-clip", tmp_path, open_clip=entry.model, weights="clip.pt"))
+    assert (spec.preprocess.size, spec.preprocess.mean) == (32, entry.preprocess.mean)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(embed_one(spec, images), embed_one(entry, images))
+
+
+@pytest.mark.parametrize(
+    ("table", "error", "message"),
+    [
+        (
+            {"timm": "tf_efficientnet_lit0", "weights": "v1.safetensors"},
+            SuiteError,
+            "timm has no model 'tf_efficientnet_lit0'; did you mean tf_efficientnet_lite0",
+        ),
+        (
+            {"timm": "tf_efficientnet_lite1", "weights": "v1.safetensors"},
+            WeightsError,
+            r"do not fit tf_efficientnet_lite1: missing key 'blocks.1.2.conv_pw.weight' \(and 74",
+        ),
+        (
+            {"timm": "resnet18", "weights": "v1.safetensors"},
+            WeightsError,
+            r"do not fit resnet18: size mismatch for bn1.weight: copying a param with shape",
+        ),
+        (
+            {"timm": "tf_efficientnet_lite0", "weights": "absent.safetensors"},
+            WeightsUnavailable,
+            r"absent.safetensors does not exist",
+        ),
+    ],
+)
+def test_a_wrong_declaration_is_one_line(checkpoints, table, error, message):
+    spec = declared("t-wrong", checkpoints, **table)
+    with pytest.raises(error, match=message) as caught:
+        embed_one(complete(spec), torch.rand(1, 3, 32, 32))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('timm = "resnet18"', "needs exactly one of weights"),
+        ('timm = "resnet18"\nopen_clip = "ViT-B-32"\nweights = "random"', "one of timm"),
+        ('timm = "resnet18"\nweights = "random"\nfamily = "big"', "family = 'big' is not one of"),
+        ('timm = "resnet18"\nweights = "random"\nwidth = 3', "unknown key 'width'"),
+    ],
+)
+def test_a_backbone_table_mistake_names_the_file_and_key(tmp_path, lines, message):
+    (tmp_path / "s.toml").write_text(f"[backbones.mine]\n{lines}\n")
+    with pytest.raises(SuiteError, match=message) as caught:
+        load_suite(tmp_path / "s.toml")
+    assert str(caught.value).startswith(f"{tmp_path / 's.toml'}: [backbones.mine]")
+
+
+def test_a_random_entry_uses_a_user_file_and_a_hub_entry_without_files_says_how(
+    tmp_path, monkeypatch
+):
+    from dataclasses import replace
+
+    from harness.backbones.base import Weights
+
+    monkeypatch.setenv("SHELFBENCH_WEIGHTS", str(tmp_path))
+    spec = BACKBONES.get("test-vit")
+    torch.save(build_model(spec, resolve(spec)).state_dict(), tmp_path / "test-vit.pth")
+    assert resolve(spec).origin == "user"
+    hub = replace(spec, name="no-files", weights=Weights(source="hub"))
+    with pytest.raises(WeightsUnavailable, match="no hub hosts them for timm"):
+        resolve(hub)
+
+
+def test_entry_points_register_a_packages_backbones(monkeypatch):
+    from dataclasses import replace
+
+    from harness.backbones import declared as module
+
+    offered = replace(BACKBONES.get("test-vit"), name="from-a-package")
+
+    class Point:
+        name, value = "team", "team_models:BACKBONES"
+
+        def load(self):
+            return [offered]
+
+    monkeypatch.setattr(module, "entry_points", lambda group: [Point()])
+    module.load_entry_points.__wrapped__()
+    assert BACKBONES.get("from-a-package") == offered
+
+
+def suite(candidate: str, weights: str, models: Path) -> str:
+    """Lite0 against a candidate; pytester runs in this process, whose registry keeps
+    each run's declarations, so each candidate has its own name."""
+    return f"""
+[profile]
+n_train = 200
+n_test = 300
+image_size = 64
+crop_pct = 1.0
+
+[strategy.linear]
+C = [10.0]
+
+[backbones.team-v1]
+timm = "tf_efficientnet_lite0"
+weights = "{models / "v1.safetensors"}"
+
+[backbones.{candidate}]
+timm = "tf_efficientnet_lite0"
+weights = "{models / weights}"
+
+[[cells]]
+datasets = ["fashion-mnist"]
+backbones = ["team-v1", "{candidate}"]
+strategies = ["knn", "linear"]
+
+[upgrade]
+incumbent = "team-v1"
+candidate = "{candidate}"
+max_drop = 0.01
+"""
+
+
+def test_the_upgrade_gate_fails_a_noisy_candidate_and_passes_an_identical_one(
+    pytester, write_suite, checkpoints
+):
+    write_suite(suite("team-v2", "v2-noisy.safetensors", checkpoints))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        ["*team-v2/knn*the upgrade from team-v1 is worse: mmp@5: * → *, difference -*(95% CI*"]
+    )
+    rows = {r["id"]: r for r in json.loads(Path("reports/latest.json").read_text())["cells"]}
+    (knn,) = [c for c in rows["fashion-mnist/team-v2/knn"]["upgrade"] if c["metric"] == "mmp@5"]
+    assert knn["regression"] and knn["high"] < -0.01
+    assert "## Upgrade" in Path("reports/latest.md").read_text()
+
+    write_suite(suite("team-v1-copy", "v1-copy.safetensors", checkpoints))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=4)
+    rows = {r["id"]: r for r in json.loads(Path("reports/latest.json").read_text())["cells"]}
+    for strategy in ("knn", "linear"):
+        (gated,) = rows[f"fashion-mnist/team-v1-copy/{strategy}"]["upgrade"]
+        assert gated["diff"] == 0.0 and gated["verdict"] == "no significant change"
+
+
+def test_list_backbones_shows_a_suites_own(tmp_path, checkpoints, capsys):
+    from harness.cli import main
+
+    weights = checkpoints / "v1.safetensors"
+    (tmp_path / "s.toml").write_text(
+        f'[backbones.team-list]\ntimm = "tf_efficientnet_lite0"\nweights = "{weights}"\n'
+    )
+    main(["list", "backbones", "--suite", str(tmp_path / "s.toml")])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("team-list"))
+    assert "tf_efficientnet_lite0" in line and "from model" in line and "suite" in line
