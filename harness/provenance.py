@@ -54,10 +54,14 @@ def now() -> str:
 
 
 def run_provenance(root: Path) -> dict[str, object]:
+    """What a run was: shelfbench's version (and commit, from a checkout), the project it
+    ran in (pytest's rootdir, usually the team's repository) and that project's commit."""
     return {
         "harness": __version__,
+        "harness_git_commit": git_commit(Path(__file__).parent),
         "python": platform.python_version(),
         **library_versions(),
+        "project": str(root),
         "git_commit": git_commit(root),
         "host": platform.node(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

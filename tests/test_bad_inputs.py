@@ -335,3 +335,45 @@ def test_a_cell_missing_from_the_baseline_is_warned_about(pytester, write_suite)
     result = pytester.runpytest("--shelf-baseline", str(baseline))
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["warning *linear: not in the baseline *b.json, so not gated*"])
+
+
+def integer_shards(root: Path, labels: list[int]) -> None:
+    """WebDataset shards whose samples carry integer .cls labels."""
+    samples = root / "samples"
+    for i, label in enumerate(labels):
+        colour_images(samples / "items", {f"{i:04d}.jpg": (20 * label, 0, 0)})
+        (samples / "items" / f"{i:04d}.cls").write_text(str(label))
+    for split in ("train", "test"):
+        with tarfile.open(root / f"{split}-000.tar", "w") as tar:
+            tar.add(samples, arcname=".")
+
+
+SHARDS = {"format": "webdataset", "root": ".", "splits": {"train": "train-*", "test": "test-*"}}
+
+
+def test_class_names_name_integer_labels_in_their_integer_order(tmp_path):
+    """Labels 0..10 sort as integers (10 after 9, not after 1), and line k names label k,
+    so zero-shot prompts read 'a photo of a shirt.', not 'a photo of a 3.'."""
+    integer_shards(tmp_path, [3, 10, 9, 0])
+    names = [f"name{k}" for k in range(11)]
+    (tmp_path / "classnames.txt").write_text("\n".join(names) + "\n")
+    from_file = user_dataset("named", {**SHARDS, "class_names": "classnames.txt"}, tmp_path)
+    assert from_file.open().classes == ("name0", "name3", "name9", "name10")
+    inline = user_dataset("inline", {**SHARDS, "class_names": names}, tmp_path)
+    assert inline.open().classes == ("name0", "name3", "name9", "name10")
+    assert user_dataset("plain", SHARDS, tmp_path).open().classes == ("0", "3", "9", "10")
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["a", "b"], r"has 2 names, but the labels run from 0 to 10; line k names label k"),
+        ("absent.txt", r"absent.txt: No such file or directory"),
+        (3, "class_names is a file"),
+    ],
+)
+def test_class_names_that_do_not_fit_are_one_line(tmp_path, names, message):
+    integer_shards(tmp_path, [0, 10])
+    with pytest.raises(DatasetError, match=message) as caught:
+        user_dataset("bad-names", {**SHARDS, "class_names": names}, tmp_path).open()
+    assert "\n" not in str(caught.value)

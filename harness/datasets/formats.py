@@ -10,6 +10,8 @@ A suite declares a dataset in one of them with a few lines and no Python::
     id = "product_id"           # optional: relevance by this column instead of the label
     splits = { train = "train", test = "test" }
     protocol = "split"          # split | leave-one-out | query-gallery
+    class_names = "classnames.txt"  # optional, for integer labels: line k names label k
+                                    # (relative to the suite file), or an inline list
 
 ``splits`` maps each split to a sub-folder (imagefolder), a split-column value or list of
 values (csv/jsonl; column ``split``), or shard glob (webdataset). Under query-gallery, the
@@ -24,6 +26,7 @@ import csv
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -256,7 +259,7 @@ def user_dataset(name: str, table: Mapping[str, Any], base: Path) -> DatasetSpec
         raise DatasetError(
             f"dataset {name!r}: format must be one of {sorted(FORMATS)}, not {fmt!r}"
         )
-    allowed = {"format", "root", "splits", "protocol", "domain", *KEYS[fmt]}
+    allowed = {"format", "root", "splits", "protocol", "domain", "class_names", *KEYS[fmt]}
     unknown = set(table) - allowed
     if unknown:
         raise DatasetError(
@@ -272,22 +275,66 @@ def user_dataset(name: str, table: Mapping[str, Any], base: Path) -> DatasetSpec
     if fmt == "jsonl":
         extra.setdefault("manifest_file", "manifest.jsonl")
     root = (base / table["root"]).resolve()
+    names = table.get("class_names")
+    if isinstance(names, str):
+        names = (base / names).resolve()
+    elif isinstance(names, list) and all(isinstance(n, str) for n in names):
+        names = tuple(names)
+    elif names is not None:
+        raise DatasetError(
+            f"dataset {name!r}: class_names is a file (one name per line) or a list of strings"
+        )
     return DatasetSpec(
         name=name,
         domain=table.get("domain", "catalogue"),
         classes=(),
         splits=tuple(splits),
         protocol=protocol,
-        open=partial(_open, name, fmt, root, tuple(splits.items()), tuple(extra.items())),
+        open=partial(_open, name, fmt, root, tuple(splits.items()), tuple(extra.items()), names),
         source=f"{fmt} at {root}",
     )
 
 
 @cache
 def _open(
-    name: str, fmt: str, root: Path, splits: tuple[Any, ...], extra: tuple[Any, ...]
+    name: str,
+    fmt: str,
+    root: Path,
+    splits: tuple[Any, ...],
+    extra: tuple[Any, ...],
+    class_names: Path | tuple[str, ...] | None = None,
 ) -> Dataset:
-    return FORMATS[fmt](name, root, dict(splits), **dict(extra))
+    dataset = FORMATS[fmt](name, root, dict(splits), **dict(extra))
+    if class_names is None:
+        return dataset
+    return replace(dataset, classes=named(dataset, class_names))
+
+
+def named(dataset: Dataset, class_names: Path | tuple[str, ...]) -> tuple[str, ...]:
+    """The classes of a dataset whose labels are integers, named: label k by the k-th
+    name (``class_names``, a file of one name per line or the names themselves)."""
+    where = f"dataset {dataset.name!r}: class_names"
+    if isinstance(class_names, Path):
+        try:
+            lines = class_names.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise DatasetError(f"{where} {class_names}: {exc.strerror}") from None
+        names = tuple(line.strip() for line in lines if line.strip())
+        where = f"{where} {class_names}"
+    else:
+        names = class_names
+    if not all(c.lstrip("-").isdigit() for c in dataset.classes):
+        raise DatasetError(
+            f"{where}: the labels are already names ({', '.join(dataset.classes[:3])}, ...); "
+            "class_names names integer labels"
+        )
+    labels = [int(c) for c in dataset.classes]
+    if min(labels) < 0 or max(labels) >= len(names):
+        raise DatasetError(
+            f"{where} has {len(names)} names, but the labels run from {min(labels)} to "
+            f"{max(labels)}; line k names label k"
+        )
+    return tuple(names[label] for label in labels)
 
 
 def register_user_dataset(spec: DatasetSpec) -> None:
