@@ -15,6 +15,7 @@ import numpy as np
 
 from harness import cost, search
 from harness.backbones import BACKBONES
+from harness.backbones.adapters import has_text
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.declared import complete
 from harness.backbones.weights import resolve
@@ -25,6 +26,7 @@ from harness.embeddings import Embedded, embed, embed_texts
 from harness.errors import DatasetError
 from harness.extract import device, resolve_precision
 from harness.finetune import Run, Tuned, finetune
+from harness.gallery import has_gallery, sample_and_worst
 from harness.metrics import METRICS
 from harness.stats import bootstrap_ci, paired_difference, summarise
 from harness.strategies import Features, Outcome, Tuning, parse_strategy
@@ -64,6 +66,7 @@ class CellResult:
     warnings: list[str]
     precision: str
     index: dict[str, Any]
+    gallery: dict[str, Any]
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -276,6 +279,14 @@ def sanity_warnings(metrics: dict[str, float], n_classes: int) -> list[str]:
     ]
 
 
+def to_dataset_indices(items: dict[str, np.ndarray], test: Embedded, gallery: Embedded) -> None:
+    """Turn a gallery's positions among the features into dataset indices of the split
+    (test for queries; train or test for neighbours), which a report can show."""
+    items["query"] = test.indices[items["query"]]
+    top = items["top5"]
+    items["top5"] = np.where(top >= 0, gallery.indices[np.maximum(top, 0)], -1)
+
+
 def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     start = time.perf_counter()
     cost.reset_peaks()
@@ -300,7 +311,7 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         test.labels,
         len(classes),
         classes,
-        partial(embed_texts, spec, cache_root=cache_root) if spec.source == "open_clip" else None,
+        partial(embed_texts, spec, cache_root=cache_root) if has_text(spec) else None,
         tuned.head if tuned is not None and tuning and tuning.dataset is None else None,
         dataset.protocol,
         train.ids,
@@ -308,6 +319,10 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         test.query,
     )
     outcome = strategy.run(features, cell.params)
+    gallery_split = train if dataset.protocol == "split" else test
+    for items in (outcome.items, outcome.reference):
+        if items is not None and has_gallery(items):
+            to_dataset_indices(items, test, gallery_split)
     metrics = outcome.metrics
     gate = cell.gate
     ci = {m: list(bootstrap_ci(outcome.items, m, gate.resamples, gate.seed)) for m in metrics}
@@ -370,4 +385,5 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         + ([] if spec.family == "untrained" else sanity_warnings(metrics, len(classes))),
         precision=str(test.key["precision"]),
         index=index,
+        gallery=sample_and_worst(outcome.items) if has_gallery(outcome.items) else {},
     )

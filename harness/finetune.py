@@ -25,6 +25,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from harness.backbones.adapters import adapter
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights, file_sha256
 from harness.cache import atomic_write, digest
@@ -96,41 +97,24 @@ def augment(
 
 def trainable(model: torch.nn.Module, spec: BackboneSpec, blocks: int | None) -> list[Any]:
     """Mark what trains (all of the image model, or its last ``blocks`` blocks and what
-    follows them) and return those parameters. Blocks are timm's coarse parameter groups
-    (the groups of its layer-wise decay) and open_clip's ViT residual blocks."""
+    follows them, as the library's adapter defines blocks) and return those parameters."""
     model.requires_grad_(False)
-    image = image_model(model, spec)
+    library = adapter(spec)
     if blocks is None:
-        image.requires_grad_(True)
-    elif spec.source == "open_clip":
-        if not hasattr(image, "transformer"):
-            raise SuiteError(f"partial:{blocks}: {spec.name}'s image tower is not a ViT")
-        _check_blocks(spec, blocks, len(image.transformer.resblocks))
-        # open_clip's own lock: its groups are the stem, each block and the projection,
-        # the last block's group also holding the final norm.
-        image.lock(unlocked_groups=blocks + 1)
+        library.image_model(model).requires_grad_(True)
+    elif library.unfreeze is None:
+        raise SuiteError(
+            f"partial:{blocks}: {spec.name} is not a timm or open_clip model, so its blocks "
+            "are unknown; fine-tune all of it (finetune) instead"
+        )
     else:
-        from timm.models import group_parameters
-
-        # Group 0 is the stem; timm folds what follows the last block into its group.
-        groups = list(group_parameters(model, model.group_matcher(coarse=True)).values())
-        _check_blocks(spec, blocks, len(groups) - 1)
-        names = {n for group in groups[-blocks:] for n in group}
-        for name, p in model.named_parameters():
-            p.requires_grad = name in names
+        library.unfreeze(model, spec, blocks)
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def image_model(model: torch.nn.Module, spec: BackboneSpec) -> torch.nn.Module:
     """The part of ``model`` that embeds images (an open_clip model's visual tower)."""
-    return model.clip.visual if spec.source == "open_clip" else model
-
-
-def _check_blocks(spec: BackboneSpec, blocks: int, available: int) -> None:
-    if not 1 <= blocks <= available:
-        raise SuiteError(
-            f"partial:{blocks}: {spec.name} has {available} blocks; use 1..{available}"
-        )
+    return adapter(spec).image_model(model)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import pytest
 
 from harness.baseline import BaselineError, Run, compare_cell, load_run
 from harness.errors import ShelfbenchError, Unavailable
+from harness.gallery import changed
 from harness.paths import cache_root
 from harness.provenance import now, run_provenance
 
@@ -145,6 +146,7 @@ def load_cells(path: Path) -> tuple[Any, ...]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     from harness.backbones import BACKBONES
+    from harness.backbones.adapters import has_text
     from harness.suite import Cell
 
     for item in items:
@@ -152,7 +154,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if isinstance(cell, Cell):
             spec = BACKBONES.get(cell.backbone)
             markers = ["shelfbench", spec.family, spec.kind]
-            for marker in markers + (["clip"] if spec.source == "open_clip" else []):
+            for marker in markers + (["clip"] if has_text(spec) else []):
                 item.add_marker(marker)
             static = {
                 "id": cell.id,
@@ -281,6 +283,8 @@ class Bench:
         except BaselineError as exc:
             return [str(exc)]
         row["baseline"] = [{**vars(c), "verdict": c.verdict} for c in comparisons]
+        if moved := changed(baseline.items[cell.id], result.items):
+            row["changed"] = {"against": f"{cell.id} in {baseline.path}", **moved}
         return [
             f"regression against {baseline.path}: {c.line()}" for c in comparisons if c.regression
         ]

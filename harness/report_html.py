@@ -21,9 +21,14 @@ from harness.report import (
 )
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}
+table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;overflow-x:auto}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}img{max-width:100%}"""
+td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.row{display:flex;align-items:flex-end;gap:6px;margin:4px 0}
+.row figure{margin:0;text-align:center;font-size:10px}
+.thumb{border:3px solid;display:block;image-rendering:pixelated}
+.note{width:150px;font-size:11px;align-self:center}
+.pair{border-top:1px solid #ccc;padding:4px 0}"""
 
 
 def _png(figure: Any) -> str:
@@ -73,7 +78,8 @@ def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
 
 
 def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
-    """Accuracy against compute seconds (log scale), the Pareto front drawn."""
+    """Accuracy against compute seconds (log scale where they span more than 10x), the
+    Pareto front drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +95,9 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
     for point, row in zip(points, cells, strict=True):
         ax.annotate(row["backbone"], point, fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.plot(*zip(*(points[i] for i in front), strict=True), "k--", lw=1, label="Pareto front")
-    ax.set_xscale("log")
+    costs = [p[0] for p in points]
+    if max(costs) > 10 * min(costs):  # a log axis only where costs span orders of magnitude
+        ax.set_xscale("log")
     ax.set_xlabel("compute seconds (embed + train + eval)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{dataset}: cost against quality")
@@ -149,9 +157,15 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             upgrade_table(rows, "html"),
         ]
     exact = [r for r in done if not r.get("index")]
-    if exact:
+    # A heat map needs two backbones or two datasets to compare; one cell is one square.
+    mapped = [
+        strategy
+        for strategy in sorted({r["strategy"] for r in exact})
+        if len({(r["backbone"], r["dataset"]) for r in exact if r["strategy"] == strategy}) > 1
+    ]
+    if mapped:
         parts.append("<h2>Accuracy by backbone and dataset</h2>")
-        parts += [heat_map(exact, s) for s in sorted({r["strategy"] for r in exact})]
+        parts += [heat_map(exact, strategy) for strategy in mapped]
     for dataset in sorted({r["dataset"] for r in rows}):
         subset = [r for r in rows if r["dataset"] == dataset]
         parts += [
@@ -164,8 +178,9 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             parts += [
                 "<p>95% bootstrap intervals over test items, and compute cost:</p>",
                 interval_table(scored, main, "html"),
-                scatter(scored, dataset),
             ]
+            if len([r for r in scored if "accuracy" in r.get("metrics", {})]) > 1:
+                parts.append(scatter(scored, dataset))
             if any(r.get("cost") for r in scored):
                 parts += [
                     "<p>Cost against quality (★: on the Pareto front):</p>",
@@ -180,6 +195,7 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 ]
                 if len(indexed) > 1:
                     parts.append(index_plot(indexed, dataset))
+        parts += [galleries(row) for row in subset if row.get("gallery")]
         for row in subset:
             for warning in row.get("warnings", []):
                 parts.append(f"<p><code>{row['id']}</code> warning: {escape.escape(warning)}</p>")
@@ -189,3 +205,80 @@ def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                     f"{escape.escape(row['message'])}</p>"
                 )
     return "\n".join(parts) + "\n"
+
+
+def _thumbnail(image: Any, border: str) -> str:
+    """A 64-px thumbnail as an embedded PNG with a coloured border."""
+    image = image.copy()
+    image.thumbnail((64, 64))
+    if min(image.size) < 48:  # tiny images (Fashion-MNIST's 28 px) upscaled to be seen
+        scale = 48 / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return (
+        f'<img class="thumb" style="border-color:{border}" alt="" '
+        f'src="data:image/png;base64,{data}">'
+    )
+
+
+def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, note: str) -> str:
+    """One query and its top five neighbours: green border where relevant, red where not."""
+    test, gallery = dataset.split("test"), dataset.split(gallery_split)
+    query = shown["queries"][i]
+    label = dataset.classes[test.labels[query]] if dataset.classes else test.labels[query]
+    first = shown["first_hit"][i]
+    hit = f"first relevant at rank {first + 1}" if first >= 0 else "no relevant item ranked"
+    cells = [
+        f"<figure>{_thumbnail(test.image(query), '#888')}"
+        f"<figcaption>query {query}<br>{escape.escape(str(label))}</figcaption></figure>"
+    ]
+    for rank, (item, relevant) in enumerate(
+        zip(shown["top5"][i], shown["relevant"][i], strict=True)
+    ):
+        if item < 0:
+            cells.append("<figure><figcaption>not found</figcaption></figure>")
+            continue
+        colour = "#2a2" if relevant else "#d33"
+        cells.append(
+            f"<figure>{_thumbnail(gallery.image(item), colour)}"
+            f"<figcaption>{rank + 1}: {item}</figcaption></figure>"
+        )
+    note = f'<span class="note">{escape.escape(note)}: {hit}</span>'
+    return f'<div class="row">{note}{"".join(cells)}</div>'
+
+
+def galleries(row: dict[str, Any]) -> str:
+    """A retrieval cell's pictures: sampled and worst-ranked queries with their top five,
+    and, against an incumbent or a baseline, the queries whose first hit moved most."""
+    from harness.datasets import open_dataset
+    from harness.errors import ShelfbenchError
+
+    try:
+        dataset = open_dataset(row["dataset"])
+    except ShelfbenchError as exc:
+        return f"<p>No gallery for <code>{row['id']}</code>: {escape.escape(str(exc))}</p>"
+    split = "train" if row.get("protocol") == "split" else "test"
+    parts = [f"<h3>What <code>{row['id']}</code> retrieves</h3>"]
+    gallery = row["gallery"]
+    for kind, title in (
+        ("sample", "a seeded sample of queries"),
+        ("worst", "the worst-ranked queries"),
+    ):
+        shown = gallery[kind]
+        parts.append(f"<p>{title.capitalize()} (green: relevant, red: not):</p>")
+        parts += [_query_row(dataset, split, shown, i, kind) for i in range(len(shown["queries"]))]
+    moved = row.get("changed")
+    if moved:
+        parts.append(
+            f"<h3>What changed against <code>{escape.escape(moved['against'])}</code></h3>"
+            "<p>The queries whose first relevant neighbour moved most: the old neighbours "
+            "above the new.</p>"
+        )
+        for i in range(len(moved["new"]["queries"])):
+            parts.append('<div class="pair">')
+            parts.append(_query_row(dataset, split, moved["old"], i, "before"))
+            parts.append(_query_row(dataset, split, moved["new"], i, "after"))
+            parts.append("</div>")
+    return "\n".join(parts)

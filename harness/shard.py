@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backbones import BACKBONES
+from harness.backbones.adapters import has_text
 from harness.cell import items, preprocess
 from harness.datasets import open_dataset
 from harness.embeddings import embed
@@ -44,7 +45,7 @@ def selected(cells: tuple[Cell, ...], expression: str | None) -> list[Cell]:
     chosen = []
     for cell in cells:
         spec = BACKBONES.get(cell.backbone)
-        clip = ["clip"] if spec.source == "open_clip" else []
+        clip = ["clip"] if has_text(spec) else []
         words = [w.lower() for w in (cell.id, spec.family, spec.kind, *clip)]
         if compiled.evaluate(lambda name, words=words: any(name.lower() in w for w in words)):
             chosen.append(cell)

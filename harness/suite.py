@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.backbones import BACKBONES
+from harness.backbones.adapters import has_text
 from harness.backbones.declared import (
     BackboneTable,
     declared_backbone,
@@ -247,17 +248,17 @@ def load_suite(path: Path) -> Suite:
         for dataset, backbone, strategy_name in product:
             try:
                 DATASETS.get(dataset)
-                source = BACKBONES.get(backbone).source
+                spec = BACKBONES.get(backbone)
                 strategy, _ = parse_strategy(strategy_name)
                 own = {**tables.get(strategy.name, {}), **group.strategy.get(strategy.name, {})}
                 params = strategy.params({**tables.get(strategy.inherits, {}), **own})
                 variants = strategy.cells(params)
             except ShelfbenchError as exc:
                 raise SuiteError(f"{path}: {exc}") from None
-            if strategy.needs_text and source != "open_clip":
+            if strategy.needs_text and not has_text(spec):
                 raise SuiteError(
                     f"{path}: {strategy_name} needs a text tower; {backbone} is "
-                    f"an image-only {source} model"
+                    f"an image-only {spec.source} model"
                 )
             cells += [
                 Cell(

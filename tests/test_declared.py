@@ -1,6 +1,7 @@
 """A team's own models: backbones declared in a suite file (timm checkpoints written here,
 with and without a head), their errors, entry points, and the [upgrade] gate."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -240,3 +241,72 @@ def test_list_backbones_shows_a_suites_own(tmp_path, checkpoints, capsys):
     main(["list", "backbones", "--suite", str(tmp_path / "s.toml")])
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("team-list"))
     assert "tf_efficientnet_lite0" in line and "from model" in line and "suite" in line
+
+
+ENCODER = """
+import torch
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def build():
+    return Encoder()
+
+
+def not_a_module():
+    return "nope"
+"""
+
+
+def test_a_teams_own_encoder_declared_as_a_module_runs_a_cell(tmp_path, monkeypatch):
+    """module = "pkg:function": the factory's module, its preprocessing from the table,
+    its width from a forward pass, and its weights file loaded strictly."""
+    from harness.cell import run_cell
+
+    (tmp_path / "team_encoders.py").write_text(ENCODER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("team_encoders")
+    torch.manual_seed(1)
+    torch.save(module.Encoder().state_dict(), tmp_path / "encoder.pt")
+    (tmp_path / "s.toml").write_text(
+        """
+[backbones.team-encoder]
+module = "team_encoders:build"
+weights = "encoder.pt"
+image_size = 32
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+
+[backbones.team-broken]
+module = "team_encoders:not_a_module"
+image_size = 32
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+
+[[cells]]
+datasets = ["synthetic-products"]
+backbones = ["team-encoder", "team-broken"]
+strategies = ["knn"]
+"""
+    )
+    good, broken = load_suite(tmp_path / "s.toml").cells
+    result = run_cell(good, tmp_path / "cache")
+    assert (
+        result.preprocess["size"] == 32
+        and result.weights_sha256 == resolve(BACKBONES.get("team-encoder")).sha256
+    )
+    with pytest.raises(WeightsError, match=r"not_a_module\(\) returned str, not a torch.nn.Module"):
+        run_cell(broken, tmp_path / "cache")
+
+
+def test_a_module_entry_must_declare_its_preprocessing(tmp_path):
+    (tmp_path / "s.toml").write_text('[backbones.m]\nmodule = "x:build"\nimage_size = 32\n')
+    with pytest.raises(SuiteError, match="a module entry declares its preprocessing"):
+        load_suite(tmp_path / "s.toml")

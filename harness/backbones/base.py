@@ -11,7 +11,7 @@ FAMILIES = ("supervised", "ssl", "contrastive", "untrained")
 KINDS = ("cnn", "vit")
 INTERPOLATIONS = ("bilinear", "bicubic")
 RESIZE_MODES = ("shortest", "squash")
-SOURCES = ("timm", "open_clip")
+SOURCES = ("timm", "open_clip", "module")  # module: a team's own factory, "pkg.mod:build"
 WEIGHT_SOURCES = ("hub", "package", "file", "random")
 
 

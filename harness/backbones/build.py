@@ -90,16 +90,52 @@ def _team_checkpoint(spec: BackboneSpec, path: Path, classes: dict[str, Any]) ->
     import timm
 
     model = timm.create_model(spec.model, pretrained=False, **classes)
-    state = _load_state(path)
-    for key in ("state_dict", "model"):
-        if isinstance(state.get(key), dict):
-            state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = _unwrapped(_load_state(path))
     heads = model.pretrained_cfg.get("classifier") or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
     if classes.get("num_classes") == 0:
         state = {k: v for k, v in state.items() if not k.startswith(tuple(f"{h}." for h in heads))}
     _strict(model, state, spec, path)
+    return model
+
+
+def _unwrapped(state: dict[str, Any]) -> dict[str, Any]:
+    """A training checkpoint's state dict: ``{"state_dict": ...}`` or ``{"model": ...}``
+    unwrapped and DDP's ``module.`` prefix removed."""
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _module(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.Module:
+    """A team's encoder from its factory ``package.module:function`` (called with no
+    arguments, after seeding torch), its weights file loaded strictly if one is given.
+    Without a ``num_features`` attribute, the width is read from one forward pass."""
+    import importlib
+
+    import torch
+
+    if head:
+        raise WeightsError(f"{spec.name} is a module entry: it has no classifier head")
+    module_name, _, function = spec.model.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as exc:
+        raise WeightsError(f"backbone {spec.name}: cannot import {spec.model}: {exc}") from None
+    torch.manual_seed(spec.weights.seed)
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise WeightsError(
+            f"backbone {spec.name}: {spec.model}() returned {type(model).__name__}, not a "
+            "torch.nn.Module whose forward gives the embedding"
+        )
+    if weights.path is not None:
+        _strict(model, _unwrapped(_load_state(weights.path)), spec, weights.path)
+    if not hasattr(model, "num_features"):
+        size = spec.preprocess.size if spec.preprocess else 224
+        with torch.no_grad():
+            model.num_features = int(model.eval()(torch.zeros(1, 3, size, size)).shape[-1])
     return model
 
 
@@ -177,6 +213,7 @@ def _open_clip(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torc
 SOURCES: dict[str, Callable[[BackboneSpec, ResolvedWeights, bool], torch.nn.Module]] = {
     "timm": _timm,
     "open_clip": _open_clip,
+    "module": _module,
 }
 
 

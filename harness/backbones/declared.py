@@ -2,8 +2,10 @@
 ``[backbones.NAME]`` tables, and entries an installed package registers through the
 ``shelfbench.backbones`` entry-point group.
 
-A declared backbone names its library's model (``timm = "vit_small_patch16_224"``, or
-``open_clip = "ViT-B-32"``) and where its weights are: a file beside the suite
+A declared backbone names its library's model (``timm = "vit_small_patch16_224"``,
+``open_clip = "ViT-B-32"``, or a team's own factory ``module = "pkg.encoders:build"``,
+which returns a ``torch.nn.Module`` whose forward gives the embedding and declares its
+preprocessing) and where its weights are: a file beside the suite
 (``weights = "models/v2.safetensors"``), a Hugging Face repo read from the local cache
 (``hf_hub = "org/repo"``), or ``weights = "random"``. Preprocessing comes from the
 library's pretrained config when the model runs (never at collection, which imports no
@@ -40,6 +42,7 @@ class BackboneTable:
 
     timm: str | None = None
     open_clip: str | None = None
+    module: str | None = None
     pretrained: str = ""
     weights: str | None = None
     hf_hub: str | None = None
@@ -56,11 +59,16 @@ class BackboneTable:
 def declared_backbone(name: str, table: BackboneTable, base: Path) -> BackboneSpec:
     """The registry entry for a suite's ``[backbones.NAME]`` (paths relative to ``base``)."""
     where = f"[backbones.{name}]"
-    sources = [s for s in ("timm", "open_clip") if getattr(table, s)]
+    sources = [s for s in ("timm", "open_clip", "module") if getattr(table, s)]
     if len(sources) != 1:
-        raise SuiteError(f"{where} names its model with one of timm = '...' or open_clip = '...'")
+        raise SuiteError(
+            f"{where} names its model with one of timm = '...', open_clip = '...' or "
+            "module = 'package.module:function'"
+        )
     (source,) = sources
     model = getattr(table, source)
+    if source == "module" and table.hf_hub is None and table.weights is None:
+        table = replace(table, weights="random")  # the factory's own initialisation
     if (table.weights is None) == (table.hf_hub is None):
         raise SuiteError(
             f"{where} needs exactly one of weights = 'path/to/file.safetensors' (or 'random') "
@@ -90,6 +98,9 @@ def declared_backbone(name: str, table: BackboneTable, base: Path) -> BackboneSp
         for key in ("image_size", "crop_pct", "mean", "std", "interpolation", "pooling")
         if (value := getattr(table, key)) is not None
     }
+    preprocess = None  # from the library's config, at run time
+    if source == "module":
+        preprocess = _module_preprocess(where, table)
     return BackboneSpec(
         name=name,
         family=table.family,
@@ -97,12 +108,28 @@ def declared_backbone(name: str, table: BackboneTable, base: Path) -> BackboneSp
         source=source,
         model=model,
         weights=weights,
-        preprocess=None,
+        preprocess=preprocess,
         embed_dim=0,
         pooling=table.pooling or ("encode_image" if source == "open_clip" else "default"),
         pretrained=table.pretrained,
         notes="declared in a suite file",
         overrides=tuple(sorted(overrides.items())),
+    )
+
+
+def _module_preprocess(where: str, table: BackboneTable) -> Preprocess:
+    """A module entry's preprocessing: no library says it, so the table must."""
+    if table.image_size is None or table.mean is None or table.std is None:
+        raise SuiteError(
+            f"{where}: a module entry declares its preprocessing: image_size, mean and std "
+            "(and optionally crop_pct, default 1.0, and interpolation, default bicubic)"
+        )
+    return Preprocess(
+        table.image_size,
+        table.interpolation or "bicubic",
+        mean=tuple(table.mean),  # type: ignore[arg-type]
+        std=tuple(table.std),  # type: ignore[arg-type]
+        crop_pct=1.0 if table.crop_pct is None else table.crop_pct,
     )
 
 

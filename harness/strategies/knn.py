@@ -16,12 +16,18 @@ from harness.search import Ranker, rank, relevance
 from harness.stats import ranked_items, retrieval_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 
+# Neighbours kept per query for the report's galleries.
+SHOWN = 5
+
 
 @dataclass(frozen=True)
 class Ranking:
     """The ranked gallery of each query: which test items query (``queries``), the top
     ``scores`` and the labels of those neighbours, and the per-query retrieval metrics
-    (queries with no relevant item in the gallery are left out of them)."""
+    (queries with no relevant item in the gallery are left out of them) with, for those
+    queries, their position among the test items, the rank of their first relevant
+    neighbour (-1: none within the ranking) and their top five neighbours' positions among
+    the gallery's items (train under the split protocol, else test) and relevance."""
 
     queries: np.ndarray
     scores: np.ndarray
@@ -61,9 +67,15 @@ def retrieval(
     keep = n_relevant > 0
     relevant, n_relevant = relevant[keep], n_relevant[keep]
     neighbour_labels = np.where(found, labels[indices], -1)
-    return Ranking(
-        queries, scores, indices, neighbour_labels, retrieval_items(relevant, n_relevant)
-    )
+    top = indices[keep, :SHOWN]
+    shown = {  # what a report's gallery shows: positions in the test and gallery features
+        "query": queries[keep],
+        "first_hit": np.where(relevant.any(axis=1), relevant.argmax(axis=1), -1),
+        "top5": np.where(top >= 0, gallery[np.maximum(top, 0)], -1),
+        "top5_relevant": relevant[:, :SHOWN],
+    }
+    items = {**retrieval_items(relevant, n_relevant), **shown}
+    return Ranking(queries, scores, indices, neighbour_labels, items)
 
 
 def _drop_self(
