@@ -42,6 +42,16 @@ def _png(figure: Any) -> str:
     )
 
 
+def _finish(figure: Any, ax: Any, xlabel: str, ylabel: str, title: str) -> str:
+    """Label a plot, add its legend and grid, and embed it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(figure)
+
+
 def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
     """Backbone × dataset accuracy of one strategy."""
     import matplotlib
@@ -98,12 +108,13 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
     costs = [p[0] for p in points]
     if max(costs) > 10 * min(costs):  # a log axis only where costs span orders of magnitude
         ax.set_xscale("log")
-    ax.set_xlabel("compute seconds (embed + train + eval)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{dataset}: cost against quality")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    return _finish(
+        fig,
+        ax,
+        "compute seconds (embed + train + eval)",
+        "accuracy",
+        f"{dataset}: cost against quality",
+    )
 
 
 def index_plot(rows: list[dict[str, Any]], dataset: str) -> str:
@@ -126,12 +137,13 @@ def index_plot(rows: list[dict[str, Any]], dataset: str) -> str:
         front = [shown[i] for i in pareto_front(points)]
         ax.plot(*zip(*front, strict=True), "--", lw=1, color=dots.get_facecolor()[0])
     ax.set_yscale("log")
-    ax.set_xlabel("neighbour recall@10 (overlap with exact search's top 10)")
-    ax.set_ylabel("queries per second (batched)")
-    ax.set_title(f"{dataset}: recall against speed (dashed: Pareto front)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    return _finish(
+        fig,
+        ax,
+        "neighbour recall@10 (overlap with exact search's top 10)",
+        "queries per second (batched)",
+        f"{dataset}: recall against speed (dashed: Pareto front)",
+    )
 
 
 def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
