@@ -250,6 +250,8 @@ class Bench:
             }
             for c in comparisons
         ]
+        if moved := changed(incumbent.items, result.items):
+            row["changed"] = {"against": cell.incumbent.id, **moved}
         return [
             f"the upgrade from {cell.incumbent.backbone} is worse: {c.line()}"
             for c in comparisons

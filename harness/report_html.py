@@ -69,7 +69,10 @@ def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
             "accuracy"
         ]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(datasets), 0.8 + 0.45 * len(backbones)))
-    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    # The colours span the values shown, so a difference of a point is visible.
+    low, high = float(np.nanmin(grid)), float(np.nanmax(grid))
+    low, high = (low - 0.01, high + 0.01) if high - low < 0.01 else (low, high)
+    image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, aspect="auto")
     ax.set_xticks(range(len(datasets)), datasets)
     ax.set_yticks(range(len(backbones)), backbones)
     for (i, j), value in np.ndenumerate(grid):
@@ -80,7 +83,7 @@ def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
                 f"{value:.3f}",
                 ha="center",
                 va="center",
-                color="white" if value < 0.6 else "black",
+                color="white" if value < (low + high) / 2 else "black",
             )
     ax.set_title(f"{strategy}: accuracy")
     fig.colorbar(image, ax=ax)

@@ -220,6 +220,10 @@ def test_the_upgrade_gate_fails_a_noisy_candidate_and_passes_an_identical_one(
     rows = {r["id"]: r for r in json.loads(Path("reports/latest.json").read_text())["cells"]}
     (knn,) = [c for c in rows["fashion-mnist/team-v2/knn"]["upgrade"] if c["metric"] == "mmp@5"]
     assert knn["regression"] and knn["high"] < -0.01
+    moved = rows["fashion-mnist/team-v2/knn"]["changed"]  # the "what changed" gallery
+    assert moved["against"] == "fashion-mnist/team-v1/knn" and moved["new"]["queries"]
+    assert moved["old"]["queries"] == moved["new"]["queries"]
+    assert "What changed against" in Path("reports/latest.html").read_text()
     assert "## Upgrade" in Path("reports/latest.md").read_text()
 
     write_suite(suite("team-v1-copy", "v1-copy.safetensors", checkpoints))
