@@ -287,6 +287,28 @@ def to_dataset_indices(items: dict[str, np.ndarray], test: Embedded, gallery: Em
     items["top5"] = np.where(top >= 0, gallery.indices[np.maximum(top, 0)], -1)
 
 
+def index_report(cell: Cell, outcome: Outcome, metrics: dict[str, float]) -> dict[str, Any]:
+    """What an approximate index cost the cell: its own report, the exact metrics, and the
+    loss of every metric (exact − index, positive where the index does worse, with the
+    paired bootstrap interval): a deep metric (MAP@R) can fall while the main one holds.
+    Empty for exact search."""
+    if outcome.index is None or outcome.reference is None:
+        return {}
+    gate = cell.gate
+    loss = {}
+    for metric in metrics:
+        diff, low, high = paired_difference(
+            outcome.items, outcome.reference, metric, gate.resamples, gate.seed
+        )
+        loss[metric] = {"value": diff, "low": low, "high": high}
+    return {
+        **outcome.index,
+        "exact_metrics": summarise(outcome.reference),
+        "loss": loss,
+        "max_index_loss": cell.params.get("max_index_loss"),
+    }
+
+
 def run_cell(cell: Cell, cache_root: Path) -> CellResult:
     start = time.perf_counter()
     cost.reset_peaks()
@@ -332,22 +354,6 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         **outcome.seconds,
         "total": time.perf_counter() - start,
     }
-    index = {}
-    if outcome.index is not None and outcome.reference is not None:
-        # the loss is exact − index, positive where the index does worse, for every
-        # metric: a deep one (MAP@R) can fall while the main one (mMP@5) holds
-        loss = {}
-        for metric in metrics:
-            diff, low, high = paired_difference(
-                outcome.items, outcome.reference, metric, gate.resamples, gate.seed
-            )
-            loss[metric] = {"value": diff, "low": low, "high": high}
-        index = {
-            **outcome.index,
-            "exact_metrics": summarise(outcome.reference),
-            "loss": loss,
-            "max_index_loss": cell.params.get("max_index_loss"),
-        }
     costs = cell_cost(cell, embedded, outcome, tuned, cache_root)
     seconds["cost"] = costs["seconds"]["total"]
     chosen = outcome.chosen
@@ -384,6 +390,6 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         warnings=warnings
         + ([] if spec.family == "untrained" else sanity_warnings(metrics, len(classes))),
         precision=str(test.key["precision"]),
-        index=index,
+        index=index_report(cell, outcome, metrics),
         gallery=sample_and_worst(outcome.items) if has_gallery(outcome.items) else {},
     )

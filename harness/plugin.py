@@ -57,7 +57,8 @@ def pin_worker_gpu() -> None:
 pin_worker_gpu()
 
 CELL_PROPERTY = "shelfbench.cell"
-RESULTS = pytest.StashKey[dict[str, Any]]()  # cell id → CellResult, this process's
+RESULTS = pytest.StashKey[dict[str, Any]]()  # incumbent cell id → its CellResult, this process's
+INCUMBENTS = pytest.StashKey[set[str]]()  # ids of the cells an [upgrade] compares with
 RESULT_PROPERTY = "shelfbench.result"
 
 
@@ -151,6 +152,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     for item in items:
         cell = getattr(getattr(item, "callspec", None), "params", {}).get("cell")
+        if isinstance(cell, Cell) and cell.incumbent is not None:
+            item.config.stash.setdefault(INCUMBENTS, set()).add(cell.incumbent.id)
         if isinstance(cell, Cell):
             spec = BACKBONES.get(cell.backbone)
             markers = ["shelfbench", spec.family, spec.kind]
@@ -210,15 +213,18 @@ class Bench:
         return row
 
     def _run(self, cell: Any) -> Any:
-        """The cell's result, computed once per process: an [upgrade] candidate's cell
-        needs its incumbent's, which may have run here already (or runs here now)."""
+        """The cell's result; an incumbent's is computed once per process and kept, since
+        its [upgrade] candidates need it (it may have run here already, or runs now)."""
         from harness.cell import run_cell
 
         stash = self._request.config.stash
         done = stash.setdefault(RESULTS, {})
-        if cell.id not in done:
-            done[cell.id] = run_cell(cell, self.cache)
-        return done[cell.id]
+        if cell.id in done:
+            return done[cell.id]
+        result = run_cell(cell, self.cache)
+        if cell.id in stash.get(INCUMBENTS, set()):  # kept for its candidates only
+            done[cell.id] = result
+        return result
 
     def _against_incumbent(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
         """Under [upgrade], compare a candidate's cell with its incumbent's on the same test
