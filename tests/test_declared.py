@@ -314,3 +314,23 @@ def test_a_module_entry_must_declare_its_preprocessing(tmp_path):
     (tmp_path / "s.toml").write_text('[backbones.m]\nmodule = "x:build"\nimage_size = 32\n')
     with pytest.raises(SuiteError, match="a module entry declares its preprocessing"):
         load_suite(tmp_path / "s.toml")
+
+
+def test_collecting_a_suite_with_declared_backbones_imports_no_model_library(tmp_path, checkpoints):
+    import subprocess
+    import sys
+
+    from tests.conftest import CELLS_MODULE
+
+    (tmp_path / "suite.toml").write_text(suite("team-v2", "v2-noisy.safetensors", checkpoints))
+    (tmp_path / "test_cells.py").write_text(CELLS_MODULE)
+    code = (
+        "import sys, pytest\n"
+        f"assert pytest.main(['--collect-only', '-q', {str(tmp_path)!r}]) == 0\n"
+        "print(sorted(m for m in ('torch', 'timm', 'open_clip', 'torchvision') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    assert "4 tests collected" in out and out.strip().splitlines()[-1] == "[]"
