@@ -334,3 +334,22 @@ def test_collecting_a_suite_with_declared_backbones_imports_no_model_library(tmp
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
     assert "4 tests collected" in out and out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "message"),
+    [
+        ('incumbent = "test-vit"\ncandidate = "nope"', "candidate = 'nope' is the backbone of no"),
+        ('incumbent = "test-vit"\ncandidate = "test-clip"', "share no dataset and strategy"),
+        ('incumbent = "test-vit"', "the key 'candidate' is missing"),
+    ],
+)
+def test_an_upgrade_that_pairs_nothing_is_one_line(tmp_path, upgrade, message):
+    (tmp_path / "s.toml").write_text(
+        '[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["test-vit"]\n'
+        'strategies = ["knn"]\n[[cells]]\ndatasets = ["synthetic-shelf"]\n'
+        f'backbones = ["test-clip"]\nstrategies = ["knn"]\n[upgrade]\n{upgrade}\n'
+    )
+    with pytest.raises(SuiteError, match=message) as caught:
+        load_suite(tmp_path / "s.toml")
+    assert "\n" not in str(caught.value)
