@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-import numpy as np
-
 from harness.index import IndexSetting, build, measure, neighbour_recall
 from harness.search import l2_normalise
 from harness.stats import bootstrap_ci, paired_difference, summarise
@@ -45,18 +43,6 @@ def default_cell() -> Features:
     classes = open_dataset(cell.dataset).classes
     train, test = got["train"], got["test"]
     return Features(train.vectors, train.labels, test.vectors, test.labels, len(classes))
-
-
-def synthetic(preset: str) -> Features:
-    """``benchmarks/scale.py``'s clustered embeddings for ``preset`` (dim 768)."""
-    from scale import PRESETS, clustered
-
-    n_query, n_gallery, n_classes, protocol = PRESETS[preset]
-    rng = np.random.default_rng(0)
-    centres = 0.32 * rng.standard_normal((n_classes, 768), dtype=np.float32)
-    gallery, gallery_labels = clustered(n_gallery, centres, rng)
-    queries, query_labels = clustered(n_query, centres, rng)
-    return Features(gallery, gallery_labels, queries, query_labels, n_classes, protocol=protocol)
 
 
 def default_settings(n_gallery: int) -> list[str]:
@@ -90,7 +76,12 @@ def main() -> None:
     parser.add_argument("--index", action="append", help="ENGINE:SPEC?search=value&...")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
-    data = default_cell() if args.data == "default" else synthetic(args.data)
+    if args.data == "default":
+        data = default_cell()
+    else:
+        from scale import synthetic  # the same embeddings benchmarks/scale.py measures
+
+        data = synthetic(args.data)
     knn = STRATEGIES.get("knn")
     params = knn.params({})
     main_metric = knn.main_metric

@@ -49,6 +49,21 @@ def clustered(
     return out, labels
 
 
+def synthetic(preset: str, dim: int = 768, spread: float = 0.32) -> Features:
+    """The preset's embeddings as a cell's features: seeded class centres, then the
+    gallery and the queries around them (under leave-one-out the queries are the gallery)."""
+    n_query, n_gallery, n_classes, protocol = PRESETS[preset]
+    rng = np.random.default_rng(0)
+    centres = spread * rng.standard_normal((n_classes, dim), dtype=np.float32)
+    if protocol == "split":
+        gallery, gallery_labels = clustered(n_gallery, centres, rng)
+        queries, query_labels = clustered(n_query, centres, rng)
+    else:
+        queries, query_labels = clustered(n_query, centres, rng)
+        gallery, gallery_labels = queries, query_labels
+    return Features(gallery, gallery_labels, queries, query_labels, n_classes, protocol=protocol)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -61,16 +76,8 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--linear", action="store_true", help="also fit the linear probe")
     args = parser.parse_args()
-    n_query, n_gallery, n_classes, protocol = PRESETS[args.preset]
-    rng = np.random.default_rng(0)
-    centres = args.spread * rng.standard_normal((n_classes, args.dim), dtype=np.float32)
-    if protocol == "split":
-        gallery, gallery_labels = clustered(n_gallery, centres, rng)
-        queries, query_labels = clustered(n_query, centres, rng)
-    else:
-        queries, query_labels = clustered(n_query, centres, rng)
-        gallery, gallery_labels = queries, query_labels
-    data = Features(gallery, gallery_labels, queries, query_labels, n_classes, protocol=protocol)
+    n_query, n_gallery, n_classes, _ = PRESETS[args.preset]
+    data = synthetic(args.preset, args.dim, args.spread)
     print(f"{args.preset}: data ready, peak RSS {peak_rss_mb():.0f} MB", flush=True)
 
     start = time.perf_counter()

@@ -1,6 +1,11 @@
 """One exception type per layer; each message tells the user what to do next."""
 
 
+def one_line(text: str, limit: int = 400) -> str:
+    """A message another library spread over several lines (gRPC's, MLflow's), on one."""
+    return " ".join(text.split())[:limit]
+
+
 class ShelfbenchError(Exception):
     """Base class: the CLI and the pytest plugin print these as one line, not a traceback."""
 

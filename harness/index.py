@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from harness.errors import SuiteError, Unavailable
+from harness.errors import SuiteError, Unavailable, one_line
 from harness.registry import Registry
 from harness.search import l2_normalise
 
@@ -268,7 +268,7 @@ class MilvusIndex:
                 )
             except Exception as exc:  # as in build_milvus
                 raise SuiteError(
-                    f"searching the Milvus collection failed: {_one_line(exc)}"
+                    f"searching the Milvus collection failed: {one_line(str(exc))}"
                 ) from None
             for row, found in enumerate(hits, start):
                 # equal scores by ascending gallery index, as exact search orders them
@@ -291,11 +291,6 @@ MILVUS_BATCH = 1000
 # The index types milvus-lite 3.2 builds (milvus_lite/index/factory.py); it accepts any other
 # name, logs an error from a background thread, and answers searches by brute force.
 LITE_INDEX_TYPES = ("FLAT", "AUTOINDEX", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8")
-
-
-def _one_line(exc: Exception) -> str:
-    """A client error's message on one line (gRPC's span several)."""
-    return " ".join(str(exc).split())[:400]
 
 
 def build_milvus(gallery: np.ndarray, setting: IndexSetting) -> MilvusIndex:
@@ -345,7 +340,7 @@ def build_milvus(gallery: np.ndarray, setting: IndexSetting) -> MilvusIndex:
                 MilvusIndex(client, collection, {}, None).close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-        raise SuiteError(f"index 'milvus:{setting.spec}' at {uri}: {_one_line(exc)}") from None
+        raise SuiteError(f"index 'milvus:{setting.spec}' at {uri}: {one_line(str(exc))}") from None
     return MilvusIndex(client, collection, {}, scratch)
 
 

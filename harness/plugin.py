@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from harness.baseline import BaselineError, Run, compare_cell, load_run
-from harness.errors import ShelfbenchError, Unavailable
+from harness.errors import ShelfbenchError, Unavailable, one_line
 from harness.gallery import changed
 from harness.paths import cache_root
 from harness.provenance import now, run_provenance
@@ -401,7 +401,7 @@ class ShelfReport:
         except ShelfbenchError as exc:
             return f"shelfbench: error: {exc}"
         except Exception as exc:  # mlflow raises its own and its stores' exceptions
-            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            reason = one_line(f"{type(exc).__name__}: {exc}", 300)
             return f"shelfbench: error: logging to MLflow at {uri} failed: {reason}"
         return f"logged to MLflow at {uri}: run {run_id} (experiment 'shelfbench')"
 
