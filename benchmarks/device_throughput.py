@@ -7,11 +7,13 @@ init: throughput does not depend on the weights) at 224 px on Fashion-MNIST's fi
 images (default 20,000), batch 256:
 
 - ``model_only``: a fixed random batch already on the device, fp32 / tf32 (CUDA) / bf16;
-- ``data_only``: ``load_batches`` + ``to_tensor`` onto the device (decode, resize, uint8
-  transfer, normalise);
+- ``data_only``: ``load_batches`` + ``Loaded.pixels`` + ``to_tensor`` onto the device
+  (Fashion-MNIST is held in memory: its 28 px uint8 images travel, and are resized, bit
+  for bit as PIL would, and normalised on the device);
 - ``embed``: ``harness.embeddings.embed`` end to end into a fresh cache, at ``auto``
   precision, and its share of model-only at that precision;
-- ``finetune``: Lite0 at 128 px, one epoch of ``harness.finetune`` over N images.
+- ``finetune``: Lite0 at 128 px, one epoch of ``harness.finetune`` over N images (random
+  crops, resizes and flips drawn on the host, applied on the device).
 
 Each line names the device, the precision and (on the CPU) whether bf16 is native, so a
 figure is never read without what produced it.
@@ -101,7 +103,7 @@ def model_only(model: torch.nn.Module, px: int, precision: str) -> float:
 def data_only(pre: Preprocess, split: object, rows: np.ndarray) -> float:
     start, n = time.perf_counter(), 0
     for batch in load_batches(split, rows, pre, BATCH):
-        to_tensor(batch.images, pre, DEV)
+        to_tensor(batch.pixels(DEV), pre, DEV)
         n += len(batch.rows)
     sync()
     return n / (time.perf_counter() - start)

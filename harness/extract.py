@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,9 +18,10 @@ from filelock import FileLock
 from PIL import Image
 from tqdm import tqdm
 
+from harness import resize
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights
-from harness.datasets.base import Split
+from harness.datasets.base import ArraySplit, Split
 from harness.errors import DatasetError, EmbeddingError
 
 if TYPE_CHECKING:
@@ -190,23 +192,45 @@ def progress(total: int, desc: str) -> tqdm:
 
 
 class Loaded:
-    """Decoded, resized items of a batch as one NHWC uint8 tensor (shared memory when it
-    comes from a worker), and the items that could not be read."""
+    """A batch's items as one NHWC uint8 tensor (shared memory when it comes from a
+    worker), and the items that could not be read. With a ``plan`` the images are still at
+    their stored size and are resized where the model runs (``pixels``)."""
 
-    def __init__(self, rows: np.ndarray, images: torch.Tensor, bad: dict[int, str]) -> None:
-        self.rows, self.images, self.bad = rows, images, bad
+    def __init__(
+        self,
+        rows: np.ndarray,
+        images: torch.Tensor,
+        bad: dict[int, str],
+        plan: resize.Plan | None = None,
+    ) -> None:
+        self.rows, self.images, self.bad, self.plan = rows, images, bad, plan
 
     def pin_memory(self) -> Loaded:
         """Page-locked images, for an asynchronous copy to the GPU (DataLoader calls it)."""
         self.images = self.images.pin_memory()
         return self
 
+    def pixels(self, dev: str) -> torch.Tensor:
+        """The batch on ``dev`` as NHWC uint8 at the model's input size."""
+        import torch
 
-class _Items:
-    """The map-style dataset the DataLoader's workers read: decode and resize one item."""
+        images = self.images.to(dev, non_blocking=True)
+        if self.plan is None:
+            return images
+        weights = (self.plan.rows, self.plan.cols)
+        rows, cols = (None if w is None else torch.from_numpy(w).to(dev) for w in weights)
+        return resize.apply(images, rows, cols, self.plan.rows_first)
 
-    def __init__(self, split: Split, rows: np.ndarray, pre: Preprocess) -> None:
-        self.split, self.rows, self.pre = split, rows, pre
+
+class Items:
+    """The map-style dataset the DataLoader's workers read: item ``rows[k]``, decoded and
+    made into model pixels by ``prepare(image, item)`` (module-level, so workers can
+    unpickle it), or the reason it could not be read."""
+
+    def __init__(
+        self, split: Split, rows: np.ndarray, prepare: Callable[[Image.Image, int], np.ndarray]
+    ) -> None:
+        self.split, self.rows, self.prepare = split, rows, prepare
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -214,7 +238,7 @@ class _Items:
     def __getitem__(self, k: int) -> tuple[int, np.ndarray | None, str]:
         index = int(self.rows[k])
         try:
-            return index, transform(self.split.image(index), self.pre), ""
+            return index, self.prepare(self.split.image(index), index), ""
         except DatasetError as exc:
             return index, None, str(exc)
 
@@ -231,24 +255,51 @@ def _collate(items: list[tuple[int, np.ndarray | None, str]]) -> Loaded:
     )
 
 
-def load_batches(
-    split: Split, rows: np.ndarray, pre: Preprocess, batch_size: int
-) -> Iterator[Loaded]:
-    """Batches of ``rows`` decoded and resized by ``loader_workers()`` processes (in this
-    one if none); an unreadable item is reported in ``Loaded.bad``, never raised."""
+def loader(items: Items, batches: Sequence[Sequence[int]]) -> Iterable[Loaded]:
+    """``items`` in ``batches`` (positions in ``items.rows``), prepared by
+    ``loader_workers()`` processes (in this one if none), pinned on CUDA, in order."""
     import torch
 
     workers = loader_workers()
-    loader = torch.utils.data.DataLoader(
-        _Items(split, rows, pre),
-        batch_size=batch_size,
+    return torch.utils.data.DataLoader(
+        items,
+        batch_sampler=batches,
         num_workers=workers,
         collate_fn=_collate,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
         pin_memory=device() == "cuda",
     )
-    yield from loader
+
+
+def transform_item(image: Image.Image, index: int, pre: Preprocess) -> np.ndarray:
+    """``transform``, as ``Items`` calls it (every item alike)."""
+    return transform(image, pre)
+
+
+def chunks(n: int, size: int) -> list[range]:
+    """Positions ``0..n`` in consecutive batches of ``size``."""
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def load_batches(
+    split: Split, rows: np.ndarray, pre: Preprocess, batch_size: int
+) -> Iterator[Loaded]:
+    """Batches of ``rows`` decoded and resized by ``loader_workers()`` processes (in this
+    one if none); an unreadable item is reported in ``Loaded.bad``, never raised. Images
+    held in memory at one size skip PIL: ``Loaded.pixels`` resizes them, bit for bit as
+    ``transform`` would, on the device."""
+    import torch
+
+    if isinstance(split, ArraySplit):
+        resizing = resize.plan(*split.images.shape[1:3], pre)
+        for chunk in chunks(len(rows), batch_size):
+            items = np.asarray(rows[chunk.start : chunk.stop], dtype=np.int64)
+            batch = Loaded(items, torch.from_numpy(split.images[items]), {}, resizing)
+            yield batch.pin_memory() if device() == "cuda" else batch
+        return
+    prepare = functools.partial(transform_item, pre=pre)
+    yield from loader(Items(split, rows, prepare), chunks(len(rows), batch_size))
 
 
 def finite(vectors: np.ndarray, desc: str) -> np.ndarray:
@@ -276,7 +327,9 @@ def embed_batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices, float32 embeddings)`` per batch, under inference mode at
     ``precision`` (``resolve_precision``'s answer). An item that cannot be read gets a row
-    of NaN (the cache then knows it was tried), and a warning with its path."""
+    of NaN (the cache then knows it was tried), and a warning with its path. A batch's
+    embeddings are read back after the next batch is queued, so that the device computes
+    while this process prepares batches and writes the cache."""
     import torch
 
     torch.set_num_threads(cpu_threads())
@@ -284,6 +337,7 @@ def embed_batches(
     model = model.to(dev, memory_format=torch.channels_last)
     buffer = batch_buffer(batch_size, pre, dev)
     bar = progress(len(indices), desc)
+    pending: tuple[np.ndarray, torch.Tensor] | None = None
     with torch.inference_mode(), computing_at(precision, dev), bar:
         for batch in load_batches(split, indices, pre, batch_size):
             for message in batch.bad.values():
@@ -292,17 +346,32 @@ def embed_batches(
                 bad = np.array(sorted(batch.bad), dtype=np.int64)
                 yield bad, np.full((len(bad), model.num_features), np.nan, np.float32)
             if len(batch.rows):
-                x = to_tensor(batch.images, pre, dev, buffer)
-                try:
-                    out = model(x)
-                except (RuntimeError, AssertionError, ValueError) as exc:
-                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise EmbeddingError(
-                        f"{desc}: the model failed on a batch of {tuple(x.shape)}: {reason}; "
-                        "check the suite's image_size against the backbone's input size"
-                    ) from exc
-                yield batch.rows, finite(out.float().cpu().numpy(), desc)
+                x = to_tensor(batch.pixels(dev), pre, dev, buffer)
+                out = _forward(model, x, desc)
+                if pending is not None:
+                    yield pending[0], finite(pending[1].float().cpu().numpy(), desc)
+                pending = batch.rows, out
             bar.update(len(batch.rows) + len(batch.bad))
+        if pending is not None:
+            yield pending[0], finite(pending[1].float().cpu().numpy(), desc)
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, desc: str) -> torch.Tensor:
+    """``model(x)`` (never a view of ``x``, whose buffer the next batch overwrites), or one
+    line saying why the model cannot take this batch."""
+    try:
+        out = model(x)
+        return (
+            out.clone()
+            if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+            else out
+        )
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EmbeddingError(
+            f"{desc}: the model failed on a batch of {tuple(x.shape)}: {reason}; "
+            "check the suite's image_size against the backbone's input size"
+        ) from exc
 
 
 def text_batches(

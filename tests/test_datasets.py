@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from harness.datasets import DATASETS, fashion_mnist, open_dataset, subset, synthetic
+from harness.datasets import DATASETS, ArraySplit, fashion_mnist, open_dataset, subset, synthetic
 from harness.datasets.download import download
 from harness.datasets.idx import read_idx
 from harness.errors import DatasetError, DatasetUnavailable
@@ -147,3 +147,12 @@ def test_every_registered_dataset_declares_its_splits_and_protocol():
         assert "train" in spec.splits and "test" in spec.splits and spec.protocol in PROTOCOLS
         # Classes come from the entry or, for file datasets, from the files.
         assert spec.classes or spec.name in FACTS
+
+
+@pytest.mark.parametrize(
+    "images", [np.zeros((2, 4, 4), np.float32), np.zeros((2, 4, 4, 4), np.uint8)]
+)
+def test_in_memory_images_are_uint8_gray_or_rgb(images):
+    """The device-side resize and PIL read them the same way only then."""
+    with pytest.raises(DatasetError, match=r"must be uint8 \(N, H, W\) or \(N, H, W, 3\)"):
+        ArraySplit(images, np.zeros(2, np.int64))

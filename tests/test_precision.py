@@ -1,6 +1,8 @@
 """Precision is a declared, recorded choice; the data path hands the model the same pixels;
 a cell embeds only the splits its strategy reads."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -31,19 +33,23 @@ def test_bf16_and_fp32_embeddings_agree(backbone):
     assert not np.array_equal(fp32, bf16)  # bf16 really ran
 
 
-def test_the_model_gets_the_same_pixels_as_before():
-    """uint8 batches from the loader, normalised into a reused buffer, equal the reference:
-    (x / 255 − mean) / std per image, in float32."""
+@pytest.mark.parametrize("name", ["synthetic-products", "products-10k"])
+def test_the_model_gets_the_same_pixels_as_before(name, monkeypatch):
+    """uint8 batches from the loader (arrays resized by weights on the device, files decoded
+    and resized by PIL), normalised into a reused buffer, equal the reference:
+    (transform(image) / 255 − mean) / std per image, in float32."""
+    monkeypatch.setenv("SHELFBENCH_DATA", str(Path(__file__).parents[1] / "fixtures/datasets"))
     spec = BACKBONES.get("effnet-lite0")
-    pre = spec.preprocess.resized(48, 1.0)
-    data = open_dataset("synthetic-products").split("train")
-    rows = np.arange(10)
-    buffer = extract.batch_buffer(8, pre, "cpu")
+    pre = spec.preprocess.resized(48, 0.875)
+    data = open_dataset(name).split("train")
+    rows = np.arange(min(10, len(data)))
+    buffer = extract.batch_buffer(3, pre, "cpu")
     got = [
-        to_tensor(b.images, pre, "cpu", buffer).clone() for b in load_batches(data, rows, pre, 8)
+        to_tensor(b.pixels("cpu"), pre, "cpu", buffer).clone()
+        for b in load_batches(data, rows, pre, 3)
     ]
-    for start, batch in zip((0, 8), got, strict=True):
-        images = np.stack([transform(data.image(i), pre) for i in rows[start : start + 8]])
+    for start, batch in zip(range(0, len(rows), 3), got, strict=True):
+        images = np.stack([transform(data.image(i), pre) for i in rows[start : start + 3]])
         expected = (images.astype(np.float32) / 255 - np.float32(pre.mean)) / np.float32(pre.std)
         np.testing.assert_allclose(batch.permute(0, 2, 3, 1).numpy(), expected, rtol=0, atol=1e-6)
         assert batch.is_contiguous(memory_format=torch.channels_last)

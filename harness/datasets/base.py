@@ -97,6 +97,12 @@ class ArraySplit:
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
             raise DatasetError(f"{len(self.images)} images but {len(self.labels)} labels")
+        shape = self.images.shape
+        if self.images.dtype != np.uint8 or not (len(shape) == 3 or shape[3:] == (3,)):
+            raise DatasetError(
+                f"in-memory images must be uint8 (N, H, W) or (N, H, W, 3); got "
+                f"{self.images.dtype} {shape}"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
