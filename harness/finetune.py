@@ -13,10 +13,11 @@ embedding key), ``head.npz`` and ``summary.json``, and drops the epoch checkpoin
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,28 +26,36 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from harness import resize
 from harness.backbones.adapters import adapter
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights, file_sha256
 from harness.cache import atomic_write, digest
-from harness.datasets.base import Dataset, Split
+from harness.datasets.base import ArraySplit, Dataset, Split
 from harness.embeddings import Checkpoint, model_key
 from harness.errors import DatasetError, SuiteError, TrainingError
 from harness.extract import (
     RESAMPLE,
+    Items,
+    Loaded,
+    chunks,
     cpu_training,
     device,
+    loader,
     progress,
     to_tensor,
     training_threads,
-    transform,
+    transform_item,
 )
 
 if TYPE_CHECKING:
     import torch
 
 # Bump when training changes in a way the key's settings do not show.
-FINETUNE_VERSION = 1
+FINETUNE_VERSION = 2
+
+# Steps between reads of the running loss (each read waits for the GPU to catch up).
+SYNC_STEPS = 20
 
 # The settings of a run, with their defaults: all go into the run's key.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -74,25 +83,39 @@ class Tuned:
     summary: dict[str, Any]
 
 
+def crop(
+    width: int, height: int, rng: np.random.Generator, scale: Any
+) -> tuple[tuple[int, int, int, int], bool]:
+    """A random resized crop's box (area ``scale``, aspect 3/4-4/3; the whole image after
+    ten misses) and whether to flip it: the light augmentation of ImageNet fine-tuning."""
+    box = (0, 0, width, height)
+    for _ in range(10):
+        area = width * height * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= width and 0 < ch <= height:
+            left = int(rng.integers(0, width - cw + 1))
+            top = int(rng.integers(0, height - ch + 1))
+            box = (left, top, left + cw, top + ch)
+            break
+    return box, bool(rng.random() < 0.5)
+
+
 def augment(
     image: Image.Image, pre: Preprocess, rng: np.random.Generator, scale: Any
 ) -> np.ndarray:
-    """Random resized crop (area ``scale``, aspect 3/4-4/3) to ``pre.size``, then a
-    horizontal flip half the time: the light augmentation of ImageNet fine-tuning."""
-    w, h = image.size
-    box = (0, 0, w, h)
-    for _ in range(10):
-        area = w * h * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if 0 < cw <= w and 0 < ch <= h:
-            left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            box = (left, top, left + cw, top + ch)
-            break
+    """``crop``'s box resized to ``pre.size``, flipped if it says so."""
+    box, flip = crop(*image.size, rng, scale)
     out = image.resize((pre.size, pre.size), RESAMPLE[pre.interpolation], box=box)
-    if rng.random() < 0.5:
+    if flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(out)
+
+
+def item_rng(seed: int, epoch: int, item: int) -> np.random.Generator:
+    """The random draws of one item's augmentation in one epoch: the same whatever the
+    batch, the order or the number of loader workers."""
+    return np.random.default_rng([seed, epoch, 1, item])
 
 
 def trainable(model: torch.nn.Module, spec: BackboneSpec, blocks: int | None) -> list[Any]:
@@ -192,30 +215,84 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
             old.unlink()
 
 
-def read_batch(
-    run: Run, data: Split, rows: np.ndarray, rng: np.random.Generator, unreadable: set[int]
-) -> tuple[list[int], list[np.ndarray]]:
-    """The readable ``rows`` (positions in ``run.indices``) and their images, augmented if
-    the run's settings say so. An unreadable item joins ``unreadable``, or raises if the
-    run does not skip them (the cell counts it again when it embeds)."""
-    settings = run.settings
-    kept, images = [], []
-    for r in rows:
-        item = int(run.indices[r])
-        try:
-            image = data.image(item)
-        except DatasetError:
-            if not run.skip_unreadable:
-                raise
-            unreadable.add(item)
-            continue
-        kept.append(int(r))
-        images.append(
-            augment(image, run.pre, rng, settings["crop_scale"])
-            if settings["augment"]
-            else transform(image, run.pre)
+def _augment(
+    image: Image.Image, item: int, pre: Preprocess, seed: int, epoch: int, scale: Any
+) -> np.ndarray:
+    return augment(image, pre, item_rng(seed, epoch, item), scale)
+
+
+def train_batches(run: Run, data: Split, order: np.ndarray, epoch: int) -> Iterable[Loaded]:
+    """Epoch ``epoch``'s batches of train items, in ``order`` (positions in
+    ``run.indices``). Files are decoded and augmented by the loader's workers; images held
+    in memory at one size are cropped, resized and flipped on the device, bit for bit as
+    ``augment`` would, with weights drawn here."""
+    settings, pre = run.settings, run.pre
+    batches = [
+        run.indices[order[c]].astype(np.int64) for c in chunks(len(order), settings["batch_size"])
+    ]
+    if isinstance(data, ArraySplit):
+        return _array_batches(data, batches, pre, settings, epoch)
+    prepare = (
+        functools.partial(
+            _augment, pre=pre, seed=settings["seed"], epoch=epoch, scale=settings["crop_scale"]
         )
-    return kept, images
+        if settings["augment"]
+        else functools.partial(transform_item, pre=pre)
+    )
+    return loader(Items(data, np.arange(len(data)), prepare), batches)
+
+
+def _array_batches(
+    data: ArraySplit,
+    batches: list[np.ndarray],
+    pre: Preprocess,
+    settings: Mapping[str, Any],
+    epoch: int,
+) -> Iterator[Loaded]:
+    import torch
+
+    height, width = data.images.shape[1:3]
+    resizing = resize.plan(height, width, pre)
+    for items in batches:
+        if settings["augment"]:
+            drawn = [
+                crop(
+                    width, height, item_rng(settings["seed"], epoch, int(i)), settings["crop_scale"]
+                )
+                for i in items
+            ]
+            boxes = np.array([box for box, _ in drawn], dtype=np.float64)
+            flips = np.array([flip for _, flip in drawn], dtype=bool)
+            resizing = resize.boxed(height, width, pre, boxes, flips)
+        loaded = Loaded(items, torch.from_numpy(data.images[items]), {}, resizing)
+        yield loaded.pin_memory() if device() == "cuda" else loaded
+
+
+class Tally:
+    """An epoch's loss and accuracy, summed on the device: reading them waits for the GPU
+    to catch up, so the loop reads every ``SYNC_STEPS`` steps, not every step."""
+
+    def __init__(self, dev: str) -> None:
+        import torch
+
+        self.loss = torch.zeros((), dtype=torch.float64, device=dev)
+        self.correct = torch.zeros((), dtype=torch.int64, device=dev)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += loss.detach().double() * len(labels)
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.seen += len(labels)
+
+    def mean_loss(self, where: str) -> float:
+        """The mean loss so far; a run whose loss is not finite stops here."""
+        mean = self.loss.item() / max(1, self.seen)
+        if not math.isfinite(mean):
+            raise TrainingError(f"{where} diverged: the mean loss is {mean}; lower lr or head_lr")
+        return mean
+
+    def accuracy(self) -> float:
+        return self.correct.item() / max(1, self.seen)
 
 
 def train(run_dir: Path, run: Run) -> None:
@@ -259,7 +336,7 @@ def train(run_dir: Path, run: Run) -> None:
         optimiser.load_state_dict(state.pop("optimizer"))
 
     data = dataset.split("train")
-    labels = torch.from_numpy(data.labels[indices]).long()
+    labels = torch.tensor(data.labels, dtype=torch.long)
     batch = settings["batch_size"]
     steps = math.ceil(len(indices) / batch)
     total = settings["epochs"] * steps
@@ -270,27 +347,36 @@ def train(run_dir: Path, run: Run) -> None:
     # A batch norm that trains cannot normalise one image: such a model skips a batch of one.
     smallest = 2 if len(frozen_norms) < len(norms) else 1
     what = "finetune" if blocks is None else f"partial:{blocks}"
+
+    def where(epoch: int, step: int) -> str:
+        return (
+            f"{what} {spec.name} on {dataset.name} (epoch {epoch + 1}, by step {step}; "
+            f"lr {settings['lr']:g}, head_lr {settings['head_lr']:g})"
+        )
+
     unreadable = set(state["unreadable"])
     for epoch in range(state["epoch"], settings["epochs"]):
         start = time.perf_counter()
         order = np.random.default_rng([seed, epoch]).permutation(len(indices))
-        rng = np.random.default_rng([seed, epoch, 1])
         torch.manual_seed(seed * 100_003 + epoch)
         net.train()
         for m in frozen_norms:  # frozen blocks keep their running statistics
             m.eval()
-        loss_sum, correct, seen = 0.0, 0, 0
+        tally = Tally(dev)
         bar = progress(
             len(order),
             f"{what} {spec.name} on {dataset.name}, epoch {epoch + 1}/{settings['epochs']}",
         )
         with bar:
-            for i, first in enumerate(range(0, len(order), batch)):
-                rows, images = read_batch(run, data, order[first : first + batch], rng, unreadable)
-                bar.update(min(batch, len(order) - first))
+            for i, loaded in enumerate(train_batches(run, data, order, epoch)):
+                if loaded.bad and not run.skip_unreadable:
+                    raise DatasetError(next(iter(loaded.bad.values())))
+                unreadable.update(loaded.bad)
+                rows = loaded.rows
+                bar.update(len(rows) + len(loaded.bad))
                 if len(rows) < smallest:
                     continue
-                x = to_tensor(images, pre, dev)
+                x = to_tensor(loaded.pixels(dev), pre, dev)
                 y = labels[rows].to(dev, non_blocking=True)
                 factor = learning_rate(epoch * steps + i, total, warmup)
                 for group, base in zip(optimiser.param_groups, base_lrs, strict=True):
@@ -298,12 +384,6 @@ def train(run_dir: Path, run: Run) -> None:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     logits = net(x).float()
                 loss = F.cross_entropy(logits, y, label_smoothing=settings["label_smoothing"])
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"{what} {spec.name} on {dataset.name} diverged at epoch {epoch + 1}, "
-                        f"step {i + 1}: the loss is {loss.item()}; lower lr (now "
-                        f"{settings['lr']}) or head_lr ({settings['head_lr']})"
-                    )
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(
@@ -311,20 +391,23 @@ def train(run_dir: Path, run: Run) -> None:
                     settings["clip_grad"],
                 )
                 optimiser.step()
-                loss_sum += loss.detach().item() * len(rows)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(rows)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
-        if not seen:
-            raise DatasetError(
-                f"{dataset.name}: none of the {len(order)} train images could be read"
-            )
+                tally.add(loss, logits, y)
+                if (i + 1) % SYNC_STEPS == 0:
+                    bar.set_postfix(loss=f"{tally.mean_loss(where(epoch, i + 1)):.3f}")
+            if not tally.seen:
+                raise DatasetError(
+                    f"{dataset.name}: none of the {len(order)} train images could be read"
+                )
         state["seconds"] += time.perf_counter() - start
         state["history"].append(
-            {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen}
+            {
+                "epoch": epoch + 1,
+                "loss": tally.mean_loss(where(epoch, steps)),
+                "train_accuracy": tally.accuracy(),
+            }
         )
         state["epoch"] = epoch + 1
-        state["images_seen"] += seen
+        state["images_seen"] += tally.seen
         state["unreadable"] = sorted(unreadable)
         save_checkpoint(
             run_dir, {**state, "model": net.state_dict(), "optimizer": optimiser.state_dict()}

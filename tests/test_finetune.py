@@ -1,6 +1,7 @@
 """Strategies that train the backbone: learning, resuming, what trains, and what it costs."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,36 @@ def test_augmentation_is_seeded_and_sized():
     assert draw(1).shape == (24, 24, 3)
     np.testing.assert_array_equal(draw(1), draw(1))
     assert not np.array_equal(draw(1), draw(2))
+
+
+@pytest.mark.parametrize("name", ["synthetic-products", "products-10k"])
+@pytest.mark.parametrize("augment", [True, False])
+def test_training_batches_hold_the_pixels_augment_draws(name, augment, monkeypatch):
+    """In-memory images are cropped, resized and flipped by per-image weights, files by PIL
+    in the loader: either way each item gets exactly ``augment``'s pixels from its own
+    seeded draws (or ``transform``'s without augmentation), in the epoch's order."""
+    from harness.datasets import open_dataset
+    from harness.extract import transform
+
+    monkeypatch.setenv("SHELFBENCH_DATA", str(Path(__file__).parents[1] / "fixtures/datasets"))
+    dataset = open_dataset(name)
+    data = dataset.split("train")
+    spec = BACKBONES.get("test-efficientnet")
+    pre = spec.preprocess.resized(40, 0.875)
+    settings = {**finetune.TRAIN_DEFAULTS, "batch_size": 3, "augment": augment, "seed": 7}
+    indices = np.arange(min(8, len(data)))
+    run = finetune.Run(dataset, indices, spec, resolve(spec), pre, None, settings)
+    order = np.random.default_rng(0).permutation(len(indices))
+    batches = list(finetune.train_batches(run, data, order, epoch=2))
+    assert np.concatenate([b.rows for b in batches]).tolist() == indices[order].tolist()
+    for loaded in batches:
+        expected = [
+            finetune.augment(data.image(i), pre, finetune.item_rng(7, 2, i), (0.35, 1.0))
+            if augment
+            else transform(data.image(i), pre)
+            for i in loaded.rows
+        ]
+        np.testing.assert_array_equal(loaded.pixels("cpu").numpy(), np.stack(expected))
 
 
 @pytest.mark.parametrize(
