@@ -8,7 +8,8 @@ ranked 2k × 10k × 1280 2.8-4.8x faster than numpy with the same results. But f
 1.15.1 bundles OpenBLAS 0.3.15, which does not know every newer CPU and then runs its
 generic Prescott kernel (2.7x slower than numpy on a 2-vCPU AVX-512 Xeon, 2026-11-28):
 ``engine()`` checks which kernel it loaded and ranks with ``numpy_rank`` in that case.
-``numpy_rank`` is also the oracle the tests and benchmarks compare faiss with.
+On a GPU, ``torch_rank`` scores and takes the top k there. ``numpy_rank`` is the oracle the
+tests and benchmarks compare the others with.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ GENERIC_KERNELS = {"Prescott"}
 
 @functools.cache
 def engine() -> str:
-    """``faiss``, or ``numpy`` where faiss's own OpenBLAS runs a generic kernel on this
-    CPU (read with threadpoolctl after faiss is loaded)."""
+    """``torch`` on a GPU; else ``faiss``, or ``numpy`` where faiss's own OpenBLAS runs a
+    generic kernel on this CPU (read with threadpoolctl after faiss is loaded)."""
+    from harness.extract import device
+
+    if device() == "cuda":
+        return "torch"
     import faiss
     from threadpoolctl import threadpool_info
 
@@ -68,9 +73,38 @@ def rank(
     list, equal scores are ordered by ascending gallery index; which of several items tied
     at the k-th place make the list is unspecified.
     """
-    if engine() == "numpy":
+    chosen = engine()
+    if chosen == "torch":
+        return torch_rank(queries, gallery, k, "cuda", block)
+    if chosen == "numpy":
         return numpy_rank(queries, gallery, k)
     return faiss_rank(queries, gallery, k, block)
+
+
+def torch_rank(
+    queries: np.ndarray, gallery: np.ndarray, k: int, dev: str, block: int = GALLERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rank`` by fp32 matmul and top-k on ``dev``, for blocks of queries against one
+    gallery block at a time (at most ``BLOCK_FLOATS`` scores at once), merged on the
+    device; equal scores are put in gallery order on the host."""
+    import torch
+
+    k = min(k, len(gallery))
+    q = torch.from_numpy(l2_normalise(queries)).to(dev)
+    scores = torch.full((len(q), 0), -torch.inf, device=dev)
+    indices = torch.zeros((len(q), 0), dtype=torch.int64, device=dev)
+    for start in range(0, len(gallery), block):
+        part = torch.from_numpy(l2_normalise(gallery[start : start + block])).to(dev)
+        rows = max(1, BLOCK_FLOATS // len(part))
+        found = [
+            (q[i : i + rows] @ part.T).topk(min(k, len(part)), dim=1)
+            for i in range(0, len(q), rows)
+        ]
+        merged_scores = torch.cat([scores, torch.cat([f.values for f in found])], dim=1)
+        merged = torch.cat([indices, torch.cat([f.indices for f in found]) + start], dim=1)
+        scores, at = merged_scores.topk(min(k, merged.shape[1]), dim=1)
+        indices = merged.gather(1, at)
+    return _ordered(scores.cpu().numpy(), indices.cpu().numpy(), k)
 
 
 def faiss_rank(

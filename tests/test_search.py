@@ -1,11 +1,12 @@
 """Ranking against a brute-force argsort; tie order within the returned list."""
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from harness import search
-from harness.search import faiss_rank, l2_normalise, numpy_rank, rank, relevance
+from harness.search import faiss_rank, l2_normalise, numpy_rank, rank, relevance, torch_rank
 
 
 @given(st.integers(0, 2**31), st.integers(1, 8), st.integers(1, 50), st.integers(1, 60))
@@ -21,22 +22,32 @@ def test_rank_matches_brute_force_cosine(seed, n_queries, n_gallery, k):
     np.testing.assert_allclose(scores, np.take_along_axis(sims, expected, 1), atol=1e-5)
 
 
-@given(st.integers(0, 2**31), st.integers(1, 20), st.integers(1, 7))
-def test_faiss_in_gallery_blocks_equals_the_numpy_oracle(seed, k, block):
+def torch_cpu_rank(queries, gallery, k, block):
+    """``torch_rank`` as it runs on a GPU, on the CPU device (this machine may have none)."""
+    return torch_rank(queries, gallery, k, "cpu", block)
+
+
+RANKERS = [faiss_rank, torch_cpu_rank]
+
+
+@pytest.mark.parametrize("ranker", RANKERS)
+@given(seed=st.integers(0, 2**31), k=st.integers(1, 20), block=st.integers(1, 7))
+def test_gallery_blocks_equal_the_numpy_oracle(ranker, seed, k, block):
     rng = np.random.default_rng(seed)
     queries = rng.normal(size=(9, 12)).astype(np.float32)
     gallery = rng.normal(size=(23, 12)).astype(np.float32)
-    scores, indices = faiss_rank(queries, gallery, k, block=block)
+    scores, indices = ranker(queries, gallery, k, block=block)
     oracle_scores, oracle_indices = numpy_rank(queries, gallery, k)
     np.testing.assert_array_equal(indices, oracle_indices)
     np.testing.assert_allclose(scores, oracle_scores, atol=1e-5)
 
 
-def test_equal_scores_are_ordered_by_gallery_index():
+@pytest.mark.parametrize("ranker", RANKERS)
+def test_equal_scores_are_ordered_by_gallery_index(ranker):
     gallery = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
     for block in (5, 2):
         query = np.array([[1, 0]], dtype=np.float32)
-        scores, indices = faiss_rank(query, gallery, 5, block=block)
+        scores, indices = ranker(query, gallery, 5, block=block)
         assert indices.tolist() == [[0, 2, 3, 1, 4]]
         assert scores[0, :3].tolist() == [1.0, 1.0, 1.0]
 
@@ -55,8 +66,18 @@ def test_faiss_ranks_unless_its_blas_runs_the_generic_kernel(monkeypatch):
         library = {"filepath": "/x/faiss_cpu.libs/libopenblaso.so", "architecture": kernel}
         return lambda: [library]
 
+    monkeypatch.setattr("harness.extract.device", lambda: "cpu")
     for kernel, expected in (("SkylakeX", "faiss"), ("Prescott", "numpy")):
         search.engine.cache_clear()
         monkeypatch.setattr(threadpoolctl, "threadpool_info", info(kernel))
         assert search.engine() == expected
     search.engine.cache_clear()
+
+
+def test_a_gpu_ranks_with_torch(monkeypatch):
+    monkeypatch.setattr("harness.extract.device", lambda: "cuda")
+    search.engine.cache_clear()
+    try:
+        assert search.engine() == "torch"
+    finally:
+        search.engine.cache_clear()
