@@ -12,12 +12,15 @@ from harness.backbones.base import Preprocess
 from harness.extract import transform
 
 FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+# The weights run where the model runs: check every device this machine has.
+DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-def tensors(*weights: np.ndarray | None) -> list[torch.Tensor | None]:
-    return [None if w is None else torch.from_numpy(w) for w in weights]
+def tensors(*weights: np.ndarray | None, dev: str = "cpu") -> list[torch.Tensor | None]:
+    return [None if w is None else torch.from_numpy(w).to(dev) for w in weights]
 
 
+@pytest.mark.parametrize("dev", DEVICES)
 @given(
     height=st.integers(1, 160),
     width=st.integers(1, 160),
@@ -29,7 +32,7 @@ def tensors(*weights: np.ndarray | None) -> list[torch.Tensor | None]:
     seed=st.integers(0, 2**16),
 )
 def test_a_planned_resize_equals_transform(
-    height, width, size, interpolation, crop_pct, mode, gray, seed
+    dev, height, width, size, interpolation, crop_pct, mode, gray, seed
 ):
     """Every size, both filters, both resize modes, crops, grayscale and RGB arrays: the
     pixels equal ``extract.transform`` on the PIL image, exactly. Sizes cover both pass
@@ -39,8 +42,9 @@ def test_a_planned_resize_equals_transform(
     pre = Preprocess(size, interpolation, (0.5,) * 3, (0.5,) * 3, crop_pct, mode)
     expected = np.stack([transform(Image.fromarray(i).convert("RGB"), pre) for i in images])
     plan = resize.plan(height, width, pre)
-    got = resize.apply(torch.from_numpy(images), *tensors(plan.rows, plan.cols), plan.rows_first)
-    np.testing.assert_array_equal(got.numpy(), expected)
+    weights = tensors(plan.rows, plan.cols, dev=dev)
+    got = resize.apply(torch.from_numpy(images).to(dev), *weights, plan.rows_first)
+    np.testing.assert_array_equal(got.cpu().numpy(), expected)
 
 
 @pytest.mark.parametrize("interpolation", sorted(FILTERS))

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,7 +28,11 @@ def torch_cpu_rank(queries, gallery, k, block):
     return torch_rank(queries, gallery, k, "cpu", block)
 
 
-RANKERS = [faiss_rank, torch_cpu_rank]
+def torch_cuda_rank(queries, gallery, k, block):
+    return torch_rank(queries, gallery, k, "cuda", block)
+
+
+RANKERS = [faiss_rank, torch_cpu_rank] + ([torch_cuda_rank] if torch.cuda.is_available() else [])
 
 
 @pytest.mark.parametrize("ranker", RANKERS)
