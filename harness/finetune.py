@@ -393,18 +393,16 @@ def train(run_dir: Path, run: Run) -> None:
                 optimiser.step()
                 tally.add(loss, logits, y)
                 if (i + 1) % SYNC_STEPS == 0:
-                    bar.set_postfix(loss=f"{tally.mean_loss(where(epoch, i + 1)):.3f}")
+                    mean = tally.mean_loss(where(epoch, i + 1))
+                    bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
             if not tally.seen:
                 raise DatasetError(
                     f"{dataset.name}: none of the {len(order)} train images could be read"
                 )
+            mean = tally.mean_loss(where(epoch, steps))  # waits for the last step
         state["seconds"] += time.perf_counter() - start
         state["history"].append(
-            {
-                "epoch": epoch + 1,
-                "loss": tally.mean_loss(where(epoch, steps)),
-                "train_accuracy": tally.accuracy(),
-            }
+            {"epoch": epoch + 1, "loss": mean, "train_accuracy": tally.accuracy()}
         )
         state["epoch"] = epoch + 1
         state["images_seen"] += tally.seen
