@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.backbones.adapters import adapter
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights, resolve
 from harness.cache import EMBEDDING_VERSION, Batches, CacheEntry
@@ -148,8 +149,9 @@ def embed(
 
 
 def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.ndarray:
-    """Normalised text-tower embeddings of ``prompts`` (open_clip models), cached like
-    images under a key of the backbone, its weights and the exact prompts."""
+    """Normalised text-tower embeddings of ``prompts`` (backbones whose adapter has a text
+    encoder), cached like images under a key of the backbone, its weights and the exact
+    prompts."""
     weights = resolve(spec)
     key = {
         **model_key(spec, weights, device()),
@@ -159,6 +161,10 @@ def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.
     entry = CacheEntry(cache_root, key, len(prompts))
 
     def produce(rows: np.ndarray) -> Batches:
-        return text_batches(load_model(spec, weights), spec, weights, prompts, rows)
+        encode = adapter(spec).text
+        assert encode is not None  # callers check has_text(spec)
+        model = load_model(spec, weights)
+        desc = f"embed prompts with {spec.name}"
+        return text_batches(encode(model, spec, weights, device()), prompts, rows, desc)
 
     return entry.get(np.arange(len(prompts)), produce).vectors

@@ -19,8 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from harness import resize
-from harness.backbones.base import BackboneSpec, Preprocess
-from harness.backbones.weights import ResolvedWeights
+from harness.backbones.base import Preprocess
 from harness.datasets.base import ArraySplit, Split
 from harness.errors import DatasetError, EmbeddingError
 
@@ -375,23 +374,18 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, desc: str) -> torch.Tensor
 
 
 def text_batches(
-    tower: torch.nn.Module,
-    spec: BackboneSpec,
-    weights: ResolvedWeights,
+    encode: Callable[[list[str]], torch.Tensor],
     prompts: list[str],
     rows: np.ndarray,
+    desc: str,
     batch_size: int = 256,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(rows, normalised text embeddings)`` from an open_clip image tower's model."""
-    import open_clip
+    """Yield ``(rows, text embeddings)``: ``encode`` (an adapter's text encoder) of the
+    prompts ``rows``, under inference mode."""
     import torch
 
-    name = f"local-dir:{weights.path}" if spec.model.startswith("hf-hub:") else spec.model
-    tokenizer = open_clip.get_tokenizer(name)
-    model = tower.clip.to(device())
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            tokens = tokenizer([prompts[i] for i in chunk]).to(device())
-            text = model.encode_text(tokens, normalize=True).float().cpu().numpy()
-            yield chunk, finite(text, f"embed prompts with {spec.name}")
+            text = encode([prompts[i] for i in chunk]).float().cpu().numpy()
+            yield chunk, finite(text, desc)

@@ -9,22 +9,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.backbones.base import BackboneSpec
+from harness.backbones.weights import ResolvedWeights
 from harness.errors import SuiteError
 
 if TYPE_CHECKING:
     import torch
 
 
+# (built model, spec, its weights, device) -> prompts -> L2-normalised text embeddings
+TextEncoder = Callable[[Any, BackboneSpec, ResolvedWeights, str], Callable[[list[str]], Any]]
+
+
 @dataclass(frozen=True)
 class Adapter:
     """One model library: ``image_model`` (the module that embeds images, the one
     fine-tuning trains), ``unfreeze`` (its last N blocks and what follows them, given
-    the built model; None where blocks are unknown) and ``text`` (a text tower for
-    zero-shot)."""
+    the built model; None where blocks are unknown) and ``text`` (its text tower's
+    encoder, for zero-shot; None where it has none)."""
 
     image_model: Callable[[Any], Any]
     unfreeze: Callable[[Any, BackboneSpec, int], None] | None
-    text: bool = False
+    text: TextEncoder | None = None
 
 
 def _check(spec: BackboneSpec, blocks: int, available: int) -> None:
@@ -56,10 +61,25 @@ def _open_clip_unfreeze(model: Any, spec: BackboneSpec, blocks: int) -> None:
     image.lock(unlocked_groups=blocks + 1)
 
 
+def _open_clip_text(
+    tower: Any, spec: BackboneSpec, weights: ResolvedWeights, dev: str
+) -> Callable[[list[str]], torch.Tensor]:
+    """open_clip's tokenizer for the model (from its local folder for an hf-hub model) and
+    its text tower on ``dev``."""
+    import open_clip
+
+    name = f"local-dir:{weights.path}" if spec.model.startswith("hf-hub:") else spec.model
+    tokenizer = open_clip.get_tokenizer(name)
+    model = tower.clip.to(dev)
+    return lambda prompts: model.encode_text(tokenizer(prompts).to(dev), normalize=True)
+
+
 ADAPTERS = {
     "timm": Adapter(image_model=lambda model: model, unfreeze=_timm_unfreeze),
     "open_clip": Adapter(
-        image_model=lambda tower: tower.clip.visual, unfreeze=_open_clip_unfreeze, text=True
+        image_model=lambda tower: tower.clip.visual,
+        unfreeze=_open_clip_unfreeze,
+        text=_open_clip_text,
     ),
     "module": Adapter(image_model=lambda model: model, unfreeze=None),
 }
@@ -71,4 +91,4 @@ def adapter(spec: BackboneSpec) -> Adapter:
 
 def has_text(spec: BackboneSpec) -> bool:
     """Whether the backbone has a text tower (zero-shot; the ``clip`` marker)."""
-    return adapter(spec).text
+    return adapter(spec).text is not None
