@@ -81,6 +81,27 @@ def test_preprocessing_comes_from_timm_and_the_table_overrides_it(checkpoints):
     )
 
 
+def test_the_librarys_preprocessing_is_remembered_per_library_version(checkpoints, monkeypatch):
+    """A warm run reads the remembered config instead of importing the library; another
+    library version, or a file whose key was changed, is computed again."""
+    from harness.backbones import declared as module
+
+    spec = declared("t-memo", checkpoints, timm="tf_efficientnet_lite0", weights="v1.safetensors")
+    first = module.library_preprocess(spec)
+    computed = []
+    real = module._timm_preprocess
+    monkeypatch.setattr(module, "_timm_preprocess", lambda s: computed.append(s) or real(s))
+    assert module.library_preprocess(spec) == first and not computed
+    (path,) = (module.cache_root() / "library-preprocess").glob("*.json")
+    saved = json.loads(path.read_text())
+    saved["key"]["model"] = "resnet50"
+    path.write_text(json.dumps(saved))
+    assert module.library_preprocess(spec) == first and len(computed) == 1
+    versions = {**module.library_versions(), "timm": "0.0.1"}
+    monkeypatch.setattr(module, "library_versions", lambda: versions)
+    assert module.library_preprocess(spec) == first and len(computed) == 2
+
+
 def test_an_open_clip_checkpoint_declared_in_a_suite_embeds_as_the_registry_entry(tmp_path):
     """The tiny open_clip config, its weights saved to a file: the declared entry gets
     open_clip's preprocessing for the config and the same embeddings as the entry."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -30,8 +31,12 @@ from harness.backbones.base import (
     Preprocess,
     Weights,
 )
-from harness.backbones.weights import HUB_FILES
+from harness.backbones.build import CONFIGS
+from harness.backbones.weights import HUB_FILES, file_sha256
+from harness.cache import atomic_write, digest
 from harness.errors import SuiteError
+from harness.paths import cache_root
+from harness.provenance import library_versions
 
 ENTRY_POINTS = "shelfbench.backbones"
 
@@ -173,8 +178,7 @@ def complete(spec: BackboneSpec) -> BackboneSpec:
     if spec.preprocess is not None:
         return spec
     overrides = dict(spec.overrides)
-    library = _timm_preprocess if spec.source == "timm" else _open_clip_preprocess
-    pre = library(spec)
+    pre = library_preprocess(spec)
     pre = replace(
         pre,
         size=overrides.get("image_size", pre.size),
@@ -184,6 +188,37 @@ def complete(spec: BackboneSpec) -> BackboneSpec:
         interpolation=overrides.get("interpolation", pre.interpolation),
     )
     return replace(spec, preprocess=pre)
+
+
+def library_preprocess(spec: BackboneSpec) -> Preprocess:
+    """The library's pretrained preprocessing for ``spec``, remembered under the cache per
+    library version, so that a run whose embeddings are all cached never imports timm or
+    open_clip (7 of the 10 s of a warm zero-shot cell). A remembered file whose key does
+    not match, or that cannot be read, is recomputed."""
+    library = _timm_preprocess if spec.source == "timm" else _open_clip_preprocess
+    own = CONFIGS / f"{spec.model}.json"  # shelfbench's own test configs
+    key = {
+        "source": spec.source,
+        "model": spec.model,
+        "pretrained": spec.pretrained,
+        "version": library_versions()["timm" if spec.source == "timm" else "open_clip"],
+        "config_sha256": file_sha256(own) if own.is_file() else None,
+    }
+    path = cache_root() / "library-preprocess" / f"{digest(key)}.json"
+    try:
+        saved = json.loads(path.read_text())
+        if saved["key"] == key:
+            fields = saved["preprocess"]
+            return Preprocess(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+            )
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    pre = library(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"key": key, "preprocess": pre.as_dict()}, indent=1)
+    atomic_write(path, lambda p: p.write_text(text))
+    return pre
 
 
 def _timm_preprocess(spec: BackboneSpec) -> Preprocess:
@@ -211,8 +246,6 @@ def _timm_preprocess(spec: BackboneSpec) -> Preprocess:
 
 def _open_clip_preprocess(spec: BackboneSpec) -> Preprocess:
     import open_clip
-
-    from harness.backbones.build import CONFIGS
 
     if (CONFIGS / f"{spec.model}.json").is_file():  # shelfbench's own test configs
         open_clip.add_model_config(CONFIGS / f"{spec.model}.json")
