@@ -211,14 +211,8 @@ class Loaded:
 
     def pixels(self, dev: str) -> torch.Tensor:
         """The batch on ``dev`` as NHWC uint8 at the model's input size."""
-        import torch
-
         images = self.images.to(dev, non_blocking=True)
-        if self.plan is None:
-            return images
-        weights = (self.plan.rows, self.plan.cols)
-        rows, cols = (None if w is None else torch.from_numpy(w).to(dev) for w in weights)
-        return resize.apply(images, rows, cols, self.plan.rows_first)
+        return images if self.plan is None else self.plan.apply(images)
 
 
 class Items:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -83,7 +83,7 @@ def weights(
     return out[..., :in_size]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Plan:
     """How one input size becomes the model's input: fixed-point row and column weights
     (``None`` where Pillow skips that pass), as float64 numpy arrays, and the pass order."""
@@ -91,6 +91,20 @@ class Plan:
     rows: np.ndarray | None
     cols: np.ndarray | None
     rows_first: bool = False
+    _on: dict[str, tuple[torch.Tensor | None, ...]] = field(default_factory=dict, repr=False)
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """``apply`` with these weights on ``images``' device (copied there once)."""
+        dev = str(images.device)
+        if dev not in self._on:
+            import torch
+
+            weights = (self.rows, self.cols)
+            self._on[dev] = tuple(
+                None if w is None else torch.from_numpy(w).to(dev) for w in weights
+            )
+        rows, cols = self._on[dev]
+        return apply(images, rows, cols, self.rows_first)
 
 
 def rows_first(height: int, width: int, new_h: int, new_w: int) -> bool:
