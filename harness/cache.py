@@ -35,7 +35,7 @@ from filelock import FileLock
 from harness.errors import CacheError
 
 # Bump when extraction changes in a way the other key fields do not show.
-EMBEDDING_VERSION = 2
+EMBEDDING_VERSION = 3  # 3: non-square images resized and cropped exactly as timm's eval transform
 PART_SECONDS = 10.0
 PART_ROWS = 4096
 

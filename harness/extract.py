@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import shutil
 import sys
@@ -138,15 +137,10 @@ def computing_at(precision: str, dev: str) -> Iterator[None]:
 def transform(image: Image.Image, pre: Preprocess) -> np.ndarray:
     """``shortest``: resize the short side to ``floor(size / crop_pct)`` (as timm does) and
     centre-crop; ``squash``: resize to ``size`` x ``size`` (as open_clip's squash mode)."""
-    resample = RESAMPLE[pre.interpolation]
-    if pre.resize == "squash":
-        return np.asarray(image.resize((pre.size, pre.size), resample))
-    scaled = math.floor(pre.size / pre.crop_pct)
-    w, h = image.size
-    ratio = scaled / min(w, h)
-    new_w, new_h = max(scaled, round(w * ratio)), max(scaled, round(h * ratio))
-    image = image.resize((new_w, new_h), resample)
-    left, top = (new_w - pre.size) // 2, (new_h - pre.size) // 2
+    new_w, new_h, left, top = resize.layout(*image.size, pre)
+    image = image.resize((new_w, new_h), RESAMPLE[pre.interpolation])
+    if (new_w, new_h) == (pre.size, pre.size):
+        return np.asarray(image)
     return np.asarray(image.crop((left, top, left + pre.size, top + pre.size)))
 
 

@@ -114,17 +114,28 @@ def rows_first(height: int, width: int, new_h: int, new_w: int) -> bool:
     return height - new_h > 0 and height - new_h > (width - new_w) * 2
 
 
+def layout(width: int, height: int, pre: Preprocess) -> tuple[int, int, int, int]:
+    """``(new_w, new_h, left, top)``: the size a ``width`` x ``height`` image is resized to
+    and where the centre crop starts, as torchvision's ``Resize(int)`` and ``CenterCrop``
+    compute them in timm's and open_clip's eval transforms. ``shortest``: the short side
+    to ``floor(size / crop_pct)``, the long side in proportion, truncated; ``squash``:
+    ``size`` x ``size``."""
+    if pre.resize == "squash":
+        new_w = new_h = pre.size
+    else:
+        short = math.floor(pre.size / pre.crop_pct)
+        if width <= height:
+            new_w, new_h = short, int(short * height / width)
+        else:
+            new_w, new_h = int(short * width / height), short
+    return new_w, new_h, round((new_w - pre.size) / 2.0), round((new_h - pre.size) / 2.0)
+
+
 def plan(height: int, width: int, pre: Preprocess) -> Plan:
     """The resize (and centre crop) of ``extract.transform`` for ``height`` x ``width``
     images: only the output pixels the crop keeps are computed."""
     interpolation = pre.interpolation
-    if pre.resize == "squash":
-        new_w = new_h = pre.size
-    else:
-        scaled = math.floor(pre.size / pre.crop_pct)
-        ratio = scaled / min(width, height)
-        new_w, new_h = max(scaled, round(width * ratio)), max(scaled, round(height * ratio))
-    left, top = (new_w - pre.size) // 2, (new_h - pre.size) // 2
+    new_w, new_h, left, top = layout(width, height, pre)
     keep_rows, keep_cols = slice(top, top + pre.size), slice(left, left + pre.size)
     rows = weights(height, new_h, interpolation)[keep_rows] if new_h != height else None
     cols = weights(width, new_w, interpolation)[keep_cols] if new_w != width else None

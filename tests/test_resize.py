@@ -66,3 +66,48 @@ def test_weights_with_a_box_equal_pillow(interpolation):
         cols.append(w[::-1] if flip else w)
     got = resize.apply(torch.from_numpy(images), *tensors(np.stack(rows), np.stack(cols)))
     np.testing.assert_array_equal(got.numpy(), np.stack(expected))
+
+
+def as_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """A ToTensor'd image (mean 0, std 1) back to HWC uint8, exactly."""
+    return (tensor.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+@given(
+    height=st.integers(1, 200),
+    width=st.integers(1, 200),
+    size=st.integers(1, 96),
+    interpolation=st.sampled_from(sorted(FILTERS)),
+    crop_pct=st.sampled_from([1.0, 0.95, 0.9, 0.875]),
+    seed=st.integers(0, 2**16),
+)
+def test_transform_equals_timms_eval_transform(height, width, size, interpolation, crop_pct, seed):
+    """timm (the library the preprocessing comes from) is the oracle: same resize of the
+    short side, same truncated long side, same centre-crop rounding."""
+    from timm.data import create_transform
+
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    timm_eval = create_transform(
+        input_size=(3, size, size),
+        crop_pct=crop_pct,
+        interpolation=interpolation,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
+    pre = Preprocess(size, interpolation, (0.0,) * 3, (1.0,) * 3, crop_pct)
+    expected = as_uint8(timm_eval(Image.fromarray(image)))
+    np.testing.assert_array_equal(transform(Image.fromarray(image), pre), expected)
+
+
+@pytest.mark.parametrize("mode", ["shortest", "squash"])
+@pytest.mark.parametrize(("height", "width"), [(37, 64), (64, 37), (50, 50)])
+def test_transform_equals_open_clips_eval_transform(mode, height, width):
+    from open_clip.transform import image_transform
+
+    image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    clip_eval = image_transform(
+        24, is_train=False, mean=(0, 0, 0), std=(1, 1, 1), resize_mode=mode, interpolation="bicubic"
+    )
+    pre = Preprocess(24, "bicubic", (0.0,) * 3, (1.0,) * 3, 1.0, mode)
+    expected = as_uint8(clip_eval(Image.fromarray(image)))
+    np.testing.assert_array_equal(transform(Image.fromarray(image), pre), expected)
