@@ -139,8 +139,6 @@ def transform(image: Image.Image, pre: Preprocess) -> np.ndarray:
     centre-crop; ``squash``: resize to ``size`` x ``size`` (as open_clip's squash mode)."""
     new_w, new_h, left, top = resize.layout(*image.size, pre)
     image = image.resize((new_w, new_h), RESAMPLE[pre.interpolation])
-    if (new_w, new_h) == (pre.size, pre.size):
-        return np.asarray(image)
     return np.asarray(image.crop((left, top, left + pre.size, top + pre.size)))
 
 
@@ -269,6 +267,15 @@ def chunks(n: int, size: int) -> list[range]:
     return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 
+def in_memory(split: ArraySplit, items: np.ndarray, plan: resize.Plan) -> Loaded:
+    """A batch of in-memory ``items`` at their stored size, to be resized by ``plan`` where
+    the model runs; pinned on CUDA."""
+    import torch
+
+    batch = Loaded(items.astype(np.int64), torch.from_numpy(split.images[items]), {}, plan)
+    return batch.pin_memory() if device() == "cuda" else batch
+
+
 def load_batches(
     split: Split, rows: np.ndarray, pre: Preprocess, batch_size: int
 ) -> Iterator[Loaded]:
@@ -276,14 +283,10 @@ def load_batches(
     one if none); an unreadable item is reported in ``Loaded.bad``, never raised. Images
     held in memory at one size skip PIL: ``Loaded.pixels`` resizes them, bit for bit as
     ``transform`` would, on the device."""
-    import torch
-
     if isinstance(split, ArraySplit):
         resizing = resize.plan(*split.images.shape[1:3], pre)
         for chunk in chunks(len(rows), batch_size):
-            items = np.asarray(rows[chunk.start : chunk.stop], dtype=np.int64)
-            batch = Loaded(items, torch.from_numpy(split.images[items]), {}, resizing)
-            yield batch.pin_memory() if device() == "cuda" else batch
+            yield in_memory(split, np.asarray(rows[chunk.start : chunk.stop]), resizing)
         return
     prepare = functools.partial(transform_item, pre=pre)
     yield from loader(Items(split, rows, prepare), chunks(len(rows), batch_size))
@@ -336,11 +339,16 @@ def embed_batches(
                 x = to_tensor(batch.pixels(dev), pre, dev, buffer)
                 out = _forward(model, x, desc)
                 if pending is not None:
-                    yield pending[0], finite(pending[1].float().cpu().numpy(), desc)
+                    yield _on_host(*pending, desc)
                 pending = batch.rows, out
             bar.update(len(batch.rows) + len(batch.bad))
         if pending is not None:
-            yield pending[0], finite(pending[1].float().cpu().numpy(), desc)
+            yield _on_host(*pending, desc)
+
+
+def _on_host(rows: np.ndarray, out: torch.Tensor, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's embeddings read back as float32 numpy (waits for the device), checked."""
+    return rows, finite(out.float().cpu().numpy(), desc)
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, desc: str) -> torch.Tensor:

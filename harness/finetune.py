@@ -41,6 +41,7 @@ from harness.extract import (
     chunks,
     cpu_training,
     device,
+    in_memory,
     loader,
     progress,
     to_tensor,
@@ -227,11 +228,9 @@ def train_batches(run: Run, data: Split, order: np.ndarray, epoch: int) -> Itera
     in memory at one size are cropped, resized and flipped on the device, bit for bit as
     ``augment`` would, with weights drawn here."""
     settings, pre = run.settings, run.pre
-    batches = [
-        run.indices[order[c]].astype(np.int64) for c in chunks(len(order), settings["batch_size"])
-    ]
+    positions = [order[c] for c in chunks(len(order), settings["batch_size"])]
     if isinstance(data, ArraySplit):
-        return _array_batches(data, batches, pre, settings, epoch)
+        return _array_batches(data, [run.indices[p] for p in positions], pre, settings, epoch)
     prepare = (
         functools.partial(
             _augment, pre=pre, seed=settings["seed"], epoch=epoch, scale=settings["crop_scale"]
@@ -239,7 +238,7 @@ def train_batches(run: Run, data: Split, order: np.ndarray, epoch: int) -> Itera
         if settings["augment"]
         else functools.partial(transform_item, pre=pre)
     )
-    return loader(Items(data, np.arange(len(data)), prepare), batches)
+    return loader(Items(data, run.indices, prepare), positions)
 
 
 def _array_batches(
@@ -249,8 +248,6 @@ def _array_batches(
     settings: Mapping[str, Any],
     epoch: int,
 ) -> Iterator[Loaded]:
-    import torch
-
     height, width = data.images.shape[1:3]
     resizing = resize.plan(height, width, pre)
     for items in batches:
@@ -264,8 +261,7 @@ def _array_batches(
             boxes = np.array([box for box, _ in drawn], dtype=np.float64)
             flips = np.array([flip for _, flip in drawn], dtype=bool)
             resizing = resize.boxed(height, width, pre, boxes, flips)
-        loaded = Loaded(items, torch.from_numpy(data.images[items]), {}, resizing)
-        yield loaded.pin_memory() if device() == "cuda" else loaded
+        yield in_memory(data, items, resizing)
 
 
 class Tally:
