@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 CONFIGS = Path(__file__).with_name("configs")
 
 
+def own_config(model: str) -> Path | None:
+    """shelfbench's own open_clip config for ``model`` (its tiny test models), if any."""
+    path = CONFIGS / f"{model}.json"
+    return path if path.is_file() else None
+
+
 def _load_state(path: Path) -> dict[str, Any]:
     """A state dict from safetensors or a weights-only torch file: never arbitrary pickles."""
     if path.suffix == ".safetensors":
@@ -164,8 +170,8 @@ def open_clip_model(spec: BackboneSpec, weights: ResolvedWeights) -> Any:
     import open_clip
     import torch
 
-    if (CONFIGS / f"{spec.model}.json").is_file():
-        open_clip.add_model_config(CONFIGS / f"{spec.model}.json")
+    if own := own_config(spec.model):
+        open_clip.add_model_config(own)
     if spec.model.startswith("hf-hub:"):
         if weights.path is None:
             raise WeightsError(f"{spec.name}: an hf-hub model needs its directory")

@@ -31,7 +31,7 @@ from harness.backbones.base import (
     Preprocess,
     Weights,
 )
-from harness.backbones.build import CONFIGS
+from harness.backbones.build import own_config
 from harness.backbones.weights import HUB_FILES, file_sha256
 from harness.cache import atomic_write, digest
 from harness.errors import SuiteError
@@ -196,13 +196,13 @@ def library_preprocess(spec: BackboneSpec) -> Preprocess:
     open_clip (7 of the 10 s of a warm zero-shot cell). A remembered file whose key does
     not match, or that cannot be read, is recomputed."""
     library = _timm_preprocess if spec.source == "timm" else _open_clip_preprocess
-    own = CONFIGS / f"{spec.model}.json"  # shelfbench's own test configs
+    own = own_config(spec.model)
     key = {
         "source": spec.source,
         "model": spec.model,
         "pretrained": spec.pretrained,
         "version": library_versions()["timm" if spec.source == "timm" else "open_clip"],
-        "config_sha256": file_sha256(own) if own.is_file() else None,
+        "config_sha256": file_sha256(own) if own else None,
     }
     path = cache_root() / "library-preprocess" / f"{digest(key)}.json"
     try:
@@ -247,8 +247,8 @@ def _timm_preprocess(spec: BackboneSpec) -> Preprocess:
 def _open_clip_preprocess(spec: BackboneSpec) -> Preprocess:
     import open_clip
 
-    if (CONFIGS / f"{spec.model}.json").is_file():  # shelfbench's own test configs
-        open_clip.add_model_config(CONFIGS / f"{spec.model}.json")
+    if own := own_config(spec.model):
+        open_clip.add_model_config(own)
     config = open_clip.get_model_config(spec.model)
     if config is None:
         close = difflib.get_close_matches(spec.model, open_clip.list_models(), n=3)
