@@ -380,7 +380,7 @@ def run_cell(cell: Cell, cache_root: Path) -> CellResult:
         preprocess=dict(test.key["preprocess"]),  # type: ignore[call-overload]
         embedding_keys={split: digest(e.key) for split, e in embedded.items()},
         ci=ci,
-        gate=asdict(gate),
+        gate=gate.model_dump(),
         protocol=dataset.protocol,
         test_items_sha256=hashlib.sha256(test.indices.astype("<i8").tobytes()).hexdigest(),
         items={name: values.tolist() for name, values in outcome.items.items()},

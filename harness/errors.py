@@ -44,3 +44,7 @@ class SuiteError(ShelfbenchError):
 
 class CacheError(ShelfbenchError):
     """The embedding cache is unreadable or inconsistent."""
+
+
+class PathError(ShelfbenchError):
+    """A path a user gave is not the kind of thing it must be (a file, a directory)."""

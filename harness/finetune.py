@@ -20,11 +20,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from filelock import FileLock
 from PIL import Image
+from pydantic import Field
 
 from harness import resize
 from harness.backbones.adapters import adapter
@@ -48,6 +49,7 @@ from harness.extract import (
     training_threads,
     transform_item,
 )
+from harness.settings import Count, CropPct, Positive, Seed, Table, Tolerance, Unit, pair
 
 if TYPE_CHECKING:
     import torch
@@ -58,21 +60,27 @@ FINETUNE_VERSION = 2
 # Steps between reads of the running loss (each read waits for the GPU to catch up).
 SYNC_STEPS = 20
 
-# The settings of a run, with their defaults: all go into the run's key.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 3,
-    "batch_size": 32,
-    "lr": 1e-4,
-    "head_lr": 1e-3,
-    "weight_decay": 0.05,
-    "warmup": 0.1,
-    "label_smoothing": 0.1,
-    "clip_grad": 1.0,
-    "augment": True,
-    "crop_scale": (0.35, 1.0),
-    "amp": True,
-    "seed": 0,
-}
+
+class TrainSettings(Table):
+    """``[strategy.finetune]`` (and ``partial``, ``cross``): every setting of a run, all of
+    which go into its key. A batch holds two images at least: a batch norm that trains
+    cannot normalise one."""
+
+    epochs: Count = 3
+    batch_size: Annotated[int, Field(ge=2)] = 32
+    lr: Positive = 1e-4
+    head_lr: Positive = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.05
+    warmup: Unit = 0.1  # a share of all steps
+    label_smoothing: Tolerance = 0.1
+    clip_grad: Positive = 1.0
+    augment: bool = True
+    crop_scale: pair(CropPct) = (0.35, 1.0)  # the random resized crop's share of the area
+    amp: bool = True
+    seed: Seed = 0
+
+
+TRAIN_DEFAULTS: dict[str, Any] = TrainSettings().model_dump()
 
 
 @dataclass(frozen=True)

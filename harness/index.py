@@ -20,13 +20,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from harness.errors import SuiteError, Unavailable, one_line
 from harness.registry import Registry
 from harness.search import l2_normalise
+from harness.settings import Count, Table, load
 
 # Queries timed one at a time for the latency percentiles.
 LATENCY_QUERIES = 200
@@ -68,50 +70,69 @@ class Built(Protocol):
 
 @dataclass(frozen=True)
 class Engine:
+    """An index engine: how it builds an index over a gallery, and the keys (with their
+    kinds and ranges) its ``search`` and ``build`` tables take."""
+
     name: str
     build: Callable[[np.ndarray, IndexSetting], Built] = field(repr=False)
     description: str
+    search: type[Table] = field(repr=False)
+    build_keys: type[Table] = field(repr=False)
 
 
 ENGINES: Registry[Engine] = Registry("index engine", SuiteError)
 
 
-def settings(params: Mapping[str, Any]) -> list[IndexSetting | None]:
+def _choices(table: Any, name: str, where: str) -> tuple[list[str], list[list[Any]]]:
+    """A ``search``/``build`` table's keys and, per key, its values (a list gives several)."""
+    table = table or {}
+    if not isinstance(table, Mapping):
+        raise SuiteError(f"{where} {name} = {table!r}: must be a table such as {{ efSearch = 64 }}")
+    values = [list(v) if isinstance(v, list | tuple) else [v] for v in table.values()]
+    return list(table), values
+
+
+def settings(params: Mapping[str, Any], where: str = "[strategy.knn]") -> list[IndexSetting | None]:
     """The index settings a ``knn`` cell's parameters ask for: None for exact search; a
-    list in ``index`` or in any ``search`` value gives one setting per combination."""
+    list in ``index`` or in any ``search`` value gives one setting per combination. Each
+    search and build key is checked against the engine's declared kinds and ranges."""
     indexes = params.get("index") or "exact"
-    indexes = indexes if isinstance(indexes, list) else [indexes]
-    search = params.get("search") or {}
-    if not isinstance(search, dict):
-        raise SuiteError(f"search = {search!r} is a table such as {{ efSearch = 64 }}")
-    names = list(search)
-    values = [v if isinstance(v, list) else [v] for v in search.values()]
+    indexes = list(indexes) if isinstance(indexes, list | tuple) else [indexes]
+    names, values = _choices(params.get("search"), "search", where)
     out: list[IndexSetting | None] = []
     for text in indexes:
-        if not isinstance(text, str):
-            raise SuiteError(f"index = {text!r} is a string such as 'faiss:HNSW32' or 'exact'")
         if text == "exact":
             out.append(None)
             continue
-        engine, colon, spec = text.partition(":")
+        engine_name, colon, spec = text.partition(":")
         if not colon or not spec:
             raise SuiteError(
-                f"index = {text!r} names an engine and an index: 'faiss:HNSW32', "
+                f"{where} index = {text!r}: must name an engine and an index: 'faiss:HNSW32', "
                 "'faiss:IVF1024,PQ32', 'milvus:HNSW' or 'exact'"
             )
-        ENGINES.get(engine)
-        options = {"milvus_uri": params.get("milvus_uri") or "", "build": params.get("build")}
+        if engine_name not in ENGINES:
+            raise SuiteError(
+                f"{where} index = {text!r}: unknown index engine {engine_name!r}; "
+                f"registered: {', '.join(ENGINES.names())}"
+            )
+        engine = ENGINES.get(engine_name)
+        build = params.get("build") or {}
+        load(engine.build_keys, build, f"{where} (index {text})", prefix="build.")
+        options = {"milvus_uri": params.get("milvus_uri") or "", "build": build}
         for combination in itertools.product(*values):
             chosen = dict(zip(names, combination, strict=True))
-            out.append(IndexSetting(engine, spec, chosen, options))
+            load(engine.search, chosen, f"{where} (index {text})", prefix="search.")
+            out.append(IndexSetting(engine_name, spec, chosen, options))
     return out
 
 
-def variants(params: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def variants(
+    params: Mapping[str, Any], where: str = "[strategy.knn]"
+) -> list[tuple[str, dict[str, Any]]]:
     """One knn cell per index setting: (its label, or "" for exact search; the parameters
     with that one setting)."""
     out = []
-    for setting in settings(params):
+    for setting in settings(params, where):
         if setting is None:
             out.append(("", {**params, "index": None, "search": None}))
         else:
@@ -242,7 +263,29 @@ def _faiss_reason(exc: RuntimeError) -> str:
     return (errors or lines or ["no message"])[-1]
 
 
-ENGINES.add(Engine("faiss", build_faiss, "faiss index_factory strings, inner product"))
+class FaissSearch(Table):
+    """faiss ``ParameterSpace`` names a suite may set (each applies where the index has it)."""
+
+    efSearch: Count | None = None  # HNSW: candidates kept while searching
+    nprobe: Count | None = None  # IVF: lists visited
+    quantizer_efSearch: Count | None = None  # IVF over an HNSW coarse quantizer
+    max_codes: Count | None = None  # IVF: codes scanned at most
+    k_factor: Annotated[float, Field(ge=1)] | None = None  # a refine stage's re-ranking depth
+
+
+class FaissBuild(Table):
+    """None: a faiss index is built as its factory string says ("IVF1024,PQ32")."""
+
+
+ENGINES.add(
+    Engine(
+        "faiss",
+        build_faiss,
+        "faiss index_factory strings, inner product",
+        FaissSearch,
+        FaissBuild,
+    )
+)
 
 
 @dataclass
@@ -344,4 +387,29 @@ def build_milvus(gallery: np.ndarray, setting: IndexSetting) -> MilvusIndex:
     return MilvusIndex(client, collection, {}, scratch)
 
 
-ENGINES.add(Engine("milvus", build_milvus, "Milvus (milvus-lite or a server by URI), IP"))
+class MilvusSearch(Table):
+    """Milvus search parameters."""
+
+    ef: Count | None = None  # HNSW: candidates kept while searching
+    nprobe: Annotated[int, Field(ge=1, le=65536)] | None = None  # IVF: lists visited
+
+
+class MilvusBuild(Table):
+    """Milvus index build parameters (those of the index type the spec names)."""
+
+    M: Annotated[int, Field(ge=2, le=2048)] | None = None  # HNSW: links per node
+    efConstruction: Count | None = None  # HNSW: candidates kept while building
+    nlist: Annotated[int, Field(ge=1, le=65536)] | None = None  # IVF: lists
+    m: Count | None = None  # IVF_PQ: sub-quantizers
+    nbits: Annotated[int, Field(ge=1, le=24)] | None = None  # IVF_PQ: bits per code
+
+
+ENGINES.add(
+    Engine(
+        "milvus",
+        build_milvus,
+        "Milvus (milvus-lite or a server by URI), IP",
+        MilvusSearch,
+        MilvusBuild,
+    )
+)

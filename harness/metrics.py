@@ -171,8 +171,8 @@ class Metric:
     relevance). Exactly one of ``per_item`` (a mean of per-item values, from
     ``(labels, predicted, label_rank)`` or ``(relevance, n_relevant)``) and ``from_counts``
     (an aggregate of per-class counts, from labels and predictions) is set. ``headline``:
-    shown in the terminal table and the interval tables. Registration order is display
-    order.
+    shown in the terminal table and the interval tables. ``low``..``high``: the values it
+    can take, where a suite's floors must lie. Registration order is display order.
     """
 
     name: str
@@ -182,6 +182,8 @@ class Metric:
     higher_is_better: bool = True
     headline: bool = False
     description: str = ""
+    low: float = 0.0  # the range a value (and a floor) lies in
+    high: float = 1.0
 
     def __post_init__(self) -> None:
         if (self.per_item is None) == (self.from_counts is None):

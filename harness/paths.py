@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from harness.errors import PathError, ShelfbenchError
 
 
 def cache_root() -> Path:
@@ -15,3 +18,56 @@ def data_roots() -> list[Path]:
     """Directories searched for datasets, in order: ``$SHELFBENCH_DATA``, then downloads."""
     roots = [Path(os.environ["SHELFBENCH_DATA"])] if os.environ.get("SHELFBENCH_DATA") else []
     return [*roots, cache_root() / "data"]
+
+
+def _kind(mode: int) -> str:
+    """What a file of ``st_mode`` is, in words."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "a regular file"
+
+
+def regular_file(
+    path: Path,
+    what: str,
+    error: type[ShelfbenchError] = PathError,
+    missing: type[ShelfbenchError] | None = None,
+) -> Path:
+    """``path`` if it is an existing regular file (or a link to one); else ``error`` in one
+    line saying what it is instead (``missing`` where it does not exist, e.g. a skip). A
+    named pipe or a device is refused before anything opens it: a read would block."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        raise (missing or error)(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise error(f"{what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{what} {path} is {_kind(mode)}, not a file")
+    return Path(path)
+
+
+def directory(path: Path, what: str) -> Path:
+    """``path`` if it is a directory, or does not exist and could be created (what is in
+    its way is a directory); it is not created here."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.exists():
+        raise PathError(f"{what} {path}: {existing} is a broken link")
+    if not existing.is_dir():
+        blocker = "it" if existing == path else str(existing)
+        raise PathError(
+            f"{what} {path} must be a directory, but {blocker} is {_kind(existing.stat().st_mode)}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PathError(f"{what} {path}: {existing} is not writable")
+    return path

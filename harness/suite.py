@@ -1,7 +1,8 @@
 """Suites: a TOML file declares datasets × backbones × strategies, a data profile, and floors.
 
-Loading a suite validates every name against the registries, so a typo fails at collection
-with one line, and never imports torch.
+Loading a suite validates every name against the registries and every value against its
+declared kind and range (``harness.settings``), so a mistake fails at collection with
+one line, and never imports torch.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tomllib
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
 
 from harness.backbones import BACKBONES
 from harness.backbones.adapters import has_text
@@ -26,8 +28,21 @@ from harness.backbones.declared import (
 from harness.datasets import DATASETS
 from harness.datasets.formats import register_user_dataset, user_dataset
 from harness.errors import ShelfbenchError, SuiteError
-from harness.extract import PRECISIONS
-from harness.strategies import STRATEGIES, parse_strategy
+from harness.metrics import METRICS
+from harness.paths import regular_file
+from harness.settings import (
+    Count,
+    CropPct,
+    Date,
+    ImageSize,
+    Name,
+    Seed,
+    Table,
+    Tolerance,
+    listed,
+    load,
+)
+from harness.strategies import STRATEGIES, StrategySpec, parse_strategy
 
 TABLES = {
     "suite",
@@ -40,45 +55,50 @@ TABLES = {
     "backbones",
     "upgrade",
 }
-T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Table):
     """How much data and at what resolution every cell of a suite runs."""
 
-    n_train: int | None = None
-    n_test: int | None = None
-    image_size: int | None = None
-    crop_pct: float | None = None
-    batch_size: int = 32
-    seed: int = 0
-    bad_images: str = "skip"  # or "fail": what an unreadable image does to its cell
-    precision: str = "auto"  # fp32 | bf16 | tf32 (CUDA) | auto: bf16 where it is native
+    n_train: Count | None = None  # a seeded sample of the train split; all of it if omitted
+    n_test: Count | None = None
+    image_size: ImageSize | None = None  # overrides the backbone's native size
+    crop_pct: CropPct | None = None
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
+    seed: Seed = 0
+    bad_images: Literal["skip", "fail"] = "skip"  # what an unreadable image does to its cell
+    precision: Literal["auto", "fp32", "bf16", "tf32"] = "auto"  # auto: bf16 where native
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(Table):
     """How a suite judges change: bootstrap resamples (and seed) for intervals and paired
     comparisons, the drop tolerated even when significant (``max_drop``), and how close to
     the best a cheaper cell must be to be recommended (``epsilon``)."""
 
-    resamples: int = 1000
-    seed: int = 0
-    max_drop: float = 0.01
-    epsilon: float = 0.01
+    resamples: Annotated[int, Field(ge=100, le=1_000_000)] = 1000
+    seed: Seed = 0
+    max_drop: Tolerance = 0.01
+    epsilon: Tolerance = 0.01
 
 
-@dataclass(frozen=True)
-class Upgrade:
+class Upgrade(Table):
     """``[upgrade]``: each cell of the ``candidate`` backbone is compared, in the same run,
     with the ``incumbent``'s cell of the same dataset and strategy (paired bootstrap over
     the same test items), and fails when significantly worse by more than ``max_drop``
     (default: the suite's ``[gate] max_drop``) on its main or a floored metric."""
 
-    incumbent: str
-    candidate: str
-    max_drop: float | None = None
+    incumbent: Name
+    candidate: Name
+    max_drop: Tolerance | None = None
+
+    @model_validator(mode="after")
+    def _two_backbones(self) -> Upgrade:
+        if self.incumbent == self.candidate:
+            raise ValueError(
+                f"incumbent and candidate are both {self.incumbent!r}: a backbone compared "
+                "with itself always passes; name the model in production and the new one"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -92,71 +112,32 @@ class Floor:
     machine: str
 
 
-@dataclass(frozen=True)
-class CellGroup:
+class CellGroup(Table):
     """One ``[[cells]]`` table: the product of its lists, in the ``profile`` it runs in;
     its ``[cells.strategy.NAME]`` tables override the suite's ``[strategy.NAME]`` for it."""
 
-    datasets: list[str]
-    backbones: list[str]
-    strategies: list[str]
-    profile: str = "default"
-    strategy: dict = field(default_factory=dict)
+    datasets: listed(Name)
+    backbones: listed(Name)
+    strategies: listed(Name)
+    profile: Name = "default"
+    strategy: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class FloorSpec:
-    """A floor as written in the suite file: the threshold and the measurement behind it."""
+class FloorSpec(Table):
+    """A floor as written in the suite file: the threshold and the measurement behind it.
+    Both lie in the metric's range (``Metric.low``..``high``), checked with the metric."""
 
     floor: float
     measured: float
-    date: str
-    machine: str
+    date: Date
+    machine: Name
 
 
-def _fits(value: Any, kind: Any) -> bool:
-    """Whether a TOML value has the type ``kind`` (an int is a float; a bool is neither)."""
-    if isinstance(kind, types.UnionType):
-        return any(_fits(value, k) for k in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if typing.get_origin(kind) is list:
-        (item,) = typing.get_args(kind)
-        return isinstance(value, list) and all(_fits(v, item) for v in value)
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+class SuiteMeta(Table):
+    """``[suite]``: the suite's name (default: the file's stem) and protocol version."""
 
-
-def _type_name(kind: Any) -> str:
-    if isinstance(kind, types.UnionType):
-        return " or ".join(_type_name(k) for k in typing.get_args(kind) if k is not type(None))
-    if typing.get_origin(kind) is list:
-        return f"a list of {_type_name(typing.get_args(kind)[0])}"
-    return {int: "a whole number", float: "a number", str: "a string"}.get(kind, str(kind))
-
-
-def typed(cls: type[T], table: Any, where: str) -> T:
-    """``cls(**table)`` once every key of the TOML ``table`` is known to ``cls`` and of its
-    field's type, and every field without a default is given; else one line naming it."""
-    hints = typing.get_type_hints(cls)
-    if not isinstance(table, dict):
-        raise SuiteError(f"{where} is a table of {sorted(hints)}, not {table!r}")
-    unknown = sorted(set(table) - set(hints))
-    if unknown:
-        raise SuiteError(f"{where}: unknown key {unknown[0]!r}; it takes {sorted(hints)}")
-    missing = dataclasses.MISSING
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    required = [f.name for f in fields if f.default is missing and f.default_factory is missing]
-    for key in required:
-        if key not in table:
-            raise SuiteError(f"{where}: the key {key!r} is missing")
-    for key, value in table.items():
-        if not _fits(value, hints[key]):
-            raise SuiteError(f"{where}: {key} = {value!r} is not {_type_name(hints[key])}")
-    return cls(**table)
+    name: Name | None = None
+    version: Count = 1
 
 
 @dataclass(frozen=True)
@@ -169,12 +150,13 @@ class Cell:
     strategy: str
     profile: Profile
     params: dict[str, Any] = field(hash=False)
-    gate: Gate = Gate()
+    gate: Gate = field(default_factory=Gate)
     floors: tuple[Floor, ...] = ()
     run_profile: str = "default"
     variant: str = ""  # e.g. the index setting of a knn cell: faiss:HNSW32,efSearch=64
     incumbent: Cell | None = field(default=None, compare=False, repr=False)  # [upgrade]
     upgrade_max_drop: float = 0.0
+    upgrade_from: str = ""  # under [upgrade], a candidate cell's incumbent backbone
 
     @property
     def id(self) -> str:
@@ -200,122 +182,187 @@ class Suite:
         raise SuiteError(f"suite {self.name!r} ({self.path}) has no cell {cell_id!r}")
 
 
-def load_suite(path: Path) -> Suite:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A suite file's tables; one line if it is not a readable TOML file."""
+    regular_file(Path(path), "suite file", SuiteError)
     try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SuiteError(f"{path}: {exc}") from None
+
+
+def load_suite(path: Path) -> Suite:
+    raw = read_toml(path)
     unknown = sorted(set(raw) - TABLES)
     if unknown:
         raise SuiteError(f"{path}: unknown table [{unknown[0]}]; a suite has {sorted(TABLES)}")
-    meta = raw.get("suite", {})
-    name = meta.get("name", Path(path).stem)
-    profile = typed(Profile, raw.get("profile", {}), f"{path}: [profile]")
-    gate = typed(Gate, raw.get("gate", {}), f"{path}: [gate]")
-    if profile.precision not in PRECISIONS:
-        raise SuiteError(f"{path}: [profile] precision is one of {', '.join(PRECISIONS)}")
-    if profile.bad_images not in ("skip", "fail"):
-        raise SuiteError(f"{path}: [profile] bad_images is 'skip' or 'fail'")
+    meta = load(SuiteMeta, raw.get("suite", {}), f"{path}: [suite]")
+    profile = load(Profile, raw.get("profile", {}), f"{path}: [profile]")
+    gate = load(Gate, raw.get("gate", {}), f"{path}: [gate]")
     for table_name in ("strategy", "floors", "datasets", "backbones"):
         if not isinstance(raw.get(table_name, {}), dict):
             raise SuiteError(f"{path}: [{table_name}] is a table")
-    load_entry_points()
-    for backbone_name, table in raw.get("backbones", {}).items():
-        try:
-            declared = typed(BackboneTable, table, f"[backbones.{backbone_name}]")
-            register_backbone(declared_backbone(backbone_name, declared, Path(path).parent))
-        except SuiteError as exc:
-            raise SuiteError(f"{path}: {exc}") from None
-    for dataset_name, table in raw.get("datasets", {}).items():
-        try:
-            register_user_dataset(user_dataset(dataset_name, table, Path(path).parent))
-        except ShelfbenchError as exc:
-            raise SuiteError(f"{path}: {exc}") from None
-
-    tables = raw.get("strategy", {})
-    cells: list[Cell] = []
     if not isinstance(raw.get("cells", []), list):
         raise SuiteError(f"{path}: cells are declared as [[cells]] tables")
-    for number, table in enumerate(raw.get("cells", []), 1):
-        group = typed(CellGroup, table, f"{path}: [[cells]] number {number}")
-        for own_name in group.strategy:
-            if own_name not in STRATEGIES:
-                raise SuiteError(
-                    f"{path}: [[cells]] number {number}: [cells.strategy.{own_name}] names no "
-                    f"strategy; there are {', '.join(STRATEGIES.names())}"
-                )
-        product = itertools.product(group.datasets, group.backbones, group.strategies)
-        for dataset, backbone, strategy_name in product:
-            try:
-                DATASETS.get(dataset)
-                spec = BACKBONES.get(backbone)
-                strategy, _ = parse_strategy(strategy_name)
-                own = {**tables.get(strategy.name, {}), **group.strategy.get(strategy.name, {})}
-                params = strategy.params({**tables.get(strategy.inherits, {}), **own})
-                variants = strategy.cells(params)
-            except ShelfbenchError as exc:
-                raise SuiteError(f"{path}: {exc}") from None
-            if strategy.needs_text and not has_text(spec):
-                raise SuiteError(
-                    f"{path}: {strategy_name} needs a text tower; {backbone} is "
-                    f"an image-only {spec.source} model"
-                )
-            cells += [
-                Cell(
-                    name,
-                    dataset,
-                    backbone,
-                    strategy_name,
-                    profile,
-                    variant_params,
-                    gate,
-                    (),
-                    group.profile,
-                    label,
-                )
-                for label, variant_params in variants
-            ]
-
+    register_declared(raw, Path(path))
+    name = meta.name or Path(path).stem
+    cells = [
+        cell
+        for number, table in enumerate(raw.get("cells", []), 1)
+        for cell in group_cells(raw, table, number, Path(path), name, profile, gate)
+    ]
     by_id = {cell.id: cell for cell in cells}
     if len(by_id) != len(cells):
         raise SuiteError(f"{path}: a cell is declared twice")
     for cell_id, floors in raw.get("floors", {}).items():
         if cell_id not in by_id:
             raise SuiteError(f"{path}: floors for {cell_id!r}, which is not a cell of the suite")
-        if not isinstance(floors, dict):
-            raise SuiteError(f'{path}: [floors."{cell_id}"] is a table of metrics')
-        cell = by_id[cell_id]
-        known = parse_strategy(cell.strategy)[0].metrics
-        parsed = []
-        for metric, spec in floors.items():
-            if metric not in known:
-                raise SuiteError(
-                    f"{path}: {cell_id}: no metric {metric!r}; "
-                    f"{cell.strategy} reports {', '.join(known)}"
-                )
-            where = f'{path}: [floors."{cell_id}"] {metric} (a floor records its measurement)'
-            if not isinstance(spec, dict):
-                raise SuiteError(
-                    f"{where} is a table {{ floor, measured, date, machine }}: a floor "
-                    "records its measurement"
-                )
-            parsed.append(Floor(metric, **vars(typed(FloorSpec, spec, where))))
-        by_id[cell_id] = dataclasses.replace(cell, floors=tuple(parsed))
+        by_id[cell_id] = dataclasses.replace(
+            by_id[cell_id],
+            floors=parse_floors(by_id[cell_id], floors, f'{path}: [floors."{cell_id}"]'),
+        )
     if "upgrade" in raw:
-        upgrade = typed(Upgrade, raw["upgrade"], f"{path}: [upgrade]")
+        upgrade = load(Upgrade, raw["upgrade"], f"{path}: [upgrade]")
         by_id = paired(by_id, upgrade, gate, path)
-    return Suite(
-        name,
-        int(meta.get("version", 1)),
-        Path(path),
-        profile,
-        tuple(by_id[cell.id] for cell in cells),
+    return Suite(name, meta.version, Path(path), profile, tuple(by_id[c.id] for c in cells))
+
+
+def register_declared(raw: Mapping[str, Any], path: Path) -> None:
+    """Register the suite's own ``[backbones.NAME]`` and ``[datasets.NAME]`` entries (and
+    those installed packages offer)."""
+    load_entry_points()
+    for backbone_name, table in raw.get("backbones", {}).items():
+        where = f"{path}: [backbones.{backbone_name}]"
+        declared = load(BackboneTable, table, where)
+        try:
+            register_backbone(declared_backbone(backbone_name, declared, path))
+        except SuiteError as exc:
+            raise SuiteError(f"{path}: {exc}") from None
+    for dataset_name, table in raw.get("datasets", {}).items():
+        try:
+            register_user_dataset(user_dataset(dataset_name, table, path.parent))
+        except ShelfbenchError as exc:
+            raise SuiteError(f"{path}: {exc}") from None
+
+
+def group_cells(
+    raw: Mapping[str, Any],
+    table: Any,
+    number: int,
+    path: Path,
+    suite: str,
+    profile: Profile,
+    gate: Gate,
+) -> list[Cell]:
+    """The cells of the ``number``-th ``[[cells]]`` table, each with its parameters."""
+    where = f"{path}: [[cells]] number {number}"
+    group = load(CellGroup, table, where)
+    for own_name in group.strategy:
+        if own_name not in STRATEGIES:
+            raise SuiteError(
+                f"{where}: [cells.strategy.{own_name}] names no strategy; there are "
+                f"{', '.join(STRATEGIES.names())}"
+            )
+    cells = []
+    for dataset, backbone, strategy_name in itertools.product(
+        group.datasets, group.backbones, group.strategies
+    ):
+        try:
+            DATASETS.get(dataset)
+            spec = BACKBONES.get(backbone)
+            strategy, _ = parse_strategy(strategy_name)
+        except ShelfbenchError as exc:
+            raise SuiteError(f"{path}: {exc}") from None
+        if strategy.needs_text and not has_text(spec):
+            raise SuiteError(
+                f"{path}: {strategy_name} needs a text tower; {backbone} is "
+                f"an image-only {spec.source} model"
+            )
+        sources = strategy_tables(raw.get("strategy", {}), group, strategy, where, path)
+        for label, params in strategy.cells(*merged(strategy, sources)):
+            cells.append(
+                Cell(
+                    suite,
+                    dataset,
+                    backbone,
+                    strategy_name,
+                    profile,
+                    params,
+                    gate,
+                    (),
+                    group.profile,
+                    label,
+                )
+            )
+    return cells
+
+
+def strategy_tables(
+    tables: Mapping[str, Any], group: CellGroup, strategy: StrategySpec, where: str, path: Path
+) -> list[tuple[str, Any]]:
+    """Where a cell's strategy parameters come from, weakest first: the table it inherits,
+    the suite's ``[strategy.NAME]``, the group's ``[cells.strategy.NAME]``."""
+    names = [strategy.inherits] if strategy.inherits else []
+    sources = [(f"{path}: [strategy.{n}]", tables.get(n, {})) for n in [*names, strategy.name]]
+    sources.append(
+        (f"{where}: [cells.strategy.{strategy.name}]", group.strategy.get(strategy.name, {}))
     )
+    return sources
+
+
+def merged(strategy: StrategySpec, sources: list[tuple[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The strategy's parameters from ``sources`` (each checked alone, so an error names
+    its table), and the table that set them last."""
+    values: dict[str, Any] = {}
+    last = sources[-1][0]
+    for where, table in sources:
+        strategy.params(table, where)
+        if table:
+            values.update(table)
+            last = where
+    return strategy.params(values, last), last
+
+
+def parse_floors(cell: Cell, floors: Any, where: str) -> tuple[Floor, ...]:
+    """A cell's ``[floors."ID"]`` table: one floor per metric its strategy reports, each
+    recording its measurement, both in the metric's range."""
+    if not isinstance(floors, dict):
+        raise SuiteError(f"{where} is a table of metrics")
+    known = parse_strategy(cell.strategy)[0].metrics
+    parsed = []
+    for metric, spec in floors.items():
+        if metric not in known:
+            raise SuiteError(
+                f"{where}: no metric {metric!r}; {cell.strategy} reports {', '.join(known)}"
+            )
+        if not isinstance(spec, dict):
+            raise SuiteError(
+                f"{where} {metric} is a table {{ floor, measured, date, machine }}: a floor "
+                "records its measurement"
+            )
+        absent = [key for key in FloorSpec.model_fields if key not in spec]
+        if absent:
+            raise SuiteError(
+                f"{where} {metric}: the key {absent[0]!r} is missing; a floor records its "
+                "measurement: { floor, measured, date, machine }"
+            )
+        floor = load(FloorSpec, spec, f"{where} {metric}:")
+        entry = METRICS.get(metric)
+        for key in ("floor", "measured"):
+            value = getattr(floor, key)
+            if not entry.low <= value <= entry.high:
+                raise SuiteError(
+                    f"{where} {metric}: {key} = {value}: must be a number in "
+                    f"[{entry.low:g}, {entry.high:g}], the range of {metric}"
+                )
+        parsed.append(Floor(metric, **floor.model_dump()))
+    return tuple(parsed)
 
 
 def paired(by_id: dict[str, Cell], upgrade: Upgrade, gate: Gate, path: Path) -> dict[str, Cell]:
     """The cells with each candidate cell given its incumbent: the cell of the incumbent
-    backbone with the same dataset, strategy and variant."""
+    backbone with the same dataset, strategy and variant. A candidate cell without one is
+    marked (``upgrade_from``) so its row can say it was not gated."""
     for role in ("incumbent", "candidate"):
         if not any(c.backbone == getattr(upgrade, role) for c in by_id.values()):
             raise SuiteError(
@@ -328,10 +375,12 @@ def paired(by_id: dict[str, Cell], upgrade: Upgrade, gate: Gate, path: Path) -> 
         if cell.backbone != upgrade.candidate:
             continue
         twin = dataclasses.replace(cell, backbone=upgrade.incumbent, incumbent=None)
-        if twin.id in by_id:
-            out[cell.id] = dataclasses.replace(
-                cell, incumbent=by_id[twin.id], upgrade_max_drop=max_drop
-            )
+        out[cell.id] = dataclasses.replace(
+            cell,
+            incumbent=by_id.get(twin.id),
+            upgrade_max_drop=max_drop,
+            upgrade_from=upgrade.incumbent,
+        )
     if all(c.incumbent is None for c in out.values()):
         raise SuiteError(
             f"{path}: [upgrade] {upgrade.incumbent} and {upgrade.candidate} share no dataset "

@@ -46,7 +46,7 @@ def checkpoints(tmp_path_factory):
 
 
 def declared(name, base, **table):
-    return declared_backbone(name, BackboneTable(**table), base)
+    return declared_backbone(name, BackboneTable(**table), base / "suite.toml")
 
 
 def embed_one(spec, images):
@@ -151,7 +151,7 @@ def test_a_wrong_declaration_is_one_line(checkpoints, table, error, message):
     [
         ('timm = "resnet18"', "needs exactly one of weights"),
         ('timm = "resnet18"\nopen_clip = "ViT-B-32"\nweights = "random"', "one of timm"),
-        ('timm = "resnet18"\nweights = "random"\nfamily = "big"', "family = 'big' is not one of"),
+        ('timm = "resnet18"\nweights = "random"\nfamily = "big"', 'family = "big": must be one of'),
         ('timm = "resnet18"\nweights = "random"\nwidth = 3', "unknown key 'width'"),
     ],
 )

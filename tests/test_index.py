@@ -93,8 +93,8 @@ def test_lists_in_index_or_search_give_one_setting_each():
     ("index", "message"),
     [
         ("annoy:Tree", "unknown index engine 'annoy'; registered: faiss, milvus"),
-        ("HNSW32", "names an engine and an index"),
-        (["exact", 3], "index = 3 is a string"),
+        ("HNSW32", "must name an engine and an index"),
+        (["exact", 3], r'index = \["exact", 3\]: must be a string or a non-empty list of strings'),
     ],
 )
 def test_a_wrong_index_is_one_line_at_collection(tmp_path, index, message):

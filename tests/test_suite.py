@@ -52,7 +52,9 @@ def test_unknown_strategy_parameter_is_refused(tmp_path):
         '[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["test-vit"]\n'
         'strategies = ["knn"]\n[strategy.knn]\nneighbors = 5\n'
     )
-    with pytest.raises(SuiteError, match=r"no parameter.*neighbors.*neighbours"):
+    with pytest.raises(
+        SuiteError, match=r"\[strategy.knn\]: unknown key 'neighbors'; it takes neighbours"
+    ):
         load_suite(path)
 
 

@@ -107,6 +107,7 @@ class BackboneSpec:
     quick_gelu: bool = False
     notes: str = ""
     overrides: tuple[tuple[str, object], ...] = ()
+    suite: str = ""  # the suite file that declares it ("" for a registry entry)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

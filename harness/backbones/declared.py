@@ -18,9 +18,12 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
 
 from harness.backbones.base import (
     BACKBONES,
@@ -35,71 +38,87 @@ from harness.backbones.build import own_config
 from harness.backbones.weights import HUB_FILES, file_sha256
 from harness.cache import atomic_write, digest
 from harness.errors import SuiteError
-from harness.paths import cache_root
+from harness.paths import cache_root, regular_file
 from harness.provenance import library_versions
+from harness.settings import CropPct, ImageSize, Name, Positive, Says, Table, Unit
 
 ENTRY_POINTS = "shelfbench.backbones"
 
 
-@dataclass(frozen=True)
-class BackboneTable:
-    """A ``[backbones.NAME]`` table as written in a suite file."""
+def _repo_id(value: str) -> str:
+    """A Hugging Face repo id, as huggingface_hub itself checks one."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    timm: str | None = None
-    open_clip: str | None = None
-    module: str | None = None
+    try:
+        validate_repo_id(value)
+    except HFValidationError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+RepoId = Annotated[str, AfterValidator(_repo_id), Says("a Hugging Face repo id, 'org/name'")]
+# timm's global_pool choices (SelectAdaptivePool2d for CNNs; ViTs add token and map).
+POOLINGS = ("avg", "max", "avgmax", "catavgmax", "token", "map")
+Channels = Annotated[tuple[Unit, Unit, Unit], Field(strict=False)]
+
+
+class BackboneTable(Table):
+    """A ``[backbones.NAME]`` table as written in a suite file: the model (one of
+    ``timm``, ``open_clip``, ``module``), its weights (``weights``: a file relative to the
+    suite, or "random"; or ``hf_hub``), and overrides of its library's preprocessing."""
+
+    timm: Name | None = None
+    open_clip: Name | None = None
+    module: (
+        Annotated[str, Field(pattern=r"^[\w.]+:\w+$"), Says("'package.module:function'")] | None
+    ) = None
     pretrained: str = ""
-    weights: str | None = None
-    hf_hub: str | None = None
-    family: str = "supervised"
-    kind: str | None = None
-    image_size: int | None = None
-    crop_pct: float | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    interpolation: str | None = None
-    pooling: str | None = None
+    weights: Name | None = None
+    hf_hub: RepoId | None = None
+    family: Literal[FAMILIES] = "supervised"
+    kind: Literal[KINDS] | None = None
+    image_size: ImageSize | None = None
+    crop_pct: CropPct | None = None
+    mean: Annotated[Channels, Says("three numbers in [0, 1], one per channel")] | None = None
+    std: Annotated[tuple[Positive, Positive, Positive], Field(strict=False)] | None = None
+    interpolation: Literal[INTERPOLATIONS] | None = None
+    pooling: Literal[POOLINGS] | None = None
+
+    @model_validator(mode="after")
+    def _one_model_and_weights(self) -> BackboneTable:
+        sources = [s for s in ("timm", "open_clip", "module") if getattr(self, s)]
+        if len(sources) != 1:
+            raise ValueError(
+                "names its model with one of timm = '...', open_clip = '...' or "
+                "module = 'package.module:function'"
+            )
+        weights = self.weights is not None or (sources == ["module"] and self.hf_hub is None)
+        if weights == (self.hf_hub is not None):
+            raise ValueError(
+                "needs exactly one of weights = 'path/to/file.safetensors' (or 'random') "
+                "and hf_hub = 'org/repo'"
+            )
+        return self
 
 
-def declared_backbone(name: str, table: BackboneTable, base: Path) -> BackboneSpec:
-    """The registry entry for a suite's ``[backbones.NAME]`` (paths relative to ``base``)."""
+def declared_backbone(name: str, table: BackboneTable, suite: Path) -> BackboneSpec:
+    """The registry entry for ``suite``'s ``[backbones.NAME]`` (paths relative to it). A
+    weights file that exists must be a regular file; a missing one skips its cells."""
     where = f"[backbones.{name}]"
-    sources = [s for s in ("timm", "open_clip", "module") if getattr(table, s)]
-    if len(sources) != 1:
-        raise SuiteError(
-            f"{where} names its model with one of timm = '...', open_clip = '...' or "
-            "module = 'package.module:function'"
-        )
-    (source,) = sources
+    (source,) = [s for s in ("timm", "open_clip", "module") if getattr(table, s)]
     model = getattr(table, source)
-    if source == "module" and table.hf_hub is None and table.weights is None:
-        table = replace(table, weights="random")  # the factory's own initialisation
-    if (table.weights is None) == (table.hf_hub is None):
-        raise SuiteError(
-            f"{where} needs exactly one of weights = 'path/to/file.safetensors' (or 'random') "
-            "and hf_hub = 'org/repo'"
-        )
-    if table.family not in FAMILIES:
-        raise SuiteError(f"{where} family = {table.family!r} is not one of {', '.join(FAMILIES)}")
     kind = table.kind or ("vit" if "vit" in model.lower() else "cnn")
-    if kind not in KINDS:
-        raise SuiteError(f"{where} kind = {kind!r} is not one of {', '.join(KINDS)}")
-    if table.interpolation not in (None, *INTERPOLATIONS):
-        raise SuiteError(
-            f"{where} interpolation = {table.interpolation!r} is not one of "
-            f"{', '.join(INTERPOLATIONS)}"
-        )
-    for key in ("mean", "std"):
-        if getattr(table, key) is not None and len(getattr(table, key)) != 3:
-            raise SuiteError(f"{where} {key} has one number per channel: three")
-    if table.weights == "random":
+    if table.weights in (None, "random") and table.hf_hub is None:
         weights = Weights(source="random")
     elif table.weights is not None:
-        weights = Weights(source="file", files=(str((base / table.weights).resolve()),))
+        path = (suite.parent / table.weights).resolve()
+        if path.exists():
+            regular_file(path, f"{where} weights", SuiteError)
+        weights = Weights(source="file", files=(str(path),))
     else:
         weights = Weights(source="hub", hf_repo=str(table.hf_hub), files=HUB_FILES[source])
     overrides = {
-        key: tuple(value) if isinstance(value, list) else value
+        key: value
         for key in ("image_size", "crop_pct", "mean", "std", "interpolation", "pooling")
         if (value := getattr(table, key)) is not None
     }
@@ -119,6 +138,7 @@ def declared_backbone(name: str, table: BackboneTable, base: Path) -> BackboneSp
         pretrained=table.pretrained,
         notes="declared in a suite file",
         overrides=tuple(sorted(overrides.items())),
+        suite=str(suite),
     )
 
 

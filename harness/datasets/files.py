@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from harness.datasets.base import fingerprint
-from harness.errors import DatasetError
+from harness.errors import DatasetError, PathError
+from harness.paths import regular_file
 
 # Pillow refuses truncated files by default; keep it so: a truncated image is bad data.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -96,6 +97,11 @@ class FileSplit:
 
     def image(self, index: int) -> Image.Image:
         path = self.path(index)
+        if path.exists():  # a pipe would block the read forever
+            try:
+                regular_file(path, "image")
+            except PathError as exc:
+                raise BadImage(str(exc)) from None
         if self.sha256 is None:
             return decode(path, str(path))
         try:

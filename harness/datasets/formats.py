@@ -29,9 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from harness.datasets.base import DATASETS, PROTOCOLS, Dataset, DatasetSpec, fingerprint
 from harness.datasets.files import (
@@ -44,6 +45,8 @@ from harness.datasets.files import (
     tar_members,
 )
 from harness.errors import DatasetError, DatasetUnavailable
+from harness.paths import regular_file
+from harness.settings import Name, Table, listed, load, toml
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEFAULT_SPLITS = {"train": "train", "test": "test"}
@@ -85,6 +88,7 @@ def read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV (with a header) or JSONL manifest, as strings, each with its line
     number in the file (for messages). A CSV row with fewer fields than the header, or a
     JSONL line that is not an object, is an error naming its line."""
+    regular_file(path, "manifest", DatasetError, DatasetUnavailable)
     try:
         with path.open(newline="") as f:
             if path.suffix == ".jsonl":
@@ -237,7 +241,46 @@ FORMATS: dict[str, Callable[..., Dataset]] = {
     "jsonl": manifest,
     "webdataset": webdataset,
 }
-# Suite keys → loader arguments, per format.
+
+
+class DatasetTable(Table):
+    """What every ``[datasets.NAME]`` table takes, whatever its format."""
+
+    format: str
+    root: Name  # relative to the suite file
+    splits: dict[Literal["train", "test"], Name | listed(Name)] = Field(
+        default_factory=lambda: dict(DEFAULT_SPLITS)
+    )
+    protocol: Literal[tuple(PROTOCOLS)] = "split"
+    domain: Name = "catalogue"
+    class_names: Name | listed(Name) | None = None  # a file, one name per line, or a list
+
+
+class ImageFolderTable(DatasetTable):
+    format: Literal["imagefolder"]
+
+
+class ManifestTable(DatasetTable):
+    format: Literal["csv", "jsonl"]
+    manifest: Name | None = None  # relative to root; manifest.csv or manifest.jsonl
+    label: Name = "label"
+    path: Name = "path"
+    id: Name | None = None  # relevance by this column instead of the label
+    split_column: Name = "split"
+
+
+class WebDatasetTable(DatasetTable):
+    format: Literal["webdataset"]
+    label_key: Name = "label"  # the label's key in a sample's .json
+
+
+TABLES: dict[str, type[DatasetTable]] = {
+    "imagefolder": ImageFolderTable,
+    "csv": ManifestTable,
+    "jsonl": ManifestTable,
+    "webdataset": WebDatasetTable,
+}
+# Table keys → loader arguments, per format.
 KEYS: dict[str, dict[str, str]] = {
     "imagefolder": {},
     "csv": {
@@ -254,42 +297,31 @@ KEYS["jsonl"] = KEYS["csv"]
 
 def user_dataset(name: str, table: Mapping[str, Any], base: Path) -> DatasetSpec:
     """A dataset declared in a suite's ``[datasets.NAME]`` table (see the module doc)."""
-    fmt = table.get("format")
+    where = f"[datasets.{name}]"
+    fmt = table.get("format") if isinstance(table, Mapping) else None
     if fmt not in FORMATS:
         raise DatasetError(
-            f"dataset {name!r}: format must be one of {sorted(FORMATS)}, not {fmt!r}"
+            f"{where} format = {toml(fmt)}: must be one of {', '.join(map(toml, FORMATS))}"
         )
-    allowed = {"format", "root", "splits", "protocol", "domain", "class_names", *KEYS[fmt]}
-    unknown = set(table) - allowed
-    if unknown:
-        raise DatasetError(
-            f"dataset {name!r}: unknown keys {sorted(unknown)}; it takes {sorted(allowed)}"
-        )
-    if "root" not in table:
-        raise DatasetError(f"dataset {name!r}: needs a root (relative to the suite file)")
-    protocol = table.get("protocol", "split")
-    if protocol not in PROTOCOLS:
-        raise DatasetError(f"dataset {name!r}: protocol must be one of {sorted(PROTOCOLS)}")
-    splits = dict(table.get("splits", DEFAULT_SPLITS))
-    extra = {arg: table[key] for key, arg in KEYS[fmt].items() if key in table}
+    declared = load(TABLES[fmt], table, where, error=DatasetError)
+    splits = dict(declared.splits)
+    extra = {
+        arg: value
+        for key, arg in KEYS[fmt].items()
+        if (value := getattr(declared, key)) is not None
+    }
     if fmt == "jsonl":
         extra.setdefault("manifest_file", "manifest.jsonl")
-    root = (base / table["root"]).resolve()
-    names = table.get("class_names")
+    root = (base / declared.root).resolve()
+    names = declared.class_names
     if isinstance(names, str):
-        names = (base / names).resolve()
-    elif isinstance(names, list) and all(isinstance(n, str) for n in names):
-        names = tuple(names)
-    elif names is not None:
-        raise DatasetError(
-            f"dataset {name!r}: class_names is a file (one name per line) or a list of strings"
-        )
+        names = regular_file((base / names).resolve(), f"{where} class_names", DatasetError)
     return DatasetSpec(
         name=name,
-        domain=table.get("domain", "catalogue"),
+        domain=declared.domain,
         classes=(),
         splits=tuple(splits),
-        protocol=protocol,
+        protocol=declared.protocol,
         open=partial(_open, name, fmt, root, tuple(splits.items()), tuple(extra.items()), names),
         source=f"{fmt} at {root}",
     )
@@ -312,17 +344,32 @@ def _open(
 
 def named(dataset: Dataset, class_names: Path | tuple[str, ...]) -> tuple[str, ...]:
     """The classes of a dataset whose labels are integers, named: label k by the k-th
-    name (``class_names``, a file of one name per line or the names themselves)."""
+    name (``class_names``, a file of one name per line or the names themselves). Every
+    line is a name: an empty one, or one that repeats an earlier name, is refused, since
+    it would shift or merge the names after it."""
     where = f"dataset {dataset.name!r}: class_names"
     if isinstance(class_names, Path):
         try:
             lines = class_names.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise DatasetError(f"{where} {class_names}: {exc.strerror}") from None
-        names = tuple(line.strip() for line in lines if line.strip())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{where} {class_names}: {exc}") from None
+        names = tuple(line.strip() for line in lines)
         where = f"{where} {class_names}"
     else:
         names = class_names
+    seen: dict[str, int] = {}
+    for number, class_name in enumerate(names, 1):
+        if not class_name:
+            raise DatasetError(
+                f"{where} line {number} is empty; every line names one class (label "
+                f"{number - 1}): remove the blank line or name the class"
+            )
+        if class_name in seen:
+            raise DatasetError(
+                f"{where} line {number} repeats line {seen[class_name]}'s name "
+                f"{class_name!r}; two labels would share one name"
+            )
+        seen[class_name] = number
     if not all(c.lstrip("-").isdigit() for c in dataset.classes):
         raise DatasetError(
             f"{where}: the labels are already names ({', '.join(dataset.classes[:3])}, ...); "

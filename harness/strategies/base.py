@@ -10,6 +10,7 @@ import numpy as np
 
 from harness.errors import SuiteError
 from harness.registry import Registry
+from harness.settings import Table, load
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ class Outcome:
 
 
 Run = Callable[[Features, Mapping[str, Any]], Outcome]
-# A strategy's parameters → one (label, parameters) per cell they ask for ("" keeps the id).
-Variants = Callable[[Mapping[str, Any]], list[tuple[str, dict[str, Any]]]]
+# A strategy's parameters → one (label, parameters) per cell they ask for ("" keeps the id);
+# the second argument names the suite table they came from, for messages.
+Variants = Callable[[Mapping[str, Any], str], list[tuple[str, dict[str, Any]]]]
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class StrategySpec:
     run: Run = field(repr=False)
     families: tuple[str, ...]
     main_metric: str
-    defaults: Mapping[str, Any]
+    settings: type[Table]
     description: str
     needs_text: bool = False
     tuning: Callable[[str], Tuning] | None = None
@@ -81,9 +83,11 @@ class StrategySpec:
     splits: tuple[str, ...] = ("train", "test")
     variants: Variants | None = None
 
-    def cells(self, params: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """The variants ``params`` ask for: (label, parameters), one cell each."""
-        return self.variants(params) if self.variants else [("", dict(params))]
+    def cells(self, params: Mapping[str, Any], where: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """The variants ``params`` ask for: (label, parameters), one cell each; ``where``
+        names the suite table they came from, for messages."""
+        where = where or f"[strategy.{self.name}]"
+        return self.variants(params, where) if self.variants else [("", dict(params))]
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -92,39 +96,15 @@ class StrategySpec:
 
         return in_families(self.families)
 
-    def params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """The defaults with a suite's ``[strategy.NAME]`` overrides, each of its default's
-        kind (a number for a number, a list for a tuple)."""
-        if not isinstance(overrides, Mapping):
-            raise SuiteError(f"[strategy.{self.name}] is a table of parameters")
-        unknown = set(overrides) - set(self.defaults)
-        if unknown:
-            raise SuiteError(
-                f"strategy {self.name!r} has no parameter {sorted(unknown)}; "
-                f"it takes {sorted(self.defaults)}"
-            )
-        for key, value in overrides.items():
-            default = self.defaults[key]
-            if not _same_kind(default, value):
-                raise SuiteError(
-                    f"[strategy.{self.name}] {key} = {value!r} is not of its default's kind "
-                    f"({default!r})"
-                )
-        return {**self.defaults, **overrides}
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.settings().model_dump()
 
-
-def _same_kind(default: Any, value: Any) -> bool:
-    """A bool for a bool, a whole number for an int, any number for a float, a list for a
-    tuple or list; anything for a default of None."""
-    if default is None:
-        return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float)
-    if isinstance(default, tuple | list):
-        return isinstance(value, tuple | list)
-    return isinstance(value, type(default))
+    def params(self, overrides: Mapping[str, Any] | None = None, where: str = "") -> dict[str, Any]:
+        """The defaults with a suite's ``[strategy.NAME]`` overrides, each checked against
+        its declared kind and range (``where`` names the table in a message)."""
+        where = where or f"[strategy.{self.name}]"
+        return load(self.settings, overrides or {}, where).model_dump()
 
 
 # Metric families (``harness.metrics.FAMILIES``): a strategy reports every registered
@@ -139,17 +119,17 @@ def strategy(
     name: str,
     families: tuple[str, ...],
     main_metric: str,
+    settings: type[Table],
     needs_text: bool = False,
     tuning: Callable[[str], Tuning] | None = None,
     argument: str = "",
     inherits: str = "",
     splits: tuple[str, ...] = ("train", "test"),
     variants: Variants | None = None,
-    **defaults: Any,
 ) -> Callable[[Run], Run]:
     """Register ``run`` as a strategy that reports the metrics of ``families``
-    (classification, retrieval); its docstring's first line
-    is its description and ``defaults`` are its parameters.
+    (classification, retrieval); its docstring's first line is its description and
+    ``settings`` declares its parameters (kind, range, default: ``harness.settings``).
 
     ``needs_text``: it uses the backbone's text tower (``Features.encode_text``), so only
     text-image models run it. ``tuning``: it fine-tunes the backbone first, as the
@@ -168,7 +148,7 @@ def strategy(
                 run,
                 families,
                 main_metric,
-                defaults,
+                settings,
                 description,
                 needs_text,
                 tuning,

@@ -13,6 +13,7 @@ import numpy as np
 from harness import index
 from harness.metrics import vote_ranks
 from harness.search import Ranker, rank, relevance
+from harness.settings import Count, Positive, Table, Tolerance, listed
 from harness.stats import ranked_items, retrieval_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 
@@ -88,18 +89,24 @@ def _drop_self(
     return scores[~drop].reshape(shape), indices[~drop].reshape(shape)
 
 
+class KnnSettings(Table):
+    """``[strategy.knn]``: the vote, and the approximate index to rank through."""
+
+    neighbours: Count = 20
+    temperature: Positive = 0.07
+    index: str | listed(str) | None = None  # "exact", "faiss:HNSW32", "milvus:HNSW"
+    search: dict[str, Any] | None = None  # the engine's search keys (harness.index)
+    build: dict[str, Any] | None = None  # the engine's build keys
+    milvus_uri: str = ""
+    max_index_loss: Tolerance | None = None
+
+
 @strategy(
     "knn",
     CLASSIFICATION + RETRIEVAL,
     main_metric="mmp@5",
+    settings=KnnSettings,
     variants=index.variants,
-    neighbours=20,
-    temperature=0.07,
-    index=None,
-    search=None,
-    build=None,
-    milvus_uri="",
-    max_index_loss=None,
 )
 def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Retrieval (as the dataset's protocol says) and a similarity-weighted kNN vote.

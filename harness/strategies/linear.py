@@ -10,6 +10,7 @@ import numpy as np
 
 from harness import metrics
 from harness.search import l2_normalise
+from harness.settings import Count, Positive, Seed, Share, Table, listed
 from harness.stats import classification_items
 from harness.strategies import lbfgs
 from harness.strategies.base import CLASSIFICATION, Features, Outcome, strategy
@@ -160,16 +161,18 @@ def fit_softmax(
     return unpack(theta, d, n_classes)
 
 
-@strategy(
-    "linear",
-    CLASSIFICATION,
-    main_metric="accuracy",
-    C=(0.1, 1.0, 10.0, 100.0, 1000.0),
-    validation=0.2,
-    max_iter=1000,
-    tol=1e-3,
-    seed=0,
-)
+class LinearSettings(Table):
+    """``[strategy.linear]``: the C grid, the validation split that chooses from it, and
+    when L-BFGS stops."""
+
+    C: listed(Positive) = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    validation: Share = 0.2
+    max_iter: Count = 1000
+    tol: Share = 1e-3  # relative to the gradient at zero weights
+    seed: Seed = 0
+
+
+@strategy("linear", CLASSIFICATION, main_metric="accuracy", settings=LinearSettings)
 def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     """A softmax linear probe (L-BFGS) on L2-normalised embeddings: scikit-learn's
     ``LogisticRegression(C)``, whose objective is mean cross-entropy + ‖W‖² / (2·C·n).

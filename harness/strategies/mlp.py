@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from harness.extract import cpu_training
+from harness.settings import Count, Positive, Seed, Share, Table, Tolerance, listed, pair
 from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 from harness.strategies.knn import retrieval
@@ -89,23 +91,24 @@ def sample(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, Any
     }
 
 
-@strategy(
-    "mlp",
-    CLASSIFICATION + RETRIEVAL,
-    main_metric="accuracy",
-    trials=6,
-    search_epochs=30,
-    max_epochs=300,
-    patience=8,
-    batch_size=256,
-    validation=0.2,
-    seed=0,
-    lr=(1e-4, 3e-3),
-    weight_decay=(1e-5, 1e-1),
-    depth=(1, 2, 3),
-    width=(256, 512, 1024),
-    dropout=0.2,
-)
+class MlpSettings(Table):
+    """``[strategy.mlp]``: the random search (trials, the ranges it samples) and training."""
+
+    trials: Count = 6
+    search_epochs: Count = 30
+    max_epochs: Count = 300
+    patience: Count = 8
+    batch_size: Count = 256
+    validation: Share = 0.2
+    seed: Seed = 0
+    lr: pair(Positive) = (1e-4, 3e-3)
+    weight_decay: pair(Positive) = (1e-5, 1e-1)
+    depth: listed(Annotated[int, Field(ge=0, le=8)]) = (1, 2, 3)
+    width: listed(Count) = (256, 512, 1024)
+    dropout: Tolerance = 0.2
+
+
+@strategy("mlp", CLASSIFICATION + RETRIEVAL, main_metric="accuracy", settings=MlpSettings)
 def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     """An MLP head (1-3 hidden layers) on frozen embeddings, found by seeded random search.
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import SuiteError
-from harness.finetune import TRAIN_DEFAULTS
+from harness.finetune import TrainSettings
 from harness.stats import classification_items
 from harness.strategies.base import (
     CLASSIFICATION,
@@ -53,7 +53,7 @@ def evaluate_tuned(data: Features, params: Mapping[str, Any]) -> Outcome:
     CLASSIFICATION + RETRIEVAL,
     main_metric="accuracy",
     tuning=lambda _: Tuning(),
-    **TRAIN_DEFAULTS,
+    settings=TrainSettings,
 )
 def finetune(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Full fine-tuning: every backbone weight trains with a linear classification head.
@@ -71,7 +71,7 @@ def finetune(data: Features, params: Mapping[str, Any]) -> Outcome:
     main_metric="accuracy",
     tuning=_blocks,
     argument="N",
-    **TRAIN_DEFAULTS,
+    settings=TrainSettings,
 )
 def partial(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Partial fine-tuning: the last N blocks train with the head, the rest stays frozen.
@@ -91,7 +91,7 @@ def partial(data: Features, params: Mapping[str, Any]) -> Outcome:
     tuning=_dataset,
     argument="DATASET",
     inherits="finetune",
-    **TRAIN_DEFAULTS,
+    settings=TrainSettings,
 )
 def cross(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Cross-tuning: fine-tuned on DATASET, then kNN and a linear probe on the cell's data.

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from harness.search import l2_normalise
+from harness.settings import Table, Template, listed
 from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, Features, Outcome, strategy
 
@@ -29,13 +30,19 @@ def class_prototypes(text: np.ndarray, n_classes: int) -> np.ndarray:
     return l2_normalise(per_class.mean(axis=1))
 
 
+class ZeroshotSettings(Table):
+    """``[strategy.zeroshot]``: the prompt templates; ``{}`` is where the class name goes."""
+
+    templates: listed(Template) = TEMPLATES
+
+
 @strategy(
     "zeroshot",
     CLASSIFICATION,
     main_metric="accuracy",
+    settings=ZeroshotSettings,
     needs_text=True,
     splits=("test",),
-    templates=TEMPLATES,
 )
 def zeroshot(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Cosine argmax between each test image and class prototypes built from prompts.

@@ -1,0 +1,208 @@
+"""Every key a suite file can hold, declared once with its kind and allowed range.
+
+Each table of a suite file (``[profile]``, ``[gate]``, ``[backbones.NAME]``, a strategy's
+parameters, an index engine's search keys, ...) is a ``Table``: a pydantic model with
+strict TOML types, no unknown keys, and each field's range beside its default. ``load``
+validates a table and turns the first mistake into one line naming the file, the table,
+the key, the value and what the key takes, e.g.
+``s.toml: [strategy.knn] neighbours = -5: must be an integer >= 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import types
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar
+
+import annotated_types
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from harness.errors import ShelfbenchError, SuiteError
+
+
+class Table(BaseModel):
+    """A suite table: TOML's types exactly (no ``"5"`` for 5, no ``true`` for 1), no
+    unknown keys, immutable."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Says:
+    """What a key takes, in words, where its type and bounds do not say it all."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _one_field(text: str) -> str:
+    fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    if fields != [""] or "{}" not in text:
+        raise ValueError("needs exactly one {} where the class name goes")
+    return text
+
+
+Count = Annotated[int, Field(ge=1)]
+Seed = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+Share = Annotated[float, Field(gt=0, lt=1)]  # a part of a set: a validation split
+Tolerance = Annotated[float, Field(ge=0, lt=1)]  # a metric drop tolerated (metrics are 0..1)
+Unit = Annotated[float, Field(ge=0, le=1)]
+Name = Annotated[str, Field(min_length=1)]
+ImageSize = Annotated[int, Field(ge=8, le=4096)]
+CropPct = Annotated[float, Field(gt=0, le=1)]
+Template = Annotated[str, AfterValidator(_one_field), Says("a string with one {}")]
+Date = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$"), Says('a date, "YYYY-MM-DD"')]
+
+
+def pair(item: Any) -> Any:
+    """Two values (a TOML array of two), low first: a search range."""
+    return Annotated[
+        tuple[item, item],
+        Field(strict=False),
+        AfterValidator(_ordered),
+        Says(f"[low, high], two {plural(describe(item))} with low <= high"),
+    ]
+
+
+def _ordered(value: tuple[Any, Any]) -> tuple[Any, Any]:
+    if value[0] > value[1]:
+        raise ValueError("low is above high")
+    return value
+
+
+def listed(item: Any) -> Any:
+    """A non-empty TOML array (kept as a tuple, so a parameter stays hashable)."""
+    return Annotated[tuple[item, ...], Field(strict=False, min_length=1)]
+
+
+T = TypeVar("T", bound=Table)
+
+NOUNS = {
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    bool: ("true or false", "true or false values"),
+}
+
+
+def plural(text: str) -> str:
+    """``an integer >= 1`` → ``integers >= 1``."""
+    if text.startswith("a non-empty "):
+        return "non-empty " + plural("a " + text.removeprefix("a non-empty "))
+    for singular, many in NOUNS.values():
+        if text.startswith(singular):
+            return many + text[len(singular) :]
+    return text
+
+
+def _bounds(metadata: list[Any]) -> str:
+    low = next(
+        (m for m in metadata if isinstance(m, annotated_types.Ge | annotated_types.Gt)), None
+    )
+    high = next(
+        (m for m in metadata if isinstance(m, annotated_types.Le | annotated_types.Lt)), None
+    )
+    if low is not None and high is not None:
+        left = "[" if isinstance(low, annotated_types.Ge) else "("
+        right = "]" if isinstance(high, annotated_types.Le) else ")"
+        lo = getattr(low, "ge", getattr(low, "gt", None))
+        hi = getattr(high, "le", getattr(high, "lt", None))
+        return f" in {left}{lo:g}, {hi:g}{right}"
+    for bound, sign, attr in (
+        (low, ">=", "ge"),
+        (low, ">", "gt"),
+        (high, "<=", "le"),
+        (high, "<", "lt"),
+    ):
+        if bound is not None and hasattr(bound, attr):
+            return f" {sign} {getattr(bound, attr):g}"
+    return ""
+
+
+def describe(annotation: Any, metadata: tuple[Any, ...] = ()) -> str:
+    """What a value of ``annotation`` is, in words: ``an integer >= 1``, ``one of 'avg',
+    'token'``, ``a list of numbers > 0``."""
+    flat = list(metadata)
+    if typing.get_origin(annotation) is Annotated:
+        base, *extra = typing.get_args(annotation)
+        for item in extra:
+            flat += item.metadata if isinstance(item, FieldInfo) else [item]
+        return describe(base, tuple(flat))
+    said = next((m.text for m in flat if isinstance(m, Says)), None)
+    if said is not None:
+        return said
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [describe(a) for a in args if a is not type(None)]
+        return " or ".join(dict.fromkeys(options))
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin in (list, tuple) and (origin is list or args[-1] is Ellipsis):
+        empty = "a non-empty" if any(isinstance(m, annotated_types.MinLen) for m in flat) else "a"
+        return f"{empty} list of {plural(describe(args[0]))}"
+    if origin in (dict, Mapping):
+        return f"a table of {plural(describe(args[1]))}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"a table of {', '.join(annotation.model_fields)}"
+    noun = NOUNS.get(annotation, (getattr(annotation, "__name__", str(annotation)), ""))[0]
+    if annotation is str and any(isinstance(m, annotated_types.MinLen) for m in flat):
+        return "a non-empty string"
+    return noun + _bounds(flat)
+
+
+def toml(value: Any) -> str:
+    """A value as the suite file would write it."""
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
+def explain(
+    model: type[Table], exc: ValidationError, table: Mapping[str, Any], where: str, prefix: str = ""
+) -> str:
+    """The first mistake ``exc`` found in ``table``, in one line; ``prefix`` is the path
+    of the table's keys inside the one ``where`` names (``search.``)."""
+    error = exc.errors(include_url=False)[0]
+    loc, kind = error["loc"], error["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key {prefix + str(loc[0])!r}; it takes {takes(model)}"
+    if kind == "missing":
+        return f"{where}: the key {prefix + str(loc[0])!r} is missing"
+    if not loc:  # a rule between keys
+        return f"{where}: {error['ctx']['error'] if 'ctx' in error else error['msg']}"
+    key = str(loc[0])
+    return f"{where} {prefix}{key} = {toml(table[key])}: must be {rule(model, key)}"
+
+
+def takes(model: type[Table]) -> str:
+    """The keys a table takes, or why it takes none."""
+    if model.model_fields:
+        return ", ".join(model.model_fields)
+    return "none (" + (model.__doc__ or "").strip().splitlines()[0].rstrip(".") + ")"
+
+
+def load(
+    model: type[T],
+    table: Any,
+    where: str,
+    prefix: str = "",
+    error: type[ShelfbenchError] = SuiteError,
+) -> T:
+    """``table`` (a TOML table) as ``model``, or ``error`` in one line."""
+    if not isinstance(table, Mapping):
+        raise error(f"{where} is a table of {takes(model)}, not {toml(table)}")
+    try:
+        return model.model_validate(dict(table))
+    except ValidationError as exc:
+        raise error(explain(model, exc, table, where, prefix)) from None
+
+
+def rule(model: type[Table], key: str) -> str:
+    """What ``key`` of ``model`` takes, in words (for docs and error messages)."""
+    field = model.model_fields[key]
+    return describe(field.annotation, tuple(field.metadata))
