@@ -235,9 +235,22 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if regressions else 0
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Load each suite file as a run would (names, kinds and ranges, paths), run nothing."""
+    from harness.suite import load_suite
+
+    for path in args.suites:
+        suite = load_suite(path)
+        print(f"{path}: suite {suite.name!r}, {len(suite.cells)} cells, every setting valid")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shelfbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate suite files without running anything")
+    check.add_argument("suites", nargs="+", type=Path, help="suite .toml files")
+    check.set_defaults(run=_check)
 
     ls = sub.add_parser("list", help="list registered datasets, backbones or strategies")
     ls.add_argument("what", choices=["datasets", "backbones", "strategies"])

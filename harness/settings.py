@@ -25,10 +25,11 @@ from harness.errors import ShelfbenchError, SuiteError
 
 
 class Table(BaseModel):
-    """A suite table: TOML's types exactly (no ``"5"`` for 5, no ``true`` for 1), no
-    unknown keys, immutable."""
+    """A suite table: TOML's types exactly (no ``"5"`` for 5, no ``true`` for 1), finite
+    numbers (TOML's ``inf`` and ``nan`` are no setting's value), no unknown keys,
+    immutable."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Says:
@@ -100,27 +101,21 @@ def plural(text: str) -> str:
 
 
 def _bounds(metadata: list[Any]) -> str:
-    low = next(
-        (m for m in metadata if isinstance(m, annotated_types.Ge | annotated_types.Gt)), None
-    )
-    high = next(
-        (m for m in metadata if isinstance(m, annotated_types.Le | annotated_types.Lt)), None
-    )
-    if low is not None and high is not None:
-        left = "[" if isinstance(low, annotated_types.Ge) else "("
-        right = "]" if isinstance(high, annotated_types.Le) else ")"
-        lo = getattr(low, "ge", getattr(low, "gt", None))
-        hi = getattr(high, "le", getattr(high, "lt", None))
-        return f" in {left}{lo:g}, {hi:g}{right}"
-    for bound, sign, attr in (
-        (low, ">=", "ge"),
-        (low, ">", "gt"),
-        (high, "<=", "le"),
-        (high, "<", "lt"),
-    ):
-        if bound is not None and hasattr(bound, attr):
-            return f" {sign} {getattr(bound, attr):g}"
-    return ""
+    """`` >= 1``, `` in (0, 1]``: the bounds among ``metadata``, in words."""
+    found = {}
+    for m in metadata:
+        for attr in ("ge", "gt", "le", "lt"):
+            if isinstance(m, annotated_types.BaseMetadata) and hasattr(m, attr):
+                value = getattr(m, attr)
+                found[attr] = str(value) if isinstance(value, int) else f"{value:g}"
+    low = next(((a, found[a]) for a in ("ge", "gt") if a in found), None)
+    high = next(((a, found[a]) for a in ("le", "lt") if a in found), None)
+    if low and high:
+        left, right = "[("[low[0] == "gt"], "])"[high[0] == "lt"]
+        return f" in {left}{low[1]}, {high[1]}{right}"
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    bound = low or high
+    return f" {signs[bound[0]]} {bound[1]}" if bound else ""
 
 
 def describe(annotation: Any, metadata: tuple[Any, ...] = ()) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from harness.errors import WeightsError
 from harness.registry import Registry
@@ -107,7 +107,9 @@ class BackboneSpec:
     quick_gelu: bool = False
     notes: str = ""
     overrides: tuple[tuple[str, object], ...] = ()
-    suite: str = ""  # the suite file that declares it ("" for a registry entry)
+    # The suite file that declares it ("" for a registry entry); two suites may declare
+    # the same entry.
+    suite: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
