@@ -113,14 +113,23 @@ def _weights(args: argparse.Namespace) -> None:
 
 
 def _verify_weights(spec: Any) -> str:
-    """Re-hash what resolution finds (ignoring the hash memo) and compare."""
-    from harness.backbones.weights import hash_file, resolve
+    """Re-hash what resolution finds (ignoring the hash memo) and compare it with the hash
+    that pins it (the registry's, or a Hugging Face blob's name); a file nothing pins must
+    still load as the loader would load it."""
+    from harness.backbones.build import load_state
+    from harness.backbones.weights import hash_file, hub_blob_sha256, resolve
 
     found = resolve(spec)
     if found.path is None or found.path.is_dir():
         return f"{found.origin}, sha256 {found.sha256[:12]}…"
     actual = hash_file(found.path)
-    expected = spec.weights.sha256 or found.sha256
+    expected = spec.weights.sha256 or hub_blob_sha256(found.path)
+    if not expected:
+        load_state(found.path)
+        return (
+            f"{found.path} ({found.origin}), sha256 {actual[:12]}…; unverified: no recorded "
+            "hash (it loads as tensors)"
+        )
     if actual != expected:
         raise ShelfbenchError(
             f"{found.path}: sha256 {actual[:12]}… but expected "

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from harness.errors import SuiteError, Unavailable, one_line
+from harness.ownership import check_milvus_store
 from harness.registry import Registry
 from harness.search import l2_normalise
 from harness.settings import Count, Table, load
@@ -119,6 +120,8 @@ def settings(params: Mapping[str, Any], where: str = "[strategy.knn]") -> list[I
         build = params.get("build") or {}
         load(engine.build_keys, build, f"{where} (index {text})", prefix="build.")
         options = {"milvus_uri": params.get("milvus_uri") or "", "build": build}
+        if engine_name == "milvus":
+            check_milvus_store(options["milvus_uri"], where)
         for combination in itertools.product(*values):
             chosen = dict(zip(names, combination, strict=True))
             load(engine.search, chosen, f"{where} (index {text})", prefix="search.")

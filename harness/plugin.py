@@ -22,14 +22,8 @@ import pytest
 from harness.baseline import BaselineError, Run, compare_cell, load_run
 from harness.errors import ShelfbenchError, Unavailable, one_line
 from harness.gallery import changed
-from harness.paths import cache_root
+from harness.paths import cache_root, regular_file
 from harness.provenance import now, run_provenance
-
-# pytest-xdist workers share the cores, and one worker's training uses all of them: an
-# OpenMP thread that spins while it waits steals them from the other worker (a smoke run
-# took 90 s with -n 2 against 39 s with passive waiting). Set before torch loads OpenMP.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def worker_gpu(worker: str, visible: str | None, count: int) -> str | None:
@@ -41,11 +35,10 @@ def worker_gpu(worker: str, visible: str | None, count: int) -> str | None:
     return gpus[int(worker.removeprefix("gw")) % len(gpus)] if gpus else None
 
 
-def pin_worker_gpu() -> None:
-    """Give each pytest-xdist worker one GPU, before torch initialises CUDA, so that
+def pin_worker_gpu(worker: str) -> None:
+    """Give pytest-xdist worker ``worker`` one GPU, before torch initialises CUDA, so that
     ``pytest -n N`` on N GPUs runs N cells at once, one per GPU."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not worker or shutil.which("nvidia-smi") is None:
+    if shutil.which("nvidia-smi") is None:
         return
     listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
     count = sum(line.startswith("GPU ") for line in listed.splitlines())
@@ -54,12 +47,19 @@ def pin_worker_gpu() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
-pin_worker_gpu()
+def configure_worker(worker: str) -> None:
+    """What an xdist worker sets before torch loads: its GPU, and passive OpenMP waiting
+    (workers share the cores, and one worker's training uses all of them: a thread that
+    spins while it waits steals them; a smoke run took 90 s with -n 2 against 39 s)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    pin_worker_gpu(worker)
+
 
 CELL_PROPERTY = "shelfbench.cell"
 RESULTS = pytest.StashKey[dict[str, Any]]()  # incumbent cell id → its CellResult, this process's
 INCUMBENTS = pytest.StashKey[set[str]]()  # ids of the cells an [upgrade] compares with
 RESULT_PROPERTY = "shelfbench.result"
+BASELINE = pytest.StashKey["Run | None"]()  # the --shelf-baseline run, read at configure
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -98,12 +98,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--shelf-mlflow",
         nargs="?",
-        const="./mlruns",
+        const="sqlite:///mlflow.db",
         default=None,
         metavar="URI",
-        help="log one MLflow run per cell, and the HTML report, to URI (default ./mlruns; "
-        "any tracking URI: sqlite:///mlflow.db, http://host:5000); put it after the test "
-        "paths, or write --shelf-mlflow=URI",
+        help="log one MLflow run per cell, and the HTML report, to URI (default "
+        "sqlite:///mlflow.db; any tracking URI: http://host:5000, ./mlruns); put it after "
+        "the test paths, or write --shelf-mlflow=URI",
     )
     group.addoption(
         "--shelf-require",
@@ -129,8 +129,45 @@ CELL_MARKERS = {
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in CELL_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
-    if not hasattr(config, "workerinput"):
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        configure_worker(worker)
+    try:
+        config.stash[BASELINE] = check_options(config, controller=not worker)
+    except ShelfbenchError as exc:
+        raise pytest.UsageError(f"shelfbench: {exc}") from None
+    if not worker:
         config.pluginmanager.register(ShelfReport(config), "shelfbench-report")
+
+
+def check_options(config: pytest.Config, controller: bool) -> Run | None:
+    """Check every path the options name before any cell runs (the cache, the reports
+    directory, the baseline to read or the run to write, the MLflow server), and read
+    the baseline once; returns it."""
+    from harness.ownership import check_reports_dir, check_run_target
+    from harness.paths import directory
+
+    directory(config.getoption("--shelf-cache") or cache_root(), "the embedding cache")
+    baseline = config.getoption("--shelf-baseline")
+    if not controller:
+        return (
+            None
+            if baseline is None or config.getoption("--shelf-update-baseline")
+            else (load_run(baseline))
+        )
+    if (reports := config.getoption("--shelf-reports")) is not None:
+        check_reports_dir(reports, "--shelf-reports")
+    if config.getoption("--shelf-update-baseline"):
+        check_run_target(baseline or config.rootpath / "reports" / "baseline.json")
+        return None
+    if uri := config.getoption("--shelf-mlflow"):
+        from harness.tracking import check_server
+
+        check_server(uri)
+    if baseline is not None:
+        regular_file(baseline, "--shelf-baseline", BaselineError)
+        return load_run(baseline)
+    return None
 
 
 def load_cells(path: Path) -> tuple[Any, ...]:
@@ -228,8 +265,14 @@ class Bench:
 
     def _against_incumbent(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
         """Under [upgrade], compare a candidate's cell with its incumbent's on the same test
-        items; record the comparisons in ``row`` and return the regressions."""
+        items; record the comparisons in ``row`` and return the regressions. A candidate
+        cell with no incumbent twin passes ungated, with a warning saying so."""
         if cell.incumbent is None:
+            if cell.upgrade_from:
+                row["warnings"].append(
+                    f"the suite has no {cell.upgrade_from} cell of the same dataset and "
+                    "strategy, so [upgrade] did not gate it; declare one to compare"
+                )
             return []
         try:
             with self._terminal():
@@ -298,14 +341,8 @@ class Bench:
         ]
 
     def _baseline(self) -> Run | None:
-        """The --shelf-baseline run, read once per process."""
-        config = self._request.config
-        path = config.getoption("--shelf-baseline")
-        if path is None or config.getoption("--shelf-update-baseline"):
-            return None
-        if not hasattr(config, "_shelf_baseline"):
-            config._shelf_baseline = load_run(path)  # type: ignore[attr-defined]
-        return config._shelf_baseline  # type: ignore[attr-defined]
+        """The --shelf-baseline run, read once per process when pytest started."""
+        return self._request.config.stash.get(BASELINE, None)
 
     @contextlib.contextmanager
     def _terminal(self) -> Iterator[None]:

@@ -276,6 +276,10 @@ def terminal_table(rows: list[dict[str, Any]]) -> str:
             blocks.append(
                 f"{dataset}: each index against exact search\n{index_table(subset, 'simple')}"
             )
+    if any(row.get("upgrade") for row in rows):
+        blocks.append(
+            f"upgrade: each candidate cell against the incumbent's\n{upgrade_table(rows, 'simple')}"
+        )
     return "\n\n".join(blocks)
 
 

@@ -1,5 +1,10 @@
 """Results where teams already look: one MLflow run per cell, under a parent run that holds
 the HTML report (``pytest --shelf-mlflow [URI]``; mlflow is imported only then).
+
+The default store is ``sqlite:///mlflow.db``: a database MLflow supports and reads back
+with plain ``mlflow.search_runs`` (MLflow 3 keeps its file store in maintenance mode).
+A server is checked once before any cell runs, and MLflow's own retries are bounded, so
+an unreachable one is one line at the start, not minutes of retries at the end.
 """
 
 from __future__ import annotations
@@ -10,19 +15,48 @@ from typing import Any
 
 from harness.errors import ShelfbenchError
 
-DEFAULT_URI = "./mlruns"
+DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow's HTTP retries and timeout (seconds), unless the environment sets them.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 EXPERIMENT = "shelfbench"
 
 
 def tracking_uri(uri: str) -> str:
-    """``uri`` as MLflow takes it: a plain path becomes a ``file:`` store. MLflow 3 keeps its
-    file store in maintenance mode and refuses it unless told otherwise; shelfbench's
-    default is one, so a file store is allowed here (a database or server URI is used as
-    given)."""
+    """``uri`` as MLflow takes it: a plain path becomes a ``file:`` store, which MLflow 3
+    refuses unless told otherwise; a user who names one gets it (a database or server URI
+    is used as given)."""
     store = uri if "://" in uri or uri.startswith("file:") else Path(uri).resolve().as_uri()
     if store.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return store
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail in one line, before any cell runs, when the tracking store cannot be used:
+    mlflow (or the database driver a ``sqlite:`` store needs) is not installed, or an
+    ``http(s)://`` server does not answer its ``/health`` endpoint."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        raise ShelfbenchError("--shelf-mlflow needs mlflow: pip install 'shelfbench[mlflow]'")
+    if uri.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:
+        raise ShelfbenchError(
+            f"--shelf-mlflow={uri} needs SQLAlchemy: pip install 'shelfbench[mlflow]'"
+        )
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as answer:
+            answer.read(64)
+    except (OSError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ShelfbenchError(
+            f"--shelf-mlflow={uri}: no MLflow server answers there ({reason}); start it, or "
+            "leave out the URI to log to sqlite:///mlflow.db"
+        ) from None
 
 
 def cell_params(row: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +109,8 @@ def log_run(uri: str, provenance: dict[str, Any], rows: list[dict[str, Any]], ht
         raise ShelfbenchError(
             "--shelf-mlflow needs mlflow: pip install 'shelfbench[mlflow]'"
         ) from None
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(tracking_uri(uri))
     mlflow.set_experiment(EXPERIMENT)
     commit = str(provenance.get("git_commit", ""))

@@ -238,6 +238,12 @@ def test_the_upgrade_gate_fails_a_noisy_candidate_and_passes_an_identical_one(
     result.stdout.fnmatch_lines(
         ["*team-v2/knn*the upgrade from team-v1 is worse: mmp@5: * → *, difference -*(95% CI*"]
     )
+    result.stdout.fnmatch_lines(  # the terminal's upgrade table
+        [
+            "upgrade: each candidate cell against the incumbent's",
+            "*fashion-mnist*knn*team-v1 → team-v2*mmp@5*worse beyond the tolerance*",
+        ]
+    )
     rows = {r["id"]: r for r in json.loads(Path("reports/latest.json").read_text())["cells"]}
     (knn,) = [c for c in rows["fashion-mnist/team-v2/knn"]["upgrade"] if c["metric"] == "mmp@5"]
     assert knn["regression"] and knn["high"] < -0.01
@@ -363,6 +369,10 @@ def test_collecting_a_suite_with_declared_backbones_imports_no_model_library(tmp
         ('incumbent = "test-vit"\ncandidate = "nope"', "candidate = 'nope' is the backbone of no"),
         ('incumbent = "test-vit"\ncandidate = "test-clip"', "share no dataset and strategy"),
         ('incumbent = "test-vit"', "the key 'candidate' is missing"),
+        (
+            'incumbent = "test-vit"\ncandidate = "test-vit"',
+            r"\[upgrade\]: incumbent and candidate are both 'test-vit': a backbone compared with",
+        ),
     ],
 )
 def test_an_upgrade_that_pairs_nothing_is_one_line(tmp_path, upgrade, message):
@@ -374,3 +384,37 @@ def test_an_upgrade_that_pairs_nothing_is_one_line(tmp_path, upgrade, message):
     with pytest.raises(SuiteError, match=message) as caught:
         load_suite(tmp_path / "s.toml")
     assert "\n" not in str(caught.value)
+
+
+UNPAIRED = """
+[profile]
+image_size = 32
+batch_size = 64
+
+[[cells]]
+datasets = ["synthetic-products"]
+backbones = ["test-vit", "test-clip"]
+strategies = ["knn"]
+
+[[cells]]
+datasets = ["synthetic-products"]
+backbones = ["test-clip"]
+strategies = ["zeroshot"]
+
+[upgrade]
+incumbent = "test-vit"
+candidate = "test-clip"
+"""
+
+
+def test_a_candidate_cell_without_an_incumbent_twin_says_it_was_not_gated(pytester, write_suite):
+    write_suite(UNPAIRED)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=3)
+    line = "*synthetic-products/test-clip/zeroshot: the suite has no test-vit cell of the same*"
+    result.stdout.fnmatch_lines([f"warning {line}"])
+    rows = {r["id"]: r for r in json.loads(Path("reports/latest.json").read_text())["cells"]}
+    assert (
+        "[upgrade] did not gate it" in rows["synthetic-products/test-clip/zeroshot"]["warnings"][0]
+    )
+    assert rows["synthetic-products/test-clip/knn"]["upgrade"]  # its twin exists: gated

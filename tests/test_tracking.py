@@ -1,30 +1,36 @@
 """--shelf-mlflow: one MLflow run per cell under a parent run with the HTML report, read
-back with mlflow.search_runs from a file store."""
+back with plain mlflow.search_runs from the default store; an unreachable server is one
+line before any cell runs."""
 
+import time
 from pathlib import Path
 
 import pytest
 import timm  # noqa: F401  (loaded once: pytester's in-process runs drop extension modules)
 
+from harness.extract import resolve_precision
+
 pytest_plugins = ["pytester"]
 mlflow = pytest.importorskip("mlflow", reason="pip install 'shelfbench[mlflow]'")
+# Loaded here, once: pytester's in-process run drops what it imported, and a second import
+# of SQLAlchemy's compiled parts breaks them.
+pytest.importorskip("mlflow.store.tracking.sqlalchemy_store")
 
 TINY = (Path(__file__).parents[1] / "fixtures" / "suites" / "tiny.toml").read_text()
 
 
 def test_each_cell_is_an_mlflow_run_and_the_report_an_artifact(pytester, write_suite):
     write_suite(TINY)
-    store = pytester.path / "mlruns"
-    result = pytester.runpytest(f"--shelf-mlflow={store}")
+    result = pytester.runpytest("--shelf-mlflow")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines([f"logged to MLflow at {store}: run * (experiment 'shelfbench')"])
-    from harness.tracking import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri(str(store)))
+    uri = "sqlite:///mlflow.db"
+    result.stdout.fnmatch_lines([f"logged to MLflow at {uri}: run * (experiment 'shelfbench')"])
+    mlflow.set_tracking_uri(f"sqlite:///{pytester.path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["shelfbench"])
     cells = runs[runs["tags.kind"] == "shelfbench-cell"].set_index("params.cell")
     knn = cells.loc["synthetic-products/test-efficientnet/knn"]
-    assert knn["params.backbone"] == "test-efficientnet" and knn["params.precision"] == "fp32"
+    assert knn["params.backbone"] == "test-efficientnet"
+    assert knn["params.precision"] == resolve_precision("auto")  # what ran on this machine
     assert knn["tags.outcome"] == "passed" and len(knn["params.weights_sha256"]) > 0
     assert knn["metrics.accuracy.low"] <= knn["metrics.accuracy"] <= knn["metrics.accuracy.high"]
     assert "metrics.recall_at_1" in runs and knn["metrics.cost.total_seconds"] > 0
@@ -41,3 +47,18 @@ def test_a_tracking_uri_mlflow_cannot_use_is_one_line(pytester, write_suite):
     result.stdout.fnmatch_lines(
         ["shelfbench: error: logging to MLflow at nosuchscheme://host failed: *"]
     )
+
+
+def test_a_server_that_does_not_answer_fails_before_any_cell_runs(pytester, write_suite):
+    write_suite(TINY)
+    start = time.perf_counter()
+    result = pytester.runpytest_subprocess("--shelf-mlflow=http://127.0.0.1:9")
+    assert time.perf_counter() - start < 60
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if "shelfbench" in line]
+    assert errors == [
+        "ERROR: shelfbench: --shelf-mlflow=http://127.0.0.1:9: no MLflow server answers "
+        "there ([Errno 111] Connection refused); start it, or leave out the URI to log to "
+        "sqlite:///mlflow.db"
+    ]
+    assert "Traceback" not in result.stderr.str() and not (pytester.path / "reports").exists()

@@ -26,7 +26,7 @@ def own_config(model: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _load_state(path: Path) -> dict[str, Any]:
+def load_state(path: Path) -> dict[str, Any]:
     """A state dict from safetensors or a weights-only torch file: never arbitrary pickles."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -74,9 +74,7 @@ def _timm(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.
         return _team_checkpoint(spec, weights.path, classes)
     if spec.weights.convert:
         model = timm.create_model(spec.model, pretrained=False)
-        state = CONVERTERS[spec.weights.convert](
-            _load_state(weights.path), list(model.state_dict())
-        )
+        state = CONVERTERS[spec.weights.convert](load_state(weights.path), list(model.state_dict()))
         _strict(model, state, spec, weights.path)
         if not head:
             model.reset_classifier(0)
@@ -96,7 +94,7 @@ def _team_checkpoint(spec: BackboneSpec, path: Path, classes: dict[str, Any]) ->
     import timm
 
     model = timm.create_model(spec.model, pretrained=False, **classes)
-    state = _unwrapped(_load_state(path))
+    state = _unwrapped(load_state(path))
     heads = model.pretrained_cfg.get("classifier") or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
     if classes.get("num_classes") == 0:
@@ -137,7 +135,7 @@ def _module(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.n
             "torch.nn.Module whose forward gives the embedding"
         )
     if weights.path is not None:
-        _strict(model, _unwrapped(_load_state(weights.path)), spec, weights.path)
+        _strict(model, _unwrapped(load_state(weights.path)), spec, weights.path)
     if not hasattr(model, "num_features"):
         size = spec.preprocess.size if spec.preprocess else 224
         with torch.no_grad():

@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.backbones.base import BackboneSpec
 from harness.cache import atomic_write
 from harness.errors import WeightsError, WeightsUnavailable
-from harness.paths import cache_root
+from harness.paths import cache_root, regular_file
 
 USER_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -70,8 +70,8 @@ def file_sha256(path: Path) -> str:
     """sha256 of a file, remembered in the cache by (path, size, mtime) so that multi-GB
     weights are hashed once; a Hugging Face blob is named by its sha256 already."""
     real = path.resolve()
-    if re.fullmatch(r"[0-9a-f]{64}", real.name) and real.parent.name == "blobs":
-        return real.name
+    if blob := hub_blob_sha256(real):
+        return blob
     stat = real.stat()
     memo_path = cache_root() / "weights-sha256.json"
     try:
@@ -87,6 +87,15 @@ def file_sha256(path: Path) -> str:
     memo_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(memo_path, lambda p: p.write_text(json.dumps(memo, indent=0)))
     return sha256
+
+
+def hub_blob_sha256(path: Path) -> str:
+    """The sha256 a Hugging Face cache blob is named by (its LFS object id); "" for any
+    other file."""
+    real = path.resolve()
+    if re.fullmatch(r"[0-9a-f]{64}", real.name) and real.parent.name == "blobs":
+        return real.name
+    return ""
 
 
 def hash_file(path: Path) -> str:
@@ -113,6 +122,7 @@ def _found(spec: BackboneSpec, path: Path, origin: str) -> ResolvedWeights:
                 "which open_clip needs beside an hf-hub model's weights"
             )
         return ResolvedWeights(path, dir_sha256(path), origin)
+    regular_file(path, f"weights for {spec.name}:", WeightsError)
     sha256 = file_sha256(path)
     if spec.weights.sha256 and sha256 != spec.weights.sha256:
         raise WeightsError(
@@ -120,7 +130,38 @@ def _found(spec: BackboneSpec, path: Path, origin: str) -> ResolvedWeights:
             f"{spec.weights.sha256[:12]}…; delete it and get it again"
             + (f" (reinstall {spec.weights.distribution})" if spec.weights.distribution else "")
         )
+    check_checkpoint(path, spec.name)
     return ResolvedWeights(path, sha256, origin)
+
+
+# What a torch.save file starts with: its zip archive, or the legacy pickle's protocol byte.
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def check_checkpoint(path: Path, owner: str) -> None:
+    """Refuse, in one line and before a loader reads it, a file that cannot be a
+    checkpoint: a safetensors file whose header does not cover it (empty, truncated), or
+    anything else that is neither a torch.save archive nor its legacy pickle (a text
+    file). Reads the header only."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "np"):
+                pass
+        except SafetensorError as exc:
+            raise WeightsError(
+                f"weights for {owner}: {path} is not a whole safetensors file ({exc}); "
+                "it may be truncated: save or download it again"
+            ) from None
+        return
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith(TORCH_MAGIC):
+        raise WeightsError(
+            f"weights for {owner}: {path} is not a checkpoint (neither safetensors nor a "
+            "torch.save file); point the backbone at its weights file"
+        )
 
 
 def user_file(spec: BackboneSpec) -> Path | None:
