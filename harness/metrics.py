@@ -48,13 +48,23 @@ def top_k_hit(rank: np.ndarray, k: int) -> np.ndarray:
     return (rank < k).astype(np.float64)
 
 
+# The label rank of a class that got no vote: after every k, so never a top-k hit.
+NO_VOTE = np.iinfo(np.int64).max
+
+
 def vote_ranks(
     labels: np.ndarray, voters: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A weighted vote's prediction and ``label_rank`` without a queries × classes array:
-    row n gives ``weights[n, i]`` to class ``voters[n, i]``, every other class scores 0.
-    Each class's score is summed in vote order, as ``np.add.at`` into a dense array would,
-    so the results equal the dense vote's exactly, ties included."""
+    """A weighted vote's prediction and each label's rank, without a queries × classes
+    array: row n gives ``weights[n, i]`` to class ``voters[n, i]``. Each class's score is
+    summed in vote order, as ``np.add.at`` into a dense array would, so the prediction
+    equals the dense vote's argmax exactly (ties to the lower class index).
+
+    The rank is the number of voted classes with a strictly higher score: a label tied
+    with others counts as ahead of them, whatever their numbers. A label that got no vote
+    ranks ``NO_VOTE``: a vote says nothing about it, so it is never a top-k hit (ranking
+    it among the unvoted classes by index made top-5 accuracy depend on how classes are
+    numbered)."""
     n, k = voters.shape
     score = np.zeros((n, k))
     for i in range(k):  # the dense accumulation's order: vote 0, 1, ...
@@ -63,16 +73,12 @@ def vote_ranks(
     for i in range(1, k):
         first[:, i] = ~(voters[:, :i] == voters[:, i : i + 1]).any(axis=1)
     best = np.where(first, score, -np.inf).max(axis=1, keepdims=True)
-    big = np.iinfo(np.int64).max
-    predicted = np.where(first & (score == best), voters, big).min(axis=1)
+    predicted = np.where(first & (score == best), voters, NO_VOTE).min(axis=1)
     is_own = voters == labels[:, None]
     voted = is_own.any(axis=1)
-    own = np.where(voted, np.where(is_own, score, 0).max(axis=1), 0.0)[:, None]
-    ahead = first & ((score > own) | ((score == own) & (voters < labels[:, None])))
-    below = (first & (voters < labels[:, None])).sum(axis=1)  # voted classes under the label
-    # An unvoted label scores 0, behind every voted class and unvoted ones of lower index.
-    rank = np.where(voted, ahead.sum(axis=1), first.sum(axis=1) + labels - below)
-    return predicted.astype(np.int64), rank
+    own = np.where(is_own, score, -np.inf).max(axis=1, keepdims=True)
+    ahead = (first & (score > own)).sum(axis=1)
+    return predicted.astype(np.int64), np.where(voted, ahead, NO_VOTE)
 
 
 def recall_at_k(relevance: np.ndarray, k: int) -> np.ndarray:

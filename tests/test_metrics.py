@@ -185,11 +185,59 @@ def test_a_registered_metric_reaches_strategies_floors_bootstrap_and_reports(tmp
     )
 )
 def test_the_sparse_vote_equals_the_dense_one_ties_included(data):
-    """kNN's vote without a queries × classes array gives the dense vote's prediction and
-    label rank; weights drawn from a few values make ties common."""
+    """kNN's vote without a queries × classes array gives the dense vote's prediction; a
+    label's rank counts the voted classes strictly ahead of it, and an unvoted label is
+    never a hit. Weights drawn from a few values make ties common."""
     labels, voters, weights = data
     dense = np.zeros((len(labels), 7))
     np.add.at(dense, (np.arange(len(labels))[:, None], voters), weights)
     predicted, rank = metrics.vote_ranks(labels, voters, weights)
     np.testing.assert_array_equal(predicted, dense.argmax(1))
-    np.testing.assert_array_equal(rank, metrics.label_rank(labels, dense))
+    voted = (voters == labels[:, None]).any(axis=1)
+    own = dense[np.arange(len(labels)), labels][:, None]
+    expected = np.where(voted, (dense > own).sum(axis=1), metrics.NO_VOTE)
+    np.testing.assert_array_equal(rank, expected)
+
+
+@given(st.permutations(range(60)), st.integers(0, 2**32 - 1))
+def test_knn_top5_counts_an_unvoted_class_as_a_miss_whatever_the_numbering(order, seed):
+    """Against scikit-learn's top_k_accuracy_score on the dense vote, with 60 classes of
+    which each query votes for at most 3 (most labels get no vote): the hits are
+    scikit-learn's among voted labels, unvoted labels are misses, and renumbering the
+    classes changes nothing."""
+    from sklearn.metrics import top_k_accuracy_score
+
+    rng = np.random.default_rng(seed)
+    n, c, k = 80, 60, 3
+    labels = rng.integers(0, c, n)
+    voters = np.where(rng.random((n, k)) < 0.5, labels[:, None], rng.integers(0, c, (n, k)))
+    weights = rng.uniform(1, 2, (n, k))  # continuous: no two voted classes tie
+    dense = np.zeros((n, c))
+    np.add.at(dense, (np.arange(n)[:, None], voters), weights)
+    _, rank = metrics.vote_ranks(labels, voters, weights)
+    voted = (voters == labels[:, None]).any(axis=1)
+    sklearn = np.array(
+        [
+            top_k_accuracy_score([y], [row], k=5, labels=np.arange(c))
+            for y, row in zip(labels, dense, strict=True)
+        ]
+    )
+    np.testing.assert_array_equal(metrics.top_k_hit(rank, 5), sklearn * voted)
+    renumber = np.asarray(order)
+    _, renumbered = metrics.vote_ranks(renumber[labels], renumber[voters], weights)
+    np.testing.assert_array_equal(renumbered, rank)
+
+
+def test_a_label_nobody_voted_for_is_no_top5_hit():
+    """Two neighbours vote for classes 3 and 4 of ten; the label 9 (or 0) got no vote.
+    scikit-learn's top-5 over the dense scores fills its list with unvoted classes by
+    index and counts label 9 a hit (the old rule counted label 0 one): both are misses."""
+    from sklearn.metrics import top_k_accuracy_score
+
+    voters, weights = np.array([[3, 4], [3, 4]]), np.array([[2.0, 1.0], [2.0, 1.0]])
+    labels = np.array([9, 0])
+    dense = np.zeros((2, 10))
+    np.add.at(dense, (np.arange(2)[:, None], voters), weights)
+    assert top_k_accuracy_score([9], dense[:1], k=5, labels=np.arange(10)) == 1.0
+    _, rank = metrics.vote_ranks(labels, voters, weights)
+    assert metrics.top_k_hit(rank, 5).tolist() == [0.0, 0.0]
