@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from harness import report, search
+from harness import document, report, search
 from harness.extract import device
 from harness.stats import bootstrap_ci, paired_difference
 from harness.strategies import STRATEGIES, Features
@@ -97,8 +97,12 @@ def main() -> None:
         "ci": ci,
         "seconds": {"fit": searched, "eval": 0.0},
     }
-    report.table([row], report.metric_columns([row]), "simple")
-    report.interval_table([row], report.metric_columns([row], headline=True), "simple")
+    document.markdown(
+        [
+            report.table([row], report.metric_columns([row])),
+            report.interval_table([row], report.metric_columns([row], headline=True)),
+        ]
+    )
     result = {
         "preset": args.preset,
         "n_query": n_query,

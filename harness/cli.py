@@ -140,12 +140,13 @@ def _verify_weights(spec: Any) -> str:
 
 def _fetch(args: argparse.Namespace) -> None:
     from harness.datasets import DATASETS
-    from harness.paths import cache_root
+    from harness.paths import cache_root, directory
 
     spec = DATASETS.get(args.name)
     if spec.fetch is None:
         raise ShelfbenchError(f"{args.name} has no download; its source: {spec.source}")
-    print(f"{args.name} is in {spec.fetch(args.root or cache_root() / 'data')}")
+    root = directory(args.root or cache_root() / "data", "data fetch --root")
+    print(f"{args.name} is in {spec.fetch(root)}")
 
 
 def _verify_data(args: argparse.Namespace) -> int:
@@ -169,15 +170,17 @@ def _verify_data(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> None:
     from harness.cell import cell_embeddings
-    from harness.paths import cache_root
+    from harness.ownership import check_export_dir
+    from harness.paths import cache_root, directory
     from harness.suite import find_cell, load_suite
 
+    check_export_dir(args.out)
     cell = (
         load_suite(args.suite).cell(args.cell)
         if args.suite
         else find_cell(args.cell, args.suites_dir)
     )
-    embedded = cell_embeddings(cell, args.cache or cache_root())
+    embedded = cell_embeddings(cell, directory(args.cache or cache_root(), "--cache"))
     args.out.mkdir(parents=True, exist_ok=True)
     for split, e in embedded.items():
         np.save(args.out / f"{split}.npy", e.vectors)

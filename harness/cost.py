@@ -12,6 +12,7 @@ from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import resolve
 from harness.cache import atomic_write, digest
 from harness.embeddings import load_model, model_key
+from harness.errors import blame
 from harness.extract import device
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -32,10 +33,11 @@ def gflops_per_image(spec: BackboneSpec, pre: Preprocess, cache_root: Path) -> f
     from torch.utils.flop_counter import FlopCounterMode
 
     model = load_model(spec, weights)
-    param = next(model.parameters())
-    x = torch.zeros(1, 3, pre.size, pre.size, device=param.device, dtype=param.dtype)
+    param = next(model.parameters(), None)  # a team's encoder may have none
+    where, dtype = (param.device, param.dtype) if param is not None else ("cpu", torch.float32)
+    x = torch.zeros(1, 3, pre.size, pre.size, device=where, dtype=dtype)
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    with torch.inference_mode(), counter, blame(f"backbone {spec.name} on a {pre.size}-px image"):
         model(x)
     gflops = counter.get_total_flops() / 1e9
     path.parent.mkdir(parents=True, exist_ok=True)

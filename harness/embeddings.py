@@ -17,6 +17,7 @@ from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights, resolve
 from harness.cache import EMBEDDING_VERSION, Batches, CacheEntry
 from harness.datasets.base import Dataset
+from harness.errors import WeightsError, blame
 from harness.extract import device, embed_batches, text_batches
 from harness.provenance import library_versions
 
@@ -102,7 +103,9 @@ def load_model(
     if checkpoint is not None:
         import torch
 
-        model.load_state_dict(torch.load(checkpoint.path, map_location="cpu", weights_only=True))
+        with blame(f"fine-tuned weights {checkpoint.path} for {spec.name}", WeightsError):
+            state = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
     return model
 
 
@@ -165,6 +168,8 @@ def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.
         assert encode is not None  # callers check has_text(spec)
         model = load_model(spec, weights)
         desc = f"embed prompts with {spec.name}"
-        return text_batches(encode(model, spec, weights, device()), prompts, rows, desc)
+        with blame(f"the text tower of {spec.name} ({spec.identifier})", WeightsError):
+            encoder = encode(model, spec, weights, device())
+        return text_batches(encoder, prompts, rows, desc)
 
     return entry.get(np.arange(len(prompts)), produce).vectors

@@ -1,5 +1,10 @@
 """One exception type per layer; each message tells the user what to do next."""
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
 
 def one_line(text: str, limit: int = 400) -> str:
     """A message another library spread over several lines (gRPC's, MLflow's), on one."""
@@ -48,3 +53,17 @@ class CacheError(ShelfbenchError):
 
 class PathError(ShelfbenchError):
     """A path a user gave is not the kind of thing it must be (a file, a directory)."""
+
+
+@contextlib.contextmanager
+def blame(setting: str, error: type[ShelfbenchError] = ShelfbenchError) -> Iterator[None]:
+    """Where shelfbench hands work to a library (a model factory, a checkpoint loader, an
+    index engine), an exception of the library's own becomes ``error``: one line naming
+    the setting that led there, the library's type and message (its traceback stays on
+    ``__cause__``). shelfbench's own errors pass through as they are."""
+    try:
+        yield
+    except ShelfbenchError:
+        raise
+    except Exception as exc:
+        raise error(f"{setting}: {type(exc).__name__}: {one_line(str(exc))}") from exc

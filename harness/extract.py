@@ -91,23 +91,42 @@ PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16). Without it, bf16
-    autocast ran ~10x slower than fp32; with AMX, ViT-B/16 embedded 2.7x faster."""
+    """Whether this CPU multiplies bf16 faster than fp32: it has AMX tiles (``amx_bf16``).
+    AVX-512 BF16 alone is not enough: on a 2-vCPU Xeon with ``avx512_bf16`` and no AMX
+    (2026-11-30), a 2048³ bf16 matmul ran at 171 GFLOP/s against fp32's 316, and ViT-B/16
+    embedded 4.5 against 7.3 images/s. With AMX, ViT-B/16 embedded 2.7x faster; without
+    any bf16 instructions (AVX2), bf16 autocast ran ~10x slower."""
+    return "amx_bf16" in cpu_flags()
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; none where it cannot be read)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return frozenset()
     flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
+    return frozenset(flags.partition(":")[2].split())
+
+
+# Overrides what ``auto`` resolves to on this machine (a suite's explicit precision wins).
+PRECISION_ENV = "SHELFBENCH_PRECISION"
 
 
 def resolve_precision(requested: str) -> str:
-    """The precision a cell runs at on this machine: ``auto`` is bf16 on CUDA and on CPUs
-    with native bf16, fp32 elsewhere; ``tf32`` (TensorFloat-32 matmuls) exists on CUDA
-    only."""
+    """The precision a cell runs at on this machine: ``auto`` is ``$SHELFBENCH_PRECISION``
+    where set, else bf16 on CUDA and on CPUs with AMX, fp32 elsewhere; ``tf32``
+    (TensorFloat-32 matmuls) exists on CUDA only."""
     dev = device()
     if requested == "auto":
-        return "bf16" if dev == "cuda" or cpu_has_bf16() else "fp32"
+        requested = os.environ.get(PRECISION_ENV) or (
+            "bf16" if dev == "cuda" or cpu_has_bf16() else "fp32"
+        )
+        if requested not in PRECISIONS[1:]:
+            raise EmbeddingError(
+                f"${PRECISION_ENV} = {requested!r}: must be one of {', '.join(PRECISIONS[1:])}"
+            )
     if requested == "tf32" and dev != "cuda":
         raise EmbeddingError(
             "precision tf32 is a CUDA precision and this machine has no GPU; use fp32, bf16 "

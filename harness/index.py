@@ -25,7 +25,7 @@ from typing import Annotated, Any, Protocol
 import numpy as np
 from pydantic import Field
 
-from harness.errors import SuiteError, Unavailable, one_line
+from harness.errors import SuiteError, Unavailable, blame, one_line
 from harness.ownership import check_milvus_store
 from harness.registry import Registry
 from harness.search import l2_normalise
@@ -178,10 +178,12 @@ def build(gallery: np.ndarray, setting: IndexSetting) -> tuple[Built, float]:
     """``setting``'s index over the L2-normalised ``gallery``, tuned to its search
     parameters, and the seconds it took to build."""
     start = time.perf_counter()
-    built = ENGINES.get(setting.engine).build(gallery, setting)
+    with blame(f"index '{setting.engine}:{setting.spec}'", SuiteError):
+        built = ENGINES.get(setting.engine).build(gallery, setting)
     seconds = time.perf_counter() - start
     try:
-        built.tune(setting.search)
+        with blame(f"index '{setting.engine}:{setting.spec}' search {setting.search}", SuiteError):
+            built.tune(setting.search)
     except BaseException:
         built.close()
         raise
@@ -201,7 +203,8 @@ class Searcher:
     ) -> tuple[np.ndarray, np.ndarray]:
         built, seconds = build(l2_normalise(gallery), self.setting)
         try:
-            scores, indices, cost = measure(built, l2_normalise(queries), min(k, len(gallery)))
+            with blame(f"searching index '{self.setting.label}'", SuiteError):
+                scores, indices, cost = measure(built, l2_normalise(queries), min(k, len(gallery)))
         finally:
             built.close()
         self.cost = {"build_seconds": seconds, **cost}

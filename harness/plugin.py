@@ -386,10 +386,11 @@ class ShelfReport:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.rows:
             return
-        from harness.report import terminal_table, unreadable_counts
+        from harness.document import terminal
+        from harness.report import unreadable_counts
 
         terminalreporter.write_sep("=", "shelfbench")
-        terminalreporter.write_line(terminal_table(list(self.rows.values())))
+        terminalreporter.write_line(terminal(list(self.rows.values())))
         reasons: dict[tuple[str, str], list[str]] = {}
         for row in self.rows.values():
             if row.get("message"):

@@ -1,14 +1,14 @@
-"""Result tables: the terminal summary, and the Markdown and CSV reports' text."""
+"""Result tables, as data: each function returns a ``Table`` (headers and text cells) that
+the report document (``harness.document``) places and each renderer formats; and the CSV."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from tabulate import tabulate
-
+from harness.document import Code, Inline, Table
 from harness.metrics import METRICS
 
 SCHEMA = 1
@@ -40,7 +40,7 @@ def verdict(row: dict[str, Any]) -> str:
     return ""
 
 
-def table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
+def table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
     """One line per cell: outcome, metrics (✓/✗ against a floor), cache, this run's
     seconds (train is fine-tuning plus fitting a head), and the verdict against a baseline
     when there is one."""
@@ -63,10 +63,10 @@ def table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
                 *([verdict(row)] if with_baseline else []),
             ]
         )
-    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+    return Table(headers, body)
 
 
-def interval_table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> str:
+def interval_table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
     """Metrics with their 95% bootstrap intervals, and each cell's compute cost."""
     body = []
     for row in rows:
@@ -79,7 +79,7 @@ def interval_table(rows: list[dict[str, Any]], metrics: list[str], fmt: str) -> 
         ]
         cost = row.get("seconds", {}).get("cost")
         body.append([row["id"], *cells, "" if cost is None else f"{cost:.1f}"])
-    return tabulate(body, ["cell", *metrics, "cost s"], tablefmt=fmt, disable_numparse=True)
+    return Table(["cell", *metrics, "cost s"], body)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -94,7 +94,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def cost_table(rows: list[dict[str, Any]], fmt: str) -> str:
+def cost_table(rows: list[dict[str, Any]]) -> Table:
     """Accuracy (the metric every strategy reports) against total compute seconds, cheapest
     first, with the rest of each cell's cost; ★ marks the Pareto front."""
     done = [r for r in rows if "accuracy" in r.get("metrics", {}) and r.get("cost")]
@@ -120,7 +120,7 @@ def cost_table(rows: list[dict[str, Any]], fmt: str) -> str:
         )
     headers = ["cell", "accuracy", "total s", "embed s", "train s", "eval s"]
     headers += ["GFLOPs/img", "train GFLOPs", "trainable", "peak RSS MB", "Pareto"]
-    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+    return Table(headers, body)
 
 
 def index_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -132,7 +132,7 @@ def _number(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def index_table(rows: list[dict[str, Any]], fmt: str) -> str:
+def index_table(rows: list[dict[str, Any]]) -> Table:
     """Exact search against each index setting, per backbone: the main metric with its
     interval, its loss against exact with the paired-bootstrap interval (and the metric
     that loses most: a deep one such as MAP@R can fall while mMP@5 holds), neighbour
@@ -188,10 +188,10 @@ def index_table(rows: list[dict[str, Any]], fmt: str) -> str:
         "memory MB",
         "",
     ]
-    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+    return Table(headers, body)
 
 
-def upgrade_table(rows: list[dict[str, Any]], fmt: str) -> str:
+def upgrade_table(rows: list[dict[str, Any]]) -> Table:
     """Under [upgrade]: per dataset × strategy and gated metric, the incumbent's value, the
     candidate's, their paired difference with its 95% interval, and the verdict."""
     body = []
@@ -214,7 +214,7 @@ def upgrade_table(rows: list[dict[str, Any]], fmt: str) -> str:
             )
     headers = ["dataset", "strategy", "upgrade", "metric", "incumbent", "candidate"]
     headers += ["difference [95% CI]", "tolerance", "verdict"]
-    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+    return Table(headers, body)
 
 
 def unreadable_counts(row: dict[str, Any]) -> str:
@@ -242,110 +242,20 @@ def recommendations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def recommendation_sentences(
-    rows: list[dict[str, Any]], code: Callable[[str], str] = lambda text: f"`{text}`"
-) -> list[tuple[str, str]]:
-    """(dataset, sentence) per dataset; ``code`` formats a cell id for the output format."""
+def recommendation_lines(rows: list[dict[str, Any]]) -> list[tuple[str, list[Inline]]]:
+    """(dataset, its recommendation as inline text: cell ids as code) per dataset."""
     out = []
     for rec in recommendations(rows):
         best, cheap = rec["best"], rec["cheapest"]
-        summary = [
-            f"{code(r['id'])} ({r['metrics']['accuracy']:.4f}, {r['seconds']['cost']:.0f} s)"
-            for r in (best, cheap)
-        ]
-        out.append(
-            (
-                rec["dataset"],
-                f"best accuracy {summary[0]}; cheapest within "
-                f"{rec['epsilon']:.3f} of it: {summary[1]}",
-            )
-        )
+        line: list[Inline] = ["best accuracy "]
+        for r, between in ((best, f"; cheapest within {rec['epsilon']:.3f} of it: "), (cheap, "")):
+            line += [
+                Code(r["id"]),
+                f" ({r['metrics']['accuracy']:.4f}, {r['seconds']['cost']:.0f} s)",
+            ]
+            line += [between] if between else []
+        out.append((rec["dataset"], line))
     return out
-
-
-def terminal_table(rows: list[dict[str, Any]]) -> str:
-    """One table per dataset, in the order the datasets first ran, and its index table
-    where cells searched an approximate index."""
-    blocks = []
-    for dataset in dict.fromkeys(row["dataset"] for row in rows):
-        subset = [row for row in rows if row["dataset"] == dataset]
-        blocks.append(
-            f"{dataset}\n{table(subset, metric_columns(subset, headline=True), 'simple')}"
-        )
-        if index_rows(subset):
-            blocks.append(
-                f"{dataset}: each index against exact search\n{index_table(subset, 'simple')}"
-            )
-    if any(row.get("upgrade") for row in rows):
-        blocks.append(
-            f"upgrade: each candidate cell against the incumbent's\n{upgrade_table(rows, 'simple')}"
-        )
-    return "\n\n".join(blocks)
-
-
-def markdown(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    lines = ["# shelfbench results", ""]
-    lines += [f"- {key}: {value}" for key, value in provenance.items()]
-    lines += ["", "✓ / ✗: at / below the suite's floor for that metric.", ""]
-    lines += ["## Recommendation", ""]
-    lines += [f"- **{dataset}**: {text}" for dataset, text in recommendation_sentences(rows)]
-    lines.append("")
-    for dataset in sorted({row["dataset"] for row in rows}):
-        subset = [row for row in rows if row["dataset"] == dataset]
-        lines += [f"## {dataset}", "", table(subset, metric_columns(subset), "github"), ""]
-        done = [row for row in subset if row.get("ci")]
-        if done:
-            main = metric_columns(done, headline=True)
-            lines += [
-                "95% bootstrap intervals over test items, and compute cost:",
-                "",
-                interval_table(done, main, "github"),
-                "",
-            ]
-        if any(row.get("cost") for row in done):
-            lines += [
-                "Cost against quality (compute as recorded when each result was computed, "
-                "cached or not; ★: on the Pareto front):",
-                "",
-                cost_table(done, "github"),
-                "",
-            ]
-        if index_rows(done):
-            lines += [
-                "Retrieval through approximate indexes against exact search (loss: exact "
-                "minus index, paired bootstrap over the same queries; latency: one query at "
-                "a time; QPS: all queries in one batch):",
-                "",
-                index_table(done, "github"),
-                "",
-            ]
-    if any(row.get("upgrade") for row in rows):
-        lines += [
-            "## Upgrade",
-            "",
-            "Each candidate cell against the incumbent's on the same test items (paired "
-            "bootstrap; a regression is significantly worse by more than the tolerance):",
-            "",
-            upgrade_table(rows, "github"),
-            "",
-        ]
-    for row in rows:
-        if counts := unreadable_counts(row):
-            lines.append(
-                f"- `{row['id']}` skipped unreadable images: {counts} "
-                f"(e.g. {', '.join(row['skipped']['examples'][:3])})"
-            )
-    warned = [(row["id"], w) for row in rows for w in row.get("warnings", [])]
-    if warned:
-        lines += ["", "## Warnings", ""]
-        lines += [f"- `{cell}`: {warning}" for cell, warning in warned]
-        lines.append("")
-    problems = [row for row in rows if row.get("message")]
-    if problems:
-        lines += ["## Failures and skips", ""]
-        lines += [f"- `{row['id']}` ({row['outcome']}): {row['message']}" for row in problems]
-        lines.append("")
-    return "\n".join(lines)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

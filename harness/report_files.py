@@ -11,7 +11,8 @@ from typing import Any
 
 from harness.baseline import items_path, save_items
 from harness.cache import atomic_write
-from harness.report import SCHEMA, markdown, to_csv
+from harness.document import build, markdown
+from harness.report import SCHEMA, to_csv
 from harness.report_html import html
 
 # Reports are for sharing: readable by all.
@@ -50,7 +51,7 @@ def write_reports(
             {"schema": SCHEMA, "provenance": provenance, "cells": plain}, indent=1
         )
         + "\n",
-        "latest.md": markdown(provenance, plain),
+        "latest.md": markdown(build(provenance, plain)),
         "latest.csv": to_csv(plain),
         "latest.html": html(provenance, plain),
     }

@@ -1,24 +1,32 @@
-"""The self-contained HTML report: tables, a heat map and cost-vs-quality scatters, with the
-images embedded as base64 PNG (matplotlib, imported only here)."""
+"""The self-contained HTML report: the report document (``harness.document``) rendered as
+HTML, with plots and gallery thumbnails embedded as base64 PNG (matplotlib, imported
+only here).
+
+Every text that reaches the page goes through ``esc`` here, in the renderer: names,
+ids, class names, paths, warnings and messages come from users and are never markup.
+"""
 
 from __future__ import annotations
 
 import base64
 import html as escape
 import io
+from collections.abc import Callable
 from typing import Any
 
-from harness.report import (
-    cost_table,
-    index_rows,
-    index_table,
-    interval_table,
-    metric_columns,
-    pareto_front,
-    recommendation_sentences,
-    table,
-    upgrade_table,
+from harness.document import (
+    Block,
+    Bullets,
+    Code,
+    Heading,
+    Line,
+    Paragraph,
+    Plot,
+    Strong,
+    Table,
+    build,
 )
+from harness.report import pareto_front
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;overflow-x:auto}
@@ -29,6 +37,12 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .thumb{border:3px solid;display:block;image-rendering:pixelated}
 .note{width:150px;font-size:11px;align-self:center}
 .pair{border-top:1px solid #ccc;padding:4px 0}"""
+
+
+def label(text: Any) -> str:
+    """A user's name as matplotlib shows it: ``$`` would start mathtext (and a malformed
+    formula raises), so it is shown as itself."""
+    return str(text).replace("$", r"\$")
 
 
 def _png(figure: Any) -> str:
@@ -73,8 +87,8 @@ def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
     low, high = float(np.nanmin(grid)), float(np.nanmax(grid))
     low, high = (low - 0.01, high + 0.01) if high - low < 0.01 else (low, high)
     image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, aspect="auto")
-    ax.set_xticks(range(len(datasets)), datasets)
-    ax.set_yticks(range(len(backbones)), backbones)
+    ax.set_xticks(range(len(datasets)), [label(d) for d in datasets])
+    ax.set_yticks(range(len(backbones)), [label(b) for b in backbones])
     for (i, j), value in np.ndenumerate(grid):
         if not np.isnan(value):
             ax.text(
@@ -85,7 +99,7 @@ def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
                 va="center",
                 color="white" if value < (low + high) / 2 else "black",
             )
-    ax.set_title(f"{strategy}: accuracy")
+    ax.set_title(label(f"{strategy}: accuracy"))
     fig.colorbar(image, ax=ax)
     return _png(fig)
 
@@ -104,9 +118,11 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for strategy in sorted({r["strategy"] for r in cells}):
         mine = [p for p, r in zip(points, cells, strict=True) if r["strategy"] == strategy]
-        ax.scatter(*zip(*mine, strict=True), label=strategy, s=40)
+        ax.scatter(*zip(*mine, strict=True), label=label(strategy), s=40)
     for point, row in zip(points, cells, strict=True):
-        ax.annotate(row["backbone"], point, fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.annotate(
+            label(row["backbone"]), point, fontsize=7, xytext=(4, 3), textcoords="offset points"
+        )
     ax.plot(*zip(*(points[i] for i in front), strict=True), "k--", lw=1, label="Pareto front")
     costs = [p[0] for p in points]
     if max(costs) > 10 * min(costs):  # a log axis only where costs span orders of magnitude
@@ -116,7 +132,7 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
         ax,
         "compute seconds (embed + train + eval)",
         "accuracy",
-        f"{dataset}: cost against quality",
+        label(f"{dataset}: cost against quality"),
     )
 
 
@@ -133,10 +149,10 @@ def index_plot(rows: list[dict[str, Any]], dataset: str) -> str:
         mine = [r for r in rows if r["backbone"] == backbone and r["index"].get("qps")]
         points = [(1 / r["index"]["qps"], r["index"]["neighbour_recall@10"]) for r in mine]
         shown = [(p[1], 1 / p[0]) for p in points]
-        dots = ax.scatter(*zip(*shown, strict=True), s=36, label=backbone)
+        dots = ax.scatter(*zip(*shown, strict=True), s=36, label=label(backbone))
         for point, row in zip(shown, mine, strict=True):
-            label = row["id"].partition("@")[2]
-            ax.annotate(label, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
+            name = label(row["id"].partition("@")[2])
+            ax.annotate(name, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
         front = [shown[i] for i in pareto_front(points)]
         ax.plot(*zip(*front, strict=True), "--", lw=1, color=dots.get_facecolor()[0])
     ax.set_yscale("log")
@@ -145,81 +161,55 @@ def index_plot(rows: list[dict[str, Any]], dataset: str) -> str:
         ax,
         "neighbour recall@10 (overlap with exact search's top 10)",
         "queries per second (batched)",
-        f"{dataset}: recall against speed (dashed: Pareto front)",
+        label(f"{dataset}: recall against speed (dashed: Pareto front)"),
     )
 
 
+def esc(value: Any) -> str:
+    """The one way text reaches the page: escaped, quotes included."""
+    return escape.escape(str(value), quote=True)
+
+
+def inline(line: Line) -> str:
+    parts = []
+    for part in line:
+        if isinstance(part, Code):
+            parts.append(f"<code>{esc(part.text)}</code>")
+        elif isinstance(part, Strong):
+            parts.append(f"<b>{esc(part.text)}</b>")
+        else:
+            parts.append(esc(part))
+    return "".join(parts)
+
+
+def table(block: Table) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in block.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in block.rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+PLOTS: dict[str, Callable[[list[dict[str, Any]], str], str]] = {}
+
+
+def render(block: Block) -> str:
+    if isinstance(block, Heading):
+        return f"<h{block.level}>{esc(block.text)}</h{block.level}>"
+    if isinstance(block, Paragraph):
+        return f"<p>{inline(block.line)}</p>"
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{inline(item)}</li>" for item in block.items) + "</ul>"
+    if isinstance(block, Table):
+        return table(block)
+    if isinstance(block, Plot):
+        return PLOTS[block.kind](block.rows, block.subject)
+    return galleries(block.row)
+
+
 def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    done = [r for r in rows if "accuracy" in r.get("metrics", {})]
-    parts = [
-        f"<!doctype html><meta charset='utf-8'><title>shelfbench</title><style>{STYLE}</style>",
-        "<h1>shelfbench results</h1><ul>",
-    ]
-    parts += [
-        f"<li>{escape.escape(str(k))}: {escape.escape(str(v))}</li>" for k, v in provenance.items()
-    ]
-    parts.append("</ul><h2>Recommendation</h2><ul>")
-    parts += [
-        f"<li><b>{escape.escape(dataset)}</b>: {text}</li>"
-        for dataset, text in recommendation_sentences(rows, lambda cell: f"<code>{cell}</code>")
-    ]
-    parts.append("</ul>")
-    if any(r.get("upgrade") for r in rows):
-        parts += [
-            "<h2>Upgrade</h2><p>Each candidate cell against the incumbent's on the same test "
-            "items (paired bootstrap; a regression is significantly worse by more than the "
-            "tolerance):</p>",
-            upgrade_table(rows, "html"),
-        ]
-    exact = [r for r in done if not r.get("index")]
-    # A heat map needs two backbones or two datasets to compare; one cell is one square.
-    mapped = [
-        strategy
-        for strategy in sorted({r["strategy"] for r in exact})
-        if len({(r["backbone"], r["dataset"]) for r in exact if r["strategy"] == strategy}) > 1
-    ]
-    if mapped:
-        parts.append("<h2>Accuracy by backbone and dataset</h2>")
-        parts += [heat_map(exact, strategy) for strategy in mapped]
-    for dataset in sorted({r["dataset"] for r in rows}):
-        subset = [r for r in rows if r["dataset"] == dataset]
-        parts += [
-            f"<h2>{escape.escape(dataset)}</h2>",
-            table(subset, metric_columns(subset), "html"),
-        ]
-        scored = [r for r in subset if r.get("ci")]
-        if scored:
-            main = metric_columns(scored, headline=True)
-            parts += [
-                "<p>95% bootstrap intervals over test items, and compute cost:</p>",
-                interval_table(scored, main, "html"),
-            ]
-            if len([r for r in scored if "accuracy" in r.get("metrics", {})]) > 1:
-                parts.append(scatter(scored, dataset))
-            if any(r.get("cost") for r in scored):
-                parts += [
-                    "<p>Cost against quality (★: on the Pareto front):</p>",
-                    cost_table(scored, "html"),
-                ]
-            indexed = index_rows(scored)
-            if indexed:
-                parts += [
-                    "<p>Retrieval through approximate indexes against exact search (loss: "
-                    "exact minus index, paired bootstrap; latency: one query at a time):</p>",
-                    index_table(indexed, "html"),
-                ]
-                if len(indexed) > 1:
-                    parts.append(index_plot(indexed, dataset))
-        parts += [galleries(row) for row in subset if row.get("gallery")]
-        for row in subset:
-            for warning in row.get("warnings", []):
-                parts.append(f"<p><code>{row['id']}</code> warning: {escape.escape(warning)}</p>")
-            if row.get("message"):
-                parts.append(
-                    f"<p><code>{row['id']}</code> ({row['outcome']}): "
-                    f"{escape.escape(row['message'])}</p>"
-                )
-    return "\n".join(parts) + "\n"
+    head = f"<!doctype html><meta charset='utf-8'><title>shelfbench</title><style>{STYLE}</style>"
+    return "\n".join([head, *(render(block) for block in build(provenance, rows))]) + "\n"
 
 
 def _thumbnail(image: Any, border: str) -> str:
@@ -242,12 +232,12 @@ def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, 
     """One query and its top five neighbours: green border where relevant, red where not."""
     test, gallery = dataset.split("test"), dataset.split(gallery_split)
     query = shown["queries"][i]
-    label = dataset.classes[test.labels[query]] if dataset.classes else test.labels[query]
+    name = dataset.classes[test.labels[query]] if dataset.classes else test.labels[query]
     first = shown["first_hit"][i]
     hit = f"first relevant at rank {first + 1}" if first >= 0 else "no relevant item ranked"
     cells = [
         f"<figure>{_thumbnail(test.image(query), '#888')}"
-        f"<figcaption>query {query}<br>{escape.escape(str(label))}</figcaption></figure>"
+        f"<figcaption>query {esc(query)}<br>{esc(name)}</figcaption></figure>"
     ]
     for rank, (item, relevant) in enumerate(
         zip(shown["top5"][i], shown["relevant"][i], strict=True)
@@ -258,9 +248,9 @@ def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, 
         colour = "#2a2" if relevant else "#d33"
         cells.append(
             f"<figure>{_thumbnail(gallery.image(item), colour)}"
-            f"<figcaption>{rank + 1}: {item}</figcaption></figure>"
+            f"<figcaption>{rank + 1}: {esc(item)}</figcaption></figure>"
         )
-    note = f'<span class="note">{escape.escape(note)}: {hit}</span>'
+    note = f'<span class="note">{esc(note)}: {esc(hit)}</span>'
     return f'<div class="row">{note}{"".join(cells)}</div>'
 
 
@@ -273,9 +263,9 @@ def galleries(row: dict[str, Any]) -> str:
     try:
         dataset = open_dataset(row["dataset"])
     except ShelfbenchError as exc:
-        return f"<p>No gallery for <code>{row['id']}</code>: {escape.escape(str(exc))}</p>"
+        return f"<p>No gallery for <code>{esc(row['id'])}</code>: {esc(exc)}</p>"
     split = "train" if row.get("protocol") == "split" else "test"
-    parts = [f"<h3>What <code>{row['id']}</code> retrieves</h3>"]
+    parts = [f"<h3>What <code>{esc(row['id'])}</code> retrieves</h3>"]
     gallery = row["gallery"]
     for kind, title in (
         ("sample", "a seeded sample of queries"),
@@ -287,7 +277,7 @@ def galleries(row: dict[str, Any]) -> str:
     moved = row.get("changed")
     if moved:
         parts.append(
-            f"<h3>What changed against <code>{escape.escape(moved['against'])}</code></h3>"
+            f"<h3>What changed against <code>{esc(moved['against'])}</code></h3>"
             "<p>The queries whose first relevant neighbour moved most: the old neighbours "
             "above the new.</p>"
         )
@@ -297,3 +287,6 @@ def galleries(row: dict[str, Any]) -> str:
             parts.append(_query_row(dataset, split, moved["new"], i, "after"))
             parts.append("</div>")
     return "\n".join(parts)
+
+
+PLOTS.update(heat_map=heat_map, scatter=scatter, index=index_plot)

@@ -27,7 +27,7 @@ from harness.backbones.adapters import has_text
 from harness.cell import items, preprocess
 from harness.datasets import open_dataset
 from harness.embeddings import embed
-from harness.errors import ShelfbenchError, Unavailable
+from harness.errors import ShelfbenchError, SuiteError, Unavailable
 from harness.extract import device, resolve_precision
 from harness.paths import cache_root
 from harness.strategies import parse_strategy
@@ -39,9 +39,13 @@ def selected(cells: tuple[Cell, ...], expression: str | None) -> list[Cell]:
     case-insensitive substring of its id or one of its markers (family, kind, clip)."""
     if not expression:
         return list(cells)
-    from _pytest.mark.expression import Expression
+    from _pytest.mark import expression as pytest_expression
 
-    compiled = Expression.compile(expression)
+    bad = getattr(pytest_expression, "ParseError", SyntaxError)  # pytest 8; 9 raises SyntaxError
+    try:
+        compiled = pytest_expression.Expression.compile(expression)
+    except (SyntaxError, bad) as exc:
+        raise SuiteError(f"-k {expression!r} is not a selection expression: {exc}") from None
     chosen = []
     for cell in cells:
         spec = BACKBONES.get(cell.backbone)
@@ -90,6 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", dest="expression", help="select cells as pytest -k does")
     parser.add_argument("--cache", type=Path, help="embedding cache (default $SHELFBENCH_CACHE)")
     args = parser.parse_args(argv)
+    try:
+        cells = selected(load_suite(args.suite).cells, args.expression)
+    except ShelfbenchError as exc:
+        print(f"shelfbench: error: {exc}", file=sys.stderr)
+        return 2
+    if not all(os.environ.get(name) for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
+        print(
+            "shelfbench: error: harness.shard runs under torchrun, which starts its ranks: "
+            f"torchrun --nproc_per_node=N -m harness.shard {args.suite}",
+            file=sys.stderr,
+        )
+        return 2
     import torch
     import torch.distributed as dist
 
@@ -99,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        for cell in selected(load_suite(args.suite).cells, args.expression):
+        for cell in cells:
             if parse_strategy(cell.strategy)[1] is not None:
                 print(f"rank {rank}: {cell.id} fine-tunes first; pytest embeds it", flush=True)
                 continue

@@ -293,6 +293,19 @@ def build():
 
 def not_a_module():
     return "nope"
+
+
+def needs_width(width):
+    return Encoder()
+
+
+class Pool(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def parameter_free():
+    return Pool()
 """
 
 
@@ -335,6 +348,28 @@ strategies = ["knn"]
     )
     with pytest.raises(WeightsError, match=r"not_a_module\(\) returned str, not a torch.nn.Module"):
         run_cell(broken, tmp_path / "cache")
+
+
+def test_a_factory_that_raises_is_one_line_and_a_parameter_free_encoder_runs(tmp_path, monkeypatch):
+    from harness.cell import run_cell
+
+    (tmp_path / "team_encoders2.py").write_text(ENCODER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    table = "image_size = 32\nmean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\n"
+    (tmp_path / "s.toml").write_text(
+        f'[backbones.team-args]\nmodule = "team_encoders2:needs_width"\n{table}'
+        f'[backbones.team-pool]\nmodule = "team_encoders2:parameter_free"\n{table}'
+        '[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["team-args", "team-pool"]\n'
+        'strategies = ["knn"]\n'
+    )
+    broken, pool = load_suite(tmp_path / "s.toml").cells
+    with pytest.raises(WeightsError) as caught:
+        run_cell(broken, tmp_path / "cache")
+    assert str(caught.value).startswith(
+        "backbone team-args (team_encoders2:needs_width, random init): TypeError: "
+    ) and "\n" not in str(caught.value)
+    result = run_cell(pool, tmp_path / "cache")  # no parameters: FLOPs still counted
+    assert result.cost["gflops_per_image"] >= 0 and result.metrics["accuracy"] > 0
 
 
 def test_a_module_entry_must_declare_its_preprocessing(tmp_path):
@@ -418,3 +453,12 @@ def test_a_candidate_cell_without_an_incumbent_twin_says_it_was_not_gated(pytest
         "[upgrade] did not gate it" in rows["synthetic-products/test-clip/zeroshot"]["warnings"][0]
     )
     assert rows["synthetic-products/test-clip/knn"]["upgrade"]  # its twin exists: gated
+
+
+def test_a_declared_hub_backbone_missing_here_says_how_to_fetch_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "s.toml").write_text('[backbones.team-hub]\ntimm = "resnet18"\nhf_hub = "org/m"\n')
+    load_suite(tmp_path / "s.toml")
+    with pytest.raises(WeightsUnavailable) as caught:
+        resolve(BACKBONES.get("team-hub"))
+    assert f"run `shelfbench weights fetch {tmp_path / 's.toml'}`" in str(caught.value)

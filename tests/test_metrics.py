@@ -151,7 +151,8 @@ def test_top_k_accuracy_breaks_ties_by_class_index(data, k):
 def test_a_registered_metric_reaches_strategies_floors_bootstrap_and_reports(tmp_path):
     """Balanced accuracy was added through the registry alone."""
     from harness.cell import run_cell
-    from harness.report import markdown, to_csv
+    from harness.document import build, markdown
+    from harness.report import to_csv
     from harness.strategies import STRATEGIES
     from harness.suite import load_suite
 
@@ -172,7 +173,7 @@ def test_a_registered_metric_reaches_strategies_floors_bootstrap_and_reports(tmp
     assert result.below_floor(cell)[0].startswith("balanced_accuracy = ")
     row = {**result.row(), "outcome": "passed"}
     assert "balanced_accuracy" in to_csv([row]).splitlines()[0]
-    assert "balanced_accuracy" in markdown({}, [row])
+    assert "balanced_accuracy" in markdown(build({}, [row]))
 
 
 @given(

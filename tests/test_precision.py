@@ -56,7 +56,12 @@ def test_the_model_gets_the_same_pixels_as_before(name, monkeypatch):
 
 
 def test_auto_is_bf16_only_where_it_is_native(monkeypatch):
+    monkeypatch.delenv(extract.PRECISION_ENV, raising=False)
     monkeypatch.setattr(extract, "device", lambda: "cpu")
+    monkeypatch.setattr(extract, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert not extract.cpu_has_bf16()  # AVX-512 BF16 without AMX: bf16 is slower there
+    monkeypatch.setattr(extract, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512_bf16"}))
+    assert extract.cpu_has_bf16()
     monkeypatch.setattr(extract, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto") == "fp32"
     monkeypatch.setattr(extract, "cpu_has_bf16", lambda: True)
@@ -95,3 +100,12 @@ def test_zeroshot_embeds_only_the_test_split(tmp_path):
     result = run_cell(cell, tmp_path / "cache")
     assert set(result.embedding_keys) == {"test"} and result.n_train == 0
     assert len(list((tmp_path / "cache" / "embeddings").glob("*/*/key.json"))) == 2  # test, text
+
+
+def test_the_environment_says_what_auto_is_and_a_suite_still_wins(monkeypatch):
+    monkeypatch.setattr(extract, "device", lambda: "cpu")
+    monkeypatch.setenv(extract.PRECISION_ENV, "bf16")
+    assert resolve_precision("auto") == "bf16" and resolve_precision("fp32") == "fp32"
+    monkeypatch.setenv(extract.PRECISION_ENV, "fp16")
+    with pytest.raises(EmbeddingError, match=r"SHELFBENCH_PRECISION = 'fp16': must be one of"):
+        resolve_precision("auto")

@@ -114,3 +114,17 @@ def test_a_killed_rank_loses_only_its_unfinished_parts(tmp_path):
     single = cell_embeddings(cell, tmp_path / "single")
     for split in ("train", "test"):
         np.testing.assert_array_equal(resumed[split].vectors, single[split].vectors)
+
+
+def test_without_torchrun_or_with_a_bad_k_it_is_one_line():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR")}
+    smoke = str(ROOT / "suites" / "smoke.toml")
+    for args, message in (
+        ([smoke], "harness.shard runs under torchrun, which starts its ranks"),
+        ([smoke, "-k", "clip and ("], "-k 'clip and (' is not a selection expression"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "harness.shard", *args], capture_output=True, text=True, env=env
+        )
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+        assert run.stderr.startswith("shelfbench: error: ") and message in run.stderr

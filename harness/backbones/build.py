@@ -4,7 +4,6 @@ and open_clip are imported here, lazily, never at collection)."""
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from harness.backbones.base import BackboneSpec
 from harness.backbones.convert import CONVERTERS
 from harness.backbones.weights import OPEN_CLIP_CONFIG, ResolvedWeights
-from harness.errors import WeightsError
+from harness.errors import WeightsError, blame
 
 if TYPE_CHECKING:
     import torch
@@ -225,15 +224,13 @@ def build_model(
     spec: BackboneSpec, weights: ResolvedWeights, head: bool = False
 ) -> torch.nn.Module:
     """The backbone in eval mode; its forward gives the embedding (or logits if ``head``)."""
-    try:
+    where = (
+        f"backbone {spec.name} ({spec.identifier}, random init)"
+        if weights.path is None
+        else f"weights for {spec.name} ({weights.path}) do not load into {spec.identifier}"
+    )
+    with blame(where, WeightsError):  # a factory's TypeError, a loader's own errors
         model = SOURCES[spec.source](spec, weights, head)
-    except (RuntimeError, ValueError, KeyError, OSError, pickle.UnpicklingError) as exc:
-        if weights.path is None:
-            raise
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise WeightsError(
-            f"weights for {spec.name} ({weights.path}) do not load into {spec.identifier}: {reason}"
-        ) from exc
     if spec.embed_dim and model.num_features != spec.embed_dim:
         raise WeightsError(
             f"{spec.name}: the model gives {model.num_features}-d embeddings but the registry "

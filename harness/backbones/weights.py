@@ -208,7 +208,9 @@ def how_to_get(spec: BackboneSpec) -> str:
     if not spec.weights.hf_repo:
         upstream = f" (upstream: {spec.weights.files[0]})" if spec.weights.files else ""
         return f"no hub hosts them for {spec.source}: {local}{upstream}"
-    return f"run `shelfbench weights fetch {spec.name}` where the network is reachable, or {local}"
+    # A suite's own entry is known to the command only through its suite file.
+    name = spec.suite or spec.name
+    return f"run `shelfbench weights fetch {name}` where the network is reachable, or {local}"
 
 
 def _package_file(spec: BackboneSpec) -> ResolvedWeights:

@@ -1,0 +1,230 @@
+"""The report as one document: its sections are built once from the result rows, in one
+order, and rendered to Markdown (``latest.md``), HTML (``latest.html``,
+``harness.report_html``, which escapes every text it is given) and the terminal.
+
+A document is a list of blocks. Text is plain strings with inline ``Code`` (cell ids)
+and ``Strong`` parts: no block holds markup, so no user string (a backbone named
+``<img onerror=...>``) can become markup in any renderer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabulate import tabulate
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+@dataclass(frozen=True)
+class Strong:
+    text: str
+
+
+Inline = str | Code | Strong
+Line = Sequence[Inline]
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    line: Line
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: Sequence[Line]
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A picture only HTML shows: ``kind`` names the plot (``harness.report_html.PLOTS``),
+    drawn from ``rows`` for ``subject`` (a strategy or a dataset)."""
+
+    kind: str
+    subject: str
+    rows: list[dict[str, Any]] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A retrieval cell's queries and neighbours as thumbnails (HTML only)."""
+
+    row: dict[str, Any] = field(compare=False)
+
+
+Block = Heading | Paragraph | Bullets | Table | Plot | Gallery
+
+
+def dataset_section(subset: list[dict[str, Any]], dataset: str) -> list[Block]:
+    """One dataset's results: every metric with floors, intervals and cost, the
+    cost-against-quality plot and table, the approximate indexes, and galleries."""
+    from harness.report import (
+        cost_table,
+        index_rows,
+        index_table,
+        interval_table,
+        metric_columns,
+        table,
+    )
+
+    blocks: list[Block] = [Heading(2, dataset), table(subset, metric_columns(subset))]
+    scored = [r for r in subset if r.get("ci")]
+    if scored:
+        blocks += [
+            Paragraph(["95% bootstrap intervals over test items, and compute cost:"]),
+            interval_table(scored, metric_columns(scored, headline=True)),
+        ]
+        if len([r for r in scored if "accuracy" in r.get("metrics", {})]) > 1:
+            blocks.append(Plot("scatter", dataset, scored))
+    if any(r.get("cost") for r in scored):
+        blocks += [
+            Paragraph(
+                [
+                    "Cost against quality (compute as recorded when each result was computed, "
+                    "cached or not; ★: on the Pareto front):"
+                ]
+            ),
+            cost_table(scored),
+        ]
+    if indexed := index_rows(scored):
+        blocks += [
+            Paragraph(
+                [
+                    "Retrieval through approximate indexes against exact search (loss: exact "
+                    "minus index, paired bootstrap over the same queries; latency: one query "
+                    "at a time; QPS: all queries in one batch):"
+                ]
+            ),
+            index_table(indexed),
+        ]
+        if len(indexed) > 1:
+            blocks.append(Plot("index", dataset, indexed))
+    return blocks + [Gallery(row) for row in subset if row.get("gallery")]
+
+
+def notes(rows: list[dict[str, Any]]) -> list[Block]:
+    """Skipped unreadable images, warnings, and why cells failed or were skipped."""
+    from harness.report import unreadable_counts
+
+    blocks: list[Block] = []
+    unreadable = [
+        [
+            Code(r["id"]),
+            f" skipped unreadable images: {counts} (e.g. "
+            f"{', '.join(r['skipped']['examples'][:3])})",
+        ]
+        for r in rows
+        if (counts := unreadable_counts(r))
+    ]
+    if unreadable:
+        blocks += [Heading(2, "Unreadable images"), Bullets(unreadable)]
+    warned = [[Code(r["id"]), f": {w}"] for r in rows for w in r.get("warnings", [])]
+    if warned:
+        blocks += [Heading(2, "Warnings"), Bullets(warned)]
+    problems = [
+        [Code(r["id"]), f" ({r['outcome']}): {r['message']}"] for r in rows if r.get("message")
+    ]
+    if problems:
+        blocks += [Heading(2, "Failures and skips"), Bullets(problems)]
+    return blocks
+
+
+def build(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> list[Block]:
+    """The whole report, in the one order every renderer shows."""
+    from harness.report import recommendation_lines, upgrade_table
+
+    blocks: list[Block] = [
+        Heading(1, "shelfbench results"),
+        Bullets([[f"{key}: {value}"] for key, value in provenance.items()]),
+        Paragraph(["✓ / ✗: at / below the suite's floor for that metric."]),
+        Heading(2, "Recommendation"),
+        Bullets([[Strong(dataset), ": ", *line] for dataset, line in recommendation_lines(rows)]),
+    ]
+    if any(row.get("upgrade") for row in rows):
+        blocks += [
+            Heading(2, "Upgrade"),
+            Paragraph(
+                [
+                    "Each candidate cell against the incumbent's on the same test items "
+                    "(paired bootstrap; a regression is significantly worse by more than the "
+                    "tolerance):"
+                ]
+            ),
+            upgrade_table(rows),
+        ]
+    exact = [r for r in rows if "accuracy" in r.get("metrics", {}) and not r.get("index")]
+    mapped = [  # a heat map needs two backbones or two datasets to compare
+        strategy
+        for strategy in sorted({r["strategy"] for r in exact})
+        if len({(r["backbone"], r["dataset"]) for r in exact if r["strategy"] == strategy}) > 1
+    ]
+    if mapped:
+        blocks.append(Heading(2, "Accuracy by backbone and dataset"))
+        blocks += [Plot("heat_map", strategy, exact) for strategy in mapped]
+    for dataset in sorted({row["dataset"] for row in rows}):
+        blocks += dataset_section([r for r in rows if r["dataset"] == dataset], dataset)
+    return blocks + notes(rows)
+
+
+def text(line: Line, code: str = "`", strong: str = "**") -> str:
+    """Inline text with Markdown's marks (or none)."""
+    out = []
+    for part in line:
+        if isinstance(part, Code):
+            out.append(f"{code}{part.text}{code}")
+        elif isinstance(part, Strong):
+            out.append(f"{strong}{part.text}{strong}")
+        else:
+            out.append(part)
+    return "".join(out)
+
+
+def markdown(blocks: list[Block]) -> str:
+    """``latest.md``: the blocks Markdown can show (not plots or galleries)."""
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Paragraph):
+            lines += [text(block.line), ""]
+        elif isinstance(block, Bullets):
+            lines += [f"- {text(item)}" for item in block.items] + [""]
+        elif isinstance(block, Table):
+            lines += [tabulate(block.rows, block.headers, "github", disable_numparse=True), ""]
+    return "\n".join(lines)
+
+
+def terminal(rows: list[dict[str, Any]]) -> str:
+    """The terminal summary: per dataset its headline metrics and index table, then the
+    upgrade table, as plain text."""
+    from harness.report import index_rows, index_table, metric_columns, table, upgrade_table
+
+    blocks = []
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        subset = [row for row in rows if row["dataset"] == dataset]
+        blocks.append((dataset, table(subset, metric_columns(subset, headline=True))))
+        if index_rows(subset):
+            blocks.append((f"{dataset}: each index against exact search", index_table(subset)))
+    if any(row.get("upgrade") for row in rows):
+        blocks.append(("upgrade: each candidate cell against the incumbent's", upgrade_table(rows)))
+    return "\n\n".join(
+        f"{title}\n{tabulate(t.rows, t.headers, 'simple', disable_numparse=True)}"
+        for title, t in blocks
+    )

@@ -1,0 +1,125 @@
+"""The report document: every user string reaches HTML escaped, Markdown and HTML show the
+same sections in the same order, and the terminal shows the upgrade table."""
+
+from html.parser import HTMLParser
+
+import numpy as np
+
+from harness.datasets.base import DATASETS, ArraySplit, Dataset, DatasetSpec
+from harness.document import Heading, build, markdown, terminal
+from harness.report_html import html
+
+MARK = "<shelfbenchxss src=x onerror=alert(1)>"
+
+
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, attrs))
+
+
+def marked_dataset() -> str:
+    """A dataset whose name and class names are markup, with images to show."""
+    name = f"{MARK}-data"
+    if name not in DATASETS:
+        images = np.zeros((12, 8, 8), np.uint8)
+        labels = np.arange(12) % 2
+        split = ArraySplit(images, labels)
+        dataset = Dataset(name, "fp", {"train": split, "test": split}, (MARK, MARK + "2"))
+        DATASETS.add(DatasetSpec(name, "x", (), ("train", "test"), "split", lambda: dataset))
+    return name
+
+
+def shown(n: int = 2) -> dict:
+    return {
+        "queries": list(range(n)),
+        "first_hit": [0, -1][:n],
+        "top5": [[1, 2, 3, 4, 5]] * n,
+        "relevant": [[True, False, True, False, False]] * n,
+    }
+
+
+def marked_rows() -> list[dict]:
+    dataset = marked_dataset()
+    backbone, strategy = f"{MARK}-bb", "knn"
+    cell = f"{dataset}/{backbone}/{strategy}"
+    base = {
+        "id": cell,
+        "dataset": dataset,
+        "backbone": backbone,
+        "strategy": strategy,
+        "outcome": "failed",
+        "message": f"{MARK} failed",
+        "protocol": "split",
+        "metrics": {"accuracy": 0.5, "mmp@5": 0.4},
+        "floors": {"accuracy": 0.6},
+        "ci": {"accuracy": [0.4, 0.6], "mmp@5": [0.3, 0.5]},
+        "seconds": {"embed": 1.0, "fit": 1.0, "total": 2.0, "cost": 2.0},
+        "cache": MARK,
+        "precision": MARK,
+        "main_metric": "mmp@5",
+        "warnings": [f"{MARK} warning"],
+        "skipped": {"test": 1, "examples": [f"/data/{MARK}.png"]},
+        "cost": {
+            "seconds": {"embed": 1.0, "train": 0.5, "eval": 0.5, "total": 2.0},
+            "gflops_per_image": 1.0,
+            "train_gflops": 0.0,
+            "trainable_params": 0,
+            "peak_rss_mb": 1.0,
+        },
+        "gallery": {"sample": shown(), "worst": shown(1)},
+        "changed": {"against": f"{MARK} baseline", "old": shown(1), "new": shown(1)},
+        "upgrade": [
+            {
+                "incumbent": f"{dataset}/{MARK}-old/{strategy}",
+                "metric": "mmp@5",
+                "old": 0.5,
+                "new": 0.4,
+                "diff": -0.1,
+                "low": -0.2,
+                "high": -0.05,
+                "max_drop": 0.01,
+                "verdict": "worse",
+                "regression": True,
+            }
+        ],
+    }
+    other = {**base, "id": f"{dataset}/{MARK}-b2/linear", "backbone": f"{MARK}-b2"}
+    other = {**other, "strategy": "linear", "gallery": {}, "changed": {}, "upgrade": []}
+    return [base, other]
+
+
+def test_no_user_string_becomes_markup_in_the_html():
+    rows = marked_rows()
+    page = html({"project": MARK, "started": "2026-11-30T00:00:00+00:00"}, rows)
+    parser = Tags()
+    parser.feed(page)
+    names = {tag for tag, _ in parser.tags}
+    assert "shelfbenchxss" not in names and "script" not in names
+    assert not [attrs for _, attrs in parser.tags if any(k.startswith("on") for k, _ in attrs)]
+    assert page.count("&lt;shelfbenchxss") > 10  # the text is there, shown as text
+    assert "<img" in page and "What changed against" in page  # galleries were drawn
+
+
+def test_markdown_and_html_show_the_same_sections_in_the_same_order():
+    rows = marked_rows()
+    blocks = build({}, rows)
+    headings = [b.text for b in blocks if isinstance(b, Heading)]
+    assert headings[:3] == ["shelfbench results", "Recommendation", "Upgrade"]
+    text = markdown(blocks)
+    page = html({}, rows)
+    at = [text.index(f"{'#' * b.level} {b.text}") for b in blocks if isinstance(b, Heading)]
+    assert at == sorted(at)
+    from harness.report_html import esc
+
+    at_html = [page.index(f">{esc(b.text)}</h") for b in blocks if isinstance(b, Heading)]
+    assert at_html == sorted(at_html)
+
+
+def test_the_terminal_summary_has_the_upgrade_table():
+    out = terminal(marked_rows())
+    assert "upgrade: each candidate cell against the incumbent's" in out
+    assert "worse beyond the tolerance" in out
