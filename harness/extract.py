@@ -94,8 +94,9 @@ def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 faster than fp32: it has AMX tiles (``amx_bf16``).
     AVX-512 BF16 alone is not enough: on a 2-vCPU Xeon with ``avx512_bf16`` and no AMX
     (2026-11-30), a 2048³ bf16 matmul ran at 171 GFLOP/s against fp32's 316, and ViT-B/16
-    embedded 4.5 against 7.3 images/s. With AMX, ViT-B/16 embedded 2.7x faster; without
-    any bf16 instructions (AVX2), bf16 autocast ran ~10x slower."""
+    embedded 4.5 against 7.3 images/s (only depthwise-conv Lite0 gained, 1.2x). With AMX,
+    ViT-B/16 embedded 2.7x faster; without any bf16 instructions (AVX2), bf16 autocast ran
+    ~10x slower."""
     return "amx_bf16" in cpu_flags()
 
 
