@@ -1,35 +1,42 @@
-"""Run one cell: dataset → backbone → cached embeddings → strategy → metrics → result row."""
+"""Run one cell as named stages: context → tune → embeddings → (outcome cache) → strategy
+→ index → statistics → row. ``shard.py``, the CLI's ``export`` and ``benchmarks/`` reuse
+the stages they need.
+
+A cell whose inputs did not change is not computed again: after the embeddings stage,
+the outcome cache (``harness.outcomes``) serves the result it stored, keyed by the
+embeddings' content and everything else that decides the metrics.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from math import nan
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness import cost, search
+from harness import cost, outcomes, search
 from harness.backbones import BACKBONES
 from harness.backbones.adapters import has_text
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.declared import complete
 from harness.backbones.weights import resolve
-from harness.baseline import Comparison
 from harness.cache import digest
+from harness.data_checks import check_classes, drop_unreadable, sanity_warnings
 from harness.datasets import DATASETS, Dataset, open_dataset, subset
+from harness.datasets.base import gallery_split
 from harness.embeddings import Embedded, embed, embed_texts
-from harness.errors import DatasetError
 from harness.extract import device, resolve_precision
 from harness.finetune import Run, Tuned, finetune
 from harness.gallery import has_gallery, sample_and_worst
 from harness.metrics import METRICS
+from harness.result import CellResult
 from harness.stats import bootstrap_ci, paired_difference, summarise
-from harness.strategies import Features, Outcome, Tuning, parse_strategy
+from harness.strategies import Features, Outcome, StrategySpec, Tuning, parse_strategy
 from harness.suite import Cell
 
 # Seeds of the train and test subsets differ so the two samples are independent.
@@ -37,67 +44,19 @@ SPLIT_SEEDS = {"train": 0, "test": 1}
 
 
 @dataclass(frozen=True)
-class CellResult:
-    """Everything a cell measured, in plain types (it crosses pytest-xdist processes)."""
+class CellContext:
+    """What a cell resolves once: its backbone, dataset, strategy, tuning, preprocessing
+    at the profile's size, and the precision it runs at on this machine."""
 
-    id: str
-    dataset: str
-    backbone: str
-    strategy: str
-    metrics: dict[str, float]
-    floors: dict[str, float]
-    seconds: dict[str, float]
-    cache: str
-    n_train: int
-    n_test: int
-    dataset_fingerprint: str
-    weights_sha256: str
-    main_metric: str
-    chosen: dict[str, Any]
-    preprocess: dict[str, Any]
-    embedding_keys: dict[str, str]
-    ci: dict[str, list[float]]
-    gate: dict[str, float]
+    cell: Cell
+    cache_root: Path
+    spec: BackboneSpec
+    dataset: Dataset
     protocol: str
-    test_items_sha256: str
-    items: dict[str, list[float]]
-    cost: dict[str, Any]
-    skipped: dict[str, Any]
-    warnings: list[str]
+    strategy: StrategySpec
+    tuning: Tuning | None
+    pre: Preprocess
     precision: str
-    index: dict[str, Any]
-    gallery: dict[str, Any]
-
-    def row(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def below_floor(self, cell: Cell) -> list[str]:
-        """One line per metric under its floor (a missing metric counts as under)."""
-        return [
-            f"{f.metric} = {self.metrics.get(f.metric, nan):.4f} is below its floor "
-            f"{f.floor:.4f} (measured {f.measured:.4f} on {f.date}); "
-            f"cell {self.id}, n_train={self.n_train}, n_test={self.n_test}"
-            for f in cell.floors
-            if not METRICS.get(f.metric).gain(f.floor, self.metrics.get(f.metric, nan)) >= 0
-        ]
-
-    def index_loss(self) -> Comparison | None:
-        """The main metric under the index against exact search (paired bootstrap), with
-        the suite's ``max_index_loss`` as its tolerance; None for exact search."""
-        if not self.index:
-            return None
-        loss = self.index["loss"][self.main_metric]
-        tolerance = self.index["max_index_loss"]
-        return Comparison(
-            self.id,
-            self.main_metric,
-            self.index["exact_metrics"][self.main_metric],
-            self.metrics[self.main_metric],
-            -loss["value"],
-            -loss["high"],
-            -loss["low"],
-            float("inf") if tolerance is None else tolerance,
-        )
 
 
 def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess:
@@ -108,36 +67,66 @@ def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess:
     return pre.resized(cell.profile.image_size, cell.profile.crop_pct)
 
 
+def context(cell: Cell, cache_root: Path) -> CellContext:
+    spec = BACKBONES.get(cell.backbone)
+    strategy, tuning = parse_strategy(cell.strategy)
+    return CellContext(
+        cell,
+        cache_root,
+        spec,
+        open_dataset(cell.dataset),
+        DATASETS.get(cell.dataset).protocol,
+        strategy,
+        tuning,
+        preprocess(cell, spec),
+        resolve_precision(cell.profile.precision),
+    )
+
+
 def items(cell: Cell, dataset: Dataset, split: str) -> np.ndarray:
     """The seeded sample of ``split`` the cell's profile asks for."""
     n = {"train": cell.profile.n_train, "test": cell.profile.n_test}[split]
     return subset(len(dataset.split(split)), n, cell.profile.seed + SPLIT_SEEDS[split])
 
 
-def cell_embeddings(
-    cell: Cell, cache_root: Path, tuned: Tuned | None = None
-) -> dict[str, Embedded]:
-    """The embeddings of the splits the cell's strategy reads (computed on a cache miss),
-    by the backbone fine-tuned as ``tuned`` says if given, at the profile's precision."""
-    dataset = open_dataset(cell.dataset)
-    spec = BACKBONES.get(cell.backbone)
-    pre = preprocess(cell, spec)
+def tune(ctx: CellContext) -> Tuned | None:
+    """Stage tune: the backbone fine-tuned as the strategy says (read if its run is
+    cached), on the train sample the profile draws from the tuning dataset (the cell's
+    own unless cross-tuning); None for a strategy on frozen embeddings."""
+    if ctx.tuning is None:
+        return None
+    cell = ctx.cell
+    dataset = open_dataset(ctx.tuning.dataset or cell.dataset)
+    indices = items(cell, dataset, "train")
+    skip = cell.profile.bad_images == "skip"
+    run = Run(dataset, indices, ctx.spec, resolve(ctx.spec), ctx.pre, ctx.tuning.blocks,
+              cell.params, skip)  # fmt: skip
+    return finetune(run, ctx.cache_root)
+
+
+def embeddings(ctx: CellContext, tuned: Tuned | None = None) -> dict[str, Embedded]:
+    """Stage embeddings: the splits the strategy reads (computed on a cache miss), by
+    the backbone fine-tuned as ``tuned`` says if given, at the context's precision."""
     checkpoint = None if tuned is None else tuned.checkpoint
-    precision = resolve_precision(cell.profile.precision)
     return {
         split: embed(
-            dataset,
+            ctx.dataset,
             split,
-            items(cell, dataset, split),
-            spec,
-            pre,
-            cell.profile.batch_size,
-            cache_root,
+            items(ctx.cell, ctx.dataset, split),
+            ctx.spec,
+            ctx.pre,
+            ctx.cell.profile.batch_size,
+            ctx.cache_root,
             checkpoint,
-            precision,
+            ctx.precision,
         )
-        for split in parse_strategy(cell.strategy)[0].splits
+        for split in ctx.strategy.splits
     }
+
+
+def cell_embeddings(cell: Cell, cache_root: Path) -> dict[str, Embedded]:
+    """The embeddings a cell on frozen weights reads (``export``, ``benchmarks/``)."""
+    return embeddings(context(cell, cache_root))
 
 
 def unused(test: Embedded) -> Embedded:
@@ -156,127 +145,143 @@ def unused(test: Embedded) -> Embedded:
     )
 
 
-def tune(cell: Cell, tuning: Tuning, cache_root: Path) -> Tuned:
-    """The cell's backbone fine-tuned as ``tuning`` says, on the train sample the profile
-    draws from the tuning dataset (the cell's own unless cross-tuning)."""
-    dataset = open_dataset(tuning.dataset or cell.dataset)
-    spec = BACKBONES.get(cell.backbone)
-    pre = preprocess(cell, spec)
-    indices = items(cell, dataset, "train")
-    skip = cell.profile.bad_images == "skip"
-    run = Run(dataset, indices, spec, resolve(spec), pre, tuning.blocks, cell.params, skip)
-    return finetune(run, cache_root)
-
-
-def cell_cost(
-    cell: Cell,
-    embedded: dict[str, Embedded],
-    outcome: Outcome,
-    tuned: Tuned | None,
-    cache_root: Path,
+def outcome_key(
+    ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | None
 ) -> dict[str, Any]:
-    """What the cell's result took to compute, cached or not: compute seconds per phase
-    (embedding and fine-tuning as recorded when they ran), forward GFLOPs per image,
-    trainable parameters, estimated training GFLOPs, peak memory and device."""
-    spec = BACKBONES.get(cell.backbone)
-    pre = preprocess(cell, spec)
-    gflops = cost.gflops_per_image(spec, pre, cache_root)
-    embed_s = sum(e.cost_seconds for e in embedded.values())
-    n_images = sum(len(e.indices) for e in embedded.values())
-    train_s, trainable, train_gflops = outcome.seconds["fit"], outcome.trainable_params, 0.0
-    if tuned is not None:
-        summary = tuned.summary
-        head = tuned.head[0].size + tuned.head[1].size
-        fraction = (summary["trainable_params"] - head) / summary["backbone_params"]
-        # Forward, plus about two forwards' worth of backward for the trainable share.
-        train_gflops = gflops * summary["images_seen"] * (1 + 2 * fraction)
-        train_s += summary["seconds"]
-        trainable += summary["trainable_params"]
-    seconds = {"embed": embed_s, "train": train_s, "eval": outcome.seconds["eval"]}
+    """Everything that decides the cell's outcome once its embeddings are known."""
+    cell = ctx.cell
     return {
-        "seconds": {**seconds, "total": sum(seconds.values())},
-        "images_per_second": n_images / embed_s if embed_s else None,
-        "gflops_per_image": gflops,
-        "trainable_params": trainable,
-        "train_gflops": train_gflops + outcome.train_gflops,
-        "peak_rss_mb": cost.peak_rss_mb(),
-        "peak_cuda_mb": cost.peak_cuda_mb(),
+        "outcome_version": outcomes.OUTCOME_VERSION,
+        "harness": outcomes.harness_digest(),
+        "cell": cell.id,
+        "embeddings": {s: digest(e.key) for s, e in embedded.items()},
+        "content": {s: outcomes.content_digest(e.vectors, e.indices) for s, e in embedded.items()},
+        "classes": list(ctx.dataset.classes),
+        "protocol": ctx.protocol,
+        "strategy": cell.strategy,
+        "params": cell.params,
+        "tuned": None if tuned is None else [tuned.checkpoint.run, tuned.checkpoint.sha256],
+        "metrics": METRICS.names(),
+        "gate": {"resamples": cell.gate.resamples, "seed": cell.gate.seed},
+        "bad_images": cell.profile.bad_images,
+        "precision": ctx.precision,
+        "libraries": outcomes.library_versions(),
         "device": device(),
         "ranking": search.engine(),
     }
 
 
-def drop_unreadable(
-    cell: Cell, embedded: dict[str, Embedded], dataset: Dataset
-) -> tuple[dict[str, Embedded], dict[str, Any]]:
-    """Leave out items whose image could not be read (NaN rows in the cache), counting
-    them, or fail the cell if its profile says ``bad_images = "fail"``."""
-    kept, skipped, examples = {}, {}, []
-    for split, e in embedded.items():
-        bad = np.isnan(e.vectors).any(axis=1)
-        skipped[split] = int(bad.sum())
-        data = dataset.split(split)
-        examples += [str(data.path(int(i))) for i in e.indices[bad][:3] if hasattr(data, "path")]
-        kept[split] = dataclasses.replace(
-            e,
-            vectors=e.vectors[~bad],
-            labels=e.labels[~bad],
-            indices=e.indices[~bad],
-            ids=None if e.ids is None else e.ids[~bad],
-            query=None if e.query is None else e.query[~bad],
-        )
-    for split, e in kept.items():
-        if len(e.indices) == 0:
-            raise DatasetError(
-                f"{cell.id}: none of the {skipped[split]} {split} images could be read, e.g. "
-                f"{', '.join(examples) or 'see the log'}"
-            )
-    if sum(skipped.values()) and cell.profile.bad_images == "fail":
-        raise DatasetError(
-            f"{cell.id}: {sum(skipped.values())} images could not be read, e.g. "
-            f'{", ".join(examples) or "see the log"}; fix them, or set bad_images = "skip" '
-            "in the suite's [profile] (the embeddings of the rest are cached)"
-        )
-    return kept, {**skipped, "examples": examples}
+def run_cell(cell: Cell, cache_root: Path, recompute: bool = False) -> CellResult:
+    """The cell's result: its outcome read from the cache when nothing that decides it
+    changed (``recompute``: computed again whatever the cache holds)."""
+    start = time.perf_counter()
+    cost.reset_peaks()
+    ctx = context(cell, cache_root)
+    tuned = tune(ctx)
+    tune_s = time.perf_counter() - start
+    embedded = embeddings(ctx, tuned)
+    embed_s = sum(e.seconds for e in embedded.values())
+    store = outcomes.OutcomeCache(cache_root)
+
+    def compute() -> dict[str, Any]:
+        row = evaluate(ctx, embedded, tuned).row()
+        seconds = {"tune": tune_s, "embed": embed_s, **row["seconds"]}
+        seconds["total"] = time.perf_counter() - start
+        return {**row, "seconds": seconds, "computed_seconds": seconds}
+
+    row, stored = store.get(outcome_key(ctx, embedded, tuned), compute, recompute)
+    if not stored:
+        return CellResult.from_json(row)
+    this_run = {"tune": tune_s, "embed": embed_s, "total": time.perf_counter() - start}
+    return CellResult.from_json(
+        {**row, "seconds": this_run, "result_cache": "hit", "cache": cache_state(embedded)}
+    )
 
 
-def check_classes(
-    cell: Cell, train: Embedded, test: Embedded, classes: tuple[str, ...], learns: bool
-) -> list[str]:
-    """Refuse a cell whose items all have one class (every metric would be a perfect 1.0);
-    warn when test classes have no train item and the strategy compares test items with
-    train labels (``learns``): those items can never be classified right, and under the
-    split protocol their queries have nothing relevant to retrieve."""
-    present = np.union1d(train.labels, test.labels)
-    if len(present) < 2:
-        name = classes[present[0]] if len(present) and present[0] < len(classes) else present
-        raise DatasetError(
-            f"{cell.id}: every item the cell uses has the one class {name!r}, so every "
-            "metric would be a perfect 1.0; a benchmark needs two classes or more"
-        )
-    absent = np.setdiff1d(test.labels, train.labels)
-    if not learns or not len(absent):
-        return []
-    n_items = int(np.isin(test.labels, absent).sum())
-    examples = ", ".join(repr(classes[c]) if c < len(classes) else str(c) for c in absent[:3])
-    return [
-        f"{len(absent)} test class(es) have no train item (e.g. {examples}): their "
-        f"{n_items} of {len(test.labels)} test items can never be classified right, and "
-        "have nothing relevant to retrieve from the train split"
-    ]
+def cache_state(embedded: dict[str, Embedded]) -> str:
+    """The embedding cache's answer for this run: hit, or miss where any row was computed."""
+    return "miss" if any(e.computed for e in embedded.values()) else "hit"
 
 
-def sanity_warnings(metrics: dict[str, float], n_classes: int) -> list[str]:
-    """A near-chance accuracy on a few-class dataset is more often a label-mapping bug
-    (class folders numbered differently in train and test) than a bad model."""
-    accuracy = metrics.get("accuracy")
-    if accuracy is None or n_classes > 50 or accuracy > 1.5 / n_classes:
-        return []
-    return [
-        f"accuracy {accuracy:.3f} is near chance (1/{n_classes} = {1 / n_classes:.3f}); "
-        "if the backbone is pretrained, check that train and test labels map the same "
-        "classes to the same numbers (e.g. ImageFolder class folders in both splits)"
-    ]
+def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | None) -> CellResult:
+    """Stages strategy, index, statistics and row: what the cell measures on its
+    embeddings (the outcome cache stores this)."""
+    start = time.perf_counter()
+    cell, strategy = ctx.cell, ctx.strategy
+    kept, skipped = drop_unreadable(cell, embedded, ctx.dataset)
+    test = kept["test"]
+    train = kept.get("train") or unused(test)
+    classes = ctx.dataset.classes
+    warnings = check_classes(cell, train, test, classes, strategy.learns(ctx.protocol))
+    outcome = strategy.run(features(ctx, train, test, tuned), cell.params)
+    gallery = train if gallery_split(ctx.protocol) == "train" else test
+    for found in (outcome.items, outcome.reference):
+        if found is not None and has_gallery(found):
+            to_dataset_indices(found, test, gallery)
+    metrics = outcome.metrics
+    gate = cell.gate
+    ci = {m: list(bootstrap_ci(outcome.items, m, gate.resamples, gate.seed)) for m in metrics}
+    costs = cost.cell_cost(ctx.spec, ctx.pre, embedded, outcome, tuned, ctx.cache_root)
+    seconds = {**outcome.seconds, "total": time.perf_counter() - start}
+    chosen = outcome.chosen
+    if tuned is not None and ctx.tuning is not None:
+        run = {**tuned.summary, "run": tuned.checkpoint.run, "on": ctx.tuning.dataset}
+        chosen = {**chosen, "finetune": run}
+    # The near-chance hint is about pretrained models; random-init ones score so.
+    if ctx.spec.family != "untrained":
+        warnings += sanity_warnings(metrics, len(classes))
+    return CellResult(
+        id=cell.id,
+        dataset=cell.dataset,
+        backbone=cell.backbone,
+        strategy=cell.strategy,
+        metrics=metrics,
+        floors={f.metric: f.floor for f in cell.floors},
+        seconds=seconds,
+        cache=cache_state(embedded),
+        n_train=len(train.indices),
+        n_test=len(test.indices),
+        dataset_fingerprint=str(test.key["dataset_fingerprint"]),
+        weights_sha256=str(test.key["weights_sha256"]),
+        main_metric=strategy.main_metric,
+        chosen=chosen,
+        preprocess=dict(test.key["preprocess"]),  # type: ignore[call-overload]
+        embedding_keys={split: digest(e.key) for split, e in embedded.items()},
+        ci=ci,
+        gate=gate.model_dump(),
+        protocol=ctx.protocol,
+        test_items_sha256=hashlib.sha256(test.indices.astype("<i8").tobytes()).hexdigest(),
+        items={name: values.tolist() for name, values in outcome.items.items()},
+        cost=costs,
+        skipped=skipped,
+        warnings=warnings,
+        precision=str(test.key["precision"]),
+        index=index_report(cell, outcome, metrics),
+        gallery=sample_and_worst(outcome.items) if has_gallery(outcome.items) else {},
+        computed_seconds=seconds,
+    )
+
+
+def features(ctx: CellContext, train: Embedded, test: Embedded, tuned: Tuned | None) -> Features:
+    """What a strategy reads: the embeddings and labels, the text tower (text-image
+    backbones), the fine-tuned head where it classifies the cell's classes, and how the
+    dataset's protocol ranks."""
+    own_head = tuned is not None and ctx.tuning is not None and ctx.tuning.own_head
+    encode = partial(embed_texts, ctx.spec, cache_root=ctx.cache_root)
+    return Features(
+        train.vectors,
+        train.labels,
+        test.vectors,
+        test.labels,
+        len(ctx.dataset.classes),
+        ctx.dataset.classes,
+        encode if has_text(ctx.spec) else None,
+        tuned.head if own_head and tuned is not None else None,
+        ctx.protocol,
+        train.ids,
+        test.ids,
+        test.query,
+    )
 
 
 def to_dataset_indices(items: dict[str, np.ndarray], test: Embedded, gallery: Embedded) -> None:
@@ -288,10 +293,10 @@ def to_dataset_indices(items: dict[str, np.ndarray], test: Embedded, gallery: Em
 
 
 def index_report(cell: Cell, outcome: Outcome, metrics: dict[str, float]) -> dict[str, Any]:
-    """What an approximate index cost the cell: its own report, the exact metrics, and the
-    loss of every metric (exact − index, positive where the index does worse, with the
-    paired bootstrap interval): a deep metric (MAP@R) can fall while the main one holds.
-    Empty for exact search."""
+    """Stage index: what an approximate index cost the cell: its own report, the exact
+    metrics, and the loss of every metric (exact − index, positive where the index does
+    worse, with the paired bootstrap interval): a deep metric (MAP@R) can fall while the
+    main one holds. Empty for exact search."""
     if outcome.index is None or outcome.reference is None:
         return {}
     gate = cell.gate
@@ -307,89 +312,3 @@ def index_report(cell: Cell, outcome: Outcome, metrics: dict[str, float]) -> dic
         "loss": loss,
         "max_index_loss": cell.params.get("max_index_loss"),
     }
-
-
-def run_cell(cell: Cell, cache_root: Path) -> CellResult:
-    start = time.perf_counter()
-    cost.reset_peaks()
-    strategy, tuning = parse_strategy(cell.strategy)
-    tuned = None if tuning is None else tune(cell, tuning, cache_root)
-    tune_s = time.perf_counter() - start
-    opened = open_dataset(cell.dataset)
-    embedded, skipped = drop_unreadable(cell, cell_embeddings(cell, cache_root, tuned), opened)
-    test = embedded["test"]
-    train = embedded.get("train") or unused(test)
-    spec = BACKBONES.get(cell.backbone)
-    dataset = DATASETS.get(cell.dataset)
-    classes = opened.classes
-    # Zero-shot reads class names only; kNN compares test items with train labels only
-    # when the train split is the gallery.
-    learns = not strategy.needs_text and (strategy.name != "knn" or dataset.protocol == "split")
-    warnings = check_classes(cell, train, test, classes, learns)
-    features = Features(
-        train.vectors,
-        train.labels,
-        test.vectors,
-        test.labels,
-        len(classes),
-        classes,
-        partial(embed_texts, spec, cache_root=cache_root) if has_text(spec) else None,
-        tuned.head if tuned is not None and tuning and tuning.dataset is None else None,
-        dataset.protocol,
-        train.ids,
-        test.ids,
-        test.query,
-    )
-    outcome = strategy.run(features, cell.params)
-    gallery_split = train if dataset.protocol == "split" else test
-    for items in (outcome.items, outcome.reference):
-        if items is not None and has_gallery(items):
-            to_dataset_indices(items, test, gallery_split)
-    metrics = outcome.metrics
-    gate = cell.gate
-    ci = {m: list(bootstrap_ci(outcome.items, m, gate.resamples, gate.seed)) for m in metrics}
-    seconds = {
-        "tune": tune_s,
-        "embed": train.seconds + test.seconds,
-        **outcome.seconds,
-        "total": time.perf_counter() - start,
-    }
-    costs = cell_cost(cell, embedded, outcome, tuned, cache_root)
-    seconds["cost"] = costs["seconds"]["total"]
-    chosen = outcome.chosen
-    if tuned is not None:
-        chosen = {
-            **chosen,
-            "finetune": {**tuned.summary, "run": tuned.checkpoint.run, "on": tuning.dataset},
-        }
-    return CellResult(
-        id=cell.id,
-        dataset=cell.dataset,
-        backbone=cell.backbone,
-        strategy=cell.strategy,
-        metrics=metrics,
-        floors={f.metric: f.floor for f in cell.floors},
-        seconds=seconds,
-        cache="miss" if any(e.computed for e in embedded.values()) else "hit",
-        n_train=len(train.indices),
-        n_test=len(test.indices),
-        dataset_fingerprint=str(test.key["dataset_fingerprint"]),
-        weights_sha256=str(test.key["weights_sha256"]),
-        main_metric=strategy.main_metric,
-        chosen=chosen,
-        preprocess=dict(test.key["preprocess"]),  # type: ignore[call-overload]
-        embedding_keys={split: digest(e.key) for split, e in embedded.items()},
-        ci=ci,
-        gate=gate.model_dump(),
-        protocol=dataset.protocol,
-        test_items_sha256=hashlib.sha256(test.indices.astype("<i8").tobytes()).hexdigest(),
-        items={name: values.tolist() for name, values in outcome.items.items()},
-        cost=costs,
-        skipped=skipped,
-        # The near-chance hint is about pretrained models; random-init ones score so.
-        warnings=warnings
-        + ([] if spec.family == "untrained" else sanity_warnings(metrics, len(classes))),
-        precision=str(test.key["precision"]),
-        index=index_report(cell, outcome, metrics),
-        gallery=sample_and_worst(outcome.items) if has_gallery(outcome.items) else {},
-    )

@@ -256,6 +256,34 @@ def _check(args: argparse.Namespace) -> None:
         print(f"{path}: suite {suite.name!r}, {len(suite.cells)} cells, every setting valid")
 
 
+def _history(args: argparse.Namespace) -> int:
+    """Per cell, one line per run: date, commit, weights, main metric [95% CI], change and
+    whether it is significant (paired, where both runs kept their items)."""
+    from fnmatch import fnmatchcase
+
+    from harness import history
+
+    if args.mlflow:
+        from harness.tracking import check_server
+
+        check_server(args.mlflow)
+        found = history.from_mlflow(args.mlflow)
+        where = f"MLflow at {args.mlflow}"
+    else:
+        from harness.paths import directory
+
+        directory(args.reports, "reports directory")
+        found = history.from_reports(args.reports, last=args.last)
+        where = f"{args.reports}/runs"
+    found = {cell: points for cell, points in found.items() if fnmatchcase(cell, args.cell)}
+    if not found:
+        raise ShelfbenchError(f"no run in {where} scored a cell matching {args.cell!r}")
+    print("\n".join(history.lines(found)))
+    drops = sum(p.drop for points in found.values() for p in points)
+    print(f"{len(found)} cells; {drops} significant drops between consecutive runs")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shelfbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -308,6 +336,13 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("name")
     check.add_argument("--root", type=Path, help="the folder holding NAME/ (default: search)")
     check.set_defaults(run=_verify_data)
+
+    past = sub.add_parser("history", help="each cell's main metric run after run")
+    past.add_argument("reports", type=Path, nargs="?", default=Path("reports"))
+    past.add_argument("--mlflow", metavar="URI", help="read an MLflow experiment instead")
+    past.add_argument("--cell", default="*", help="cells matching this glob (default all)")
+    past.add_argument("--last", type=int, default=None, help="only the newest N runs")
+    past.set_defaults(run=_history)
 
     export = sub.add_parser("export", help="write the embeddings and labels a cell uses")
     export.add_argument("cell", help="cell id, e.g. fashion-mnist/effnet-lite0/knn")

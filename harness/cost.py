@@ -7,13 +7,19 @@ import json
 import resource
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from harness import search
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import resolve
 from harness.cache import atomic_write, digest
-from harness.embeddings import load_model, model_key
+from harness.embeddings import Embedded, load_model, model_key
 from harness.errors import blame
 from harness.extract import device
+
+if TYPE_CHECKING:
+    from harness.finetune import Tuned
+    from harness.strategies import Outcome
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -74,3 +80,41 @@ def peak_cuda_mb() -> float | None:
     if torch is None or not torch.cuda.is_initialized():
         return None
     return torch.cuda.max_memory_allocated() / 2**20
+
+
+def cell_cost(
+    spec: BackboneSpec,
+    pre: Preprocess,
+    embedded: dict[str, Embedded],
+    outcome: Outcome,
+    tuned: Tuned | None,
+    cache_root: Path,
+) -> dict[str, Any]:
+    """What the cell's result took to compute, cached or not: compute seconds per phase
+    (embedding and fine-tuning as recorded when they ran), forward GFLOPs per image,
+    trainable parameters, estimated training GFLOPs, peak memory, device and the exact
+    ranking engine."""
+    gflops = gflops_per_image(spec, pre, cache_root)
+    embed_s = sum(e.cost_seconds for e in embedded.values())
+    n_images = sum(len(e.indices) for e in embedded.values())
+    train_s, trainable, train_gflops = outcome.seconds["fit"], outcome.trainable_params, 0.0
+    if tuned is not None:
+        summary = tuned.summary
+        head = tuned.head[0].size + tuned.head[1].size
+        fraction = (summary["trainable_params"] - head) / summary["backbone_params"]
+        # Forward, plus about two forwards' worth of backward for the trainable share.
+        train_gflops = gflops * summary["images_seen"] * (1 + 2 * fraction)
+        train_s += summary["seconds"]
+        trainable += summary["trainable_params"]
+    seconds = {"embed": embed_s, "train": train_s, "eval": outcome.seconds["eval"]}
+    return {
+        "seconds": {**seconds, "total": sum(seconds.values())},
+        "images_per_second": n_images / embed_s if embed_s else None,
+        "gflops_per_image": gflops,
+        "trainable_params": trainable,
+        "train_gflops": train_gflops + outcome.train_gflops,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_cuda_mb": peak_cuda_mb(),
+        "device": device(),
+        "ranking": search.engine(),
+    }

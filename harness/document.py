@@ -69,7 +69,15 @@ class Gallery:
     row: dict[str, Any] = field(compare=False)
 
 
-Block = Heading | Paragraph | Bullets | Table | Plot | Gallery
+@dataclass(frozen=True)
+class History:
+    """One cell's main metric across runs (``harness.history.Point``s, oldest first)."""
+
+    cell: str
+    points: list[Any] = field(compare=False)
+
+
+Block = Heading | Paragraph | Bullets | Table | Plot | Gallery | History
 
 
 def dataset_section(subset: list[dict[str, Any]], dataset: str) -> list[Block]:
@@ -146,7 +154,24 @@ def notes(rows: list[dict[str, Any]]) -> list[Block]:
     return blocks
 
 
-def build(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> list[Block]:
+def history_section(history: dict[str, list[Any]]) -> list[Block]:
+    """Each cell that ran more than once: its main metric run after run."""
+    followed = {cell: points for cell, points in history.items() if len(points) > 1}
+    if not followed:
+        return []
+    lead = (
+        "Each cell's main metric in the runs kept under runs/ (newest last), with its 95% "
+        "interval; ▼ marks a drop the paired bootstrap finds significant."
+    )
+    blocks: list[Block] = [Heading(2, "History"), Paragraph([lead])]
+    return blocks + [History(cell, points) for cell, points in followed.items()]
+
+
+def build(
+    provenance: dict[str, Any],
+    rows: list[dict[str, Any]],
+    history: dict[str, list[Any]] | None = None,
+) -> list[Block]:
     """The whole report, in the one order every renderer shows."""
     from harness.report import recommendation_lines, upgrade_table
 
@@ -180,7 +205,7 @@ def build(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> list[Block]
         blocks += [Plot("heat_map", strategy, exact) for strategy in mapped]
     for dataset in sorted({row["dataset"] for row in rows}):
         blocks += dataset_section([r for r in rows if r["dataset"] == dataset], dataset)
-    return blocks + notes(rows)
+    return blocks + history_section(history or {}) + notes(rows)
 
 
 def text(line: Line, code: str = "`", strong: str = "**") -> str:
@@ -208,23 +233,60 @@ def markdown(blocks: list[Block]) -> str:
             lines += [f"- {text(item)}" for item in block.items] + [""]
         elif isinstance(block, Table):
             lines += [tabulate(block.rows, block.headers, "github", disable_numparse=True), ""]
+        elif isinstance(block, History):
+            lines += [f"{text([Code(block.cell)])} ({block.points[0].metric}):", ""]
+            lines += [tabulate(*history_table(block), "github", disable_numparse=True), ""]
     return "\n".join(lines)
 
 
-def terminal(rows: list[dict[str, Any]]) -> str:
-    """The terminal summary: per dataset its headline metrics and index table, then the
-    upgrade table, as plain text."""
+def history_table(block: History) -> tuple[list[list[str]], list[str]]:
+    body = [
+        [
+            p.started,
+            p.commit or "-",
+            p.weights or "-",
+            f"{p.value:.4f} [{p.low:.4f}, {p.high:.4f}]",
+            "" if p.change is None else f"{p.change:+.4f}",
+            "▼ " + p.verdict if p.drop else p.verdict,
+        ]
+        for p in block.points
+    ]
+    return body, ["started", "commit", "weights", "value [95% CI]", "change", "paired verdict"]
+
+
+def summary(rows: list[dict[str, Any]]) -> list[Block]:
+    """The short form (the terminal, a CI job's summary page): per dataset its headline
+    metrics (✓/✗ against floors, the baseline verdict) and index table, then the upgrade
+    table; with ``notes`` for a page."""
     from harness.report import index_rows, index_table, metric_columns, table, upgrade_table
 
-    blocks = []
+    blocks: list[Block] = []
     for dataset in dict.fromkeys(row["dataset"] for row in rows):
         subset = [row for row in rows if row["dataset"] == dataset]
-        blocks.append((dataset, table(subset, metric_columns(subset, headline=True))))
+        blocks += [Heading(3, dataset), table(subset, metric_columns(subset, headline=True))]
         if index_rows(subset):
-            blocks.append((f"{dataset}: each index against exact search", index_table(subset)))
+            blocks += [
+                Heading(3, f"{dataset}: each index against exact search"),
+                index_table(subset),
+            ]
     if any(row.get("upgrade") for row in rows):
-        blocks.append(("upgrade: each candidate cell against the incumbent's", upgrade_table(rows)))
-    return "\n\n".join(
-        f"{title}\n{tabulate(t.rows, t.headers, 'simple', disable_numparse=True)}"
-        for title, t in blocks
-    )
+        blocks += [Heading(3, "upgrade: each candidate cell against the incumbent's")]
+        blocks.append(upgrade_table(rows))
+    return blocks
+
+
+def terminal(rows: list[dict[str, Any]]) -> str:
+    """``summary`` as plain text: each table under its title."""
+    out = []
+    for block in summary(rows):
+        if isinstance(block, Heading):
+            out.append(("\n" if out else "") + block.text)
+        elif isinstance(block, Table):
+            out.append(tabulate(block.rows, block.headers, "simple", disable_numparse=True))
+    return "\n".join(out)
+
+
+def step_summary(rows: list[dict[str, Any]]) -> str:
+    """The Markdown a CI job's summary page shows (``$GITHUB_STEP_SUMMARY``): the
+    summary's tables, the warnings, and why cells failed or were skipped."""
+    return markdown([Heading(2, "shelfbench"), *summary(rows), *notes(rows)])

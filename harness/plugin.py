@@ -106,6 +106,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the test paths, or write --shelf-mlflow=URI",
     )
     group.addoption(
+        "--shelf-keep-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep only the newest N run copies under <reports>/runs (default: all)",
+    )
+    group.addoption(
+        "--shelf-recompute",
+        action="store_true",
+        help="compute every cell's result again, even where the outcome cache holds it "
+        "(embeddings stay cached)",
+    )
+    group.addoption(
         "--shelf-require",
         action="store_true",
         help="fail, instead of skip, a cell whose data or weights are missing",
@@ -157,6 +170,9 @@ def check_options(config: pytest.Config, controller: bool) -> Run | None:
         )
     if (reports := config.getoption("--shelf-reports")) is not None:
         check_reports_dir(reports, "--shelf-reports")
+    keep = config.getoption("--shelf-keep-runs")
+    if keep is not None and keep < 1:
+        raise ShelfbenchError(f"--shelf-keep-runs {keep}: must be an integer >= 1")
     if config.getoption("--shelf-update-baseline"):
         check_run_target(baseline or config.rootpath / "reports" / "baseline.json")
         return None
@@ -258,7 +274,8 @@ class Bench:
         done = stash.setdefault(RESULTS, {})
         if cell.id in done:
             return done[cell.id]
-        result = run_cell(cell, self.cache)
+        recompute = self._request.config.getoption("--shelf-recompute")
+        result = run_cell(cell, self.cache, recompute)
         if cell.id in stash.get(INCUMBENTS, set()):  # kept for its candidates only
             done[cell.id] = result
         return result
@@ -423,7 +440,13 @@ class ShelfReport:
             "started": self.started,
             "finished": now(),
         }
-        self.paths = write_reports(directory, provenance, list(self.rows.values()))
+        keep = self.config.getoption("--shelf-keep-runs")
+        self.paths = write_reports(directory, provenance, list(self.rows.values()), keep)
+        if summary_file := os.environ.get("GITHUB_STEP_SUMMARY"):
+            from harness.document import step_summary
+
+            with open(summary_file, "a", encoding="utf-8") as f:  # the job's page: appended
+                f.write(step_summary(list(self.rows.values())) + "\n")
         if self.config.getoption("--shelf-update-baseline"):
             target = self.config.getoption("--shelf-baseline") or directory / "baseline.json"
             self.paths += copy_run(directory / "latest.json", target)

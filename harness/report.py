@@ -32,6 +32,13 @@ def _cell(row: dict[str, Any], metric: str) -> str:
     return f"{value:.4f}{mark}"
 
 
+def compute_seconds(row: dict[str, Any]) -> float | None:
+    """What computing the cell's result took (embedding, training, evaluation), as
+    recorded when it ran, whether this run computed it or read it from a cache."""
+    cost = row.get("cost") or {}
+    return cost.get("seconds", {}).get("total")
+
+
 def verdict(row: dict[str, Any]) -> str:
     """The baseline verdict of the row's main metric ('' without a baseline)."""
     for comparison in row.get("baseline", []):
@@ -41,11 +48,13 @@ def verdict(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
-    """One line per cell: outcome, metrics (✓/✗ against a floor), cache, this run's
-    seconds (train is fine-tuning plus fitting a head), and the verdict against a baseline
-    when there is one."""
+    """One line per cell: outcome, metrics (✓/✗ against a floor), the embeddings' cache
+    (hit or miss), "cached" where the outcome cache served the result, this run's seconds
+    (train is fine-tuning plus fitting a head), and the verdict against a baseline when
+    there is one."""
     with_baseline = any(row.get("baseline") for row in rows)
-    headers = ["cell", "outcome", *metrics, "precision", "cache", "embed s", "train s", "total s"]
+    headers = ["cell", "outcome", *metrics, "precision", "cache", "result"]
+    headers += ["embed s", "train s", "total s"]
     headers += ["vs baseline"] if with_baseline else []
     body = []
     for row in rows:
@@ -59,6 +68,7 @@ def table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
                 *(_cell(row, m) for m in metrics),
                 row.get("precision", ""),
                 row.get("cache", ""),
+                "cached" if row.get("result_cache") == "hit" else "",
                 *(f"{seconds[p]:.1f}" if p in seconds else "" for p in ("embed", "train", "total")),
                 *([verdict(row)] if with_baseline else []),
             ]
@@ -77,7 +87,7 @@ def interval_table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
             else ""
             for m in metrics
         ]
-        cost = row.get("seconds", {}).get("cost")
+        cost = compute_seconds(row)
         body.append([row["id"], *cells, "" if cost is None else f"{cost:.1f}"])
     return Table(["cell", *metrics, "cost s"], body)
 
@@ -237,7 +247,7 @@ def recommendations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         close = [
             r for r in done if r["metrics"]["accuracy"] >= best["metrics"]["accuracy"] - epsilon
         ]
-        cheapest = min(close, key=lambda r: r["seconds"]["cost"])
+        cheapest = min(close, key=lambda r: compute_seconds(r) or 0.0)
         out.append({"dataset": dataset, "best": best, "cheapest": cheapest, "epsilon": epsilon})
     return out
 
@@ -251,7 +261,7 @@ def recommendation_lines(rows: list[dict[str, Any]]) -> list[tuple[str, list[Inl
         for r, between in ((best, f"; cheapest within {rec['epsilon']:.3f} of it: "), (cheap, "")):
             line += [
                 Code(r["id"]),
-                f" ({r['metrics']['accuracy']:.4f}, {r['seconds']['cost']:.0f} s)",
+                f" ({r['metrics']['accuracy']:.4f}, {compute_seconds(r) or 0:.0f} s)",
             ]
             line += [between] if between else []
         out.append((rec["dataset"], line))

@@ -12,6 +12,8 @@ from typing import Any
 from harness.baseline import items_path, save_items
 from harness.cache import atomic_write
 from harness.document import build, markdown
+from harness.history import from_reports
+from harness.history import keep_runs as keep
 from harness.report import SCHEMA, to_csv
 from harness.report_html import html
 
@@ -40,29 +42,35 @@ def history_dir(directory: Path, started: str) -> Path:
 
 
 def write_reports(
-    directory: Path, provenance: dict[str, Any], rows: list[dict[str, Any]]
+    directory: Path,
+    provenance: dict[str, Any],
+    rows: list[dict[str, Any]],
+    keep_runs: int | None = None,
 ) -> list[Path]:
     """Write latest.json (with latest.items.npz beside it), .md, .csv and .html atomically,
-    and keep a copy of the run under runs/<start time>/; return the paths written."""
+    and keep a copy of the run under runs/<start time>/ (the newest ``keep_runs`` of them,
+    if given; all otherwise); return the paths written. The Markdown and HTML reports
+    show each cell's history across the runs kept there."""
     directory.mkdir(parents=True, exist_ok=True)
     plain = [{k: v for k, v in row.items() if k != "items"} for row in rows]
+    run = history_dir(directory, provenance["started"])
+    report = {"schema": SCHEMA, "provenance": provenance, "cells": plain}
+    text = json.dumps(report, indent=1) + "\n"
+    paths = [write_shared(run / "latest.json", lambda p: p.write_text(text))]
+    paths.append(save_items(run / "latest.json", rows))
+    past = from_reports(directory)
     documents = {
-        "latest.json": json.dumps(
-            {"schema": SCHEMA, "provenance": provenance, "cells": plain}, indent=1
-        )
-        + "\n",
-        "latest.md": markdown(build(provenance, plain)),
+        "latest.md": markdown(build(provenance, plain, past)),
         "latest.csv": to_csv(plain),
-        "latest.html": html(provenance, plain),
+        "latest.html": html(provenance, plain, past),
     }
-    history = history_dir(directory, provenance["started"])
-    paths = []
     for name, text in documents.items():
-        paths.append(write_shared(history / name, lambda p, text=text: p.write_text(text)))
-    paths.append(save_items(history / "latest.json", rows))
+        paths.append(write_shared(run / name, lambda p, text=text: p.write_text(text)))
     latest = []
     for path in paths:
         latest.append(write_shared(directory / path.name, lambda p, src=path: shutil.copy(src, p)))
+    if keep_runs is not None:
+        keep(directory, keep_runs)
     return latest
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html as escape
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from harness.document import (
     Bullets,
     Code,
     Heading,
+    History,
     Line,
     Paragraph,
     Plot,
@@ -26,7 +28,7 @@ from harness.document import (
     Table,
     build,
 )
-from harness.report import pareto_front
+from harness.report import compute_seconds, pareto_front
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;overflow-x:auto}
@@ -113,7 +115,7 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
     import matplotlib.pyplot as plt
 
     cells = [r for r in rows if r["dataset"] == dataset and "accuracy" in r.get("metrics", {})]
-    points = [(max(r["seconds"]["cost"], 1e-3), r["metrics"]["accuracy"]) for r in cells]
+    points = [(max(compute_seconds(r) or 0.0, 1e-3), r["metrics"]["accuracy"]) for r in cells]
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for strategy in sorted({r["strategy"] for r in cells}):
@@ -193,6 +195,91 @@ def table(block: Table) -> str:
 PLOTS: dict[str, Callable[[list[dict[str, Any]], str], str]] = {}
 
 
+# Row fields no plot draws, which change from run to run (this run's seconds, the cache
+# states, the verdicts) or are pictures of their own: left out of a plot's cache key.
+NOT_PLOTTED = ("seconds", "cache", "result_cache", "outcome", "message", "warnings")
+NOT_PLOTTED += ("baseline", "upgrade", "gallery", "changed", "items")
+
+
+def plot(block: Plot) -> str:
+    """A plot as an embedded PNG, drawn once per content: a warm run whose plots show the
+    same numbers reads them from ``$SHELFBENCH_CACHE/plots/`` and never imports
+    matplotlib (most of a warm run's seconds otherwise)."""
+    from importlib.metadata import version
+
+    from harness.cache import atomic_write, digest
+    from harness.outcomes import harness_digest
+    from harness.paths import cache_root
+
+    shown = [{k: v for k, v in row.items() if k not in NOT_PLOTTED} for row in block.rows]
+    key = {
+        "kind": block.kind,
+        "subject": block.subject,
+        "rows": json.loads(json.dumps(shown, default=str)),
+        "matplotlib": version("matplotlib"),
+        "harness": harness_digest(),
+    }
+    path = cache_root() / "plots" / f"{digest(key)}.html"
+    try:
+        return path.read_text()
+    except OSError:
+        pass
+    drawn = PLOTS[block.kind](block.rows, block.subject)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: p.write_text(drawn))
+    return drawn
+
+
+def history_chart(block: History, width: int = 560, height: int = 150) -> str:
+    """A cell's main metric across runs as an inline SVG: the 95% interval as a band, the
+    value as a line, a red dot where the paired bootstrap finds a significant drop, and
+    each run's date, commit and numbers on hover (the dot's title)."""
+    points = block.points
+    values = [v for p in points for v in (p.low, p.high, p.value) if v == v]  # no NaN
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.1 or 0.01
+    low, high = low - pad, high + pad
+    left, right, top, bottom = 56, width - 12, 10, height - 24
+
+    def x(i: int) -> float:
+        return left + (right - left) * (i / max(1, len(points) - 1))
+
+    def y(v: float) -> float:
+        return bottom - (bottom - top) * ((v - low) / (high - low)) if v == v else bottom
+
+    band = [(x(i), y(p.high)) for i, p in enumerate(points)]
+    band += [(x(i), y(p.low)) for i, p in reversed(list(enumerate(points)))]
+    line = " ".join(f"{x(i):.1f},{y(p.value):.1f}" for i, p in enumerate(points))
+    dots = []
+    for i, p in enumerate(points):
+        tip = (
+            f"{p.started} commit {p.commit or '-'} weights {p.weights or '-'}: {p.metric} "
+            f"{p.value:.4f} [{p.low:.4f}, {p.high:.4f}]"
+            + ("" if p.change is None else f", change {p.change:+.4f}")
+            + (f" ({p.verdict})" if p.verdict else "")
+        )
+        colour = "#d33" if p.drop else "#246"
+        dots.append(
+            f'<circle cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="{5 if p.drop else 3.5}" '
+            f'fill="{colour}"><title>{esc(tip)}</title></circle>'
+        )
+    labels = (
+        f'<text x="4" y="{top + 10}" font-size="10">{high:.3f}</text>'
+        f'<text x="4" y="{bottom}" font-size="10">{low:.3f}</text>'
+        f'<text x="{left}" y="{height - 6}" font-size="10">{esc(points[0].started)}</text>'
+        f'<text x="{right}" y="{height - 6}" font-size="10" text-anchor="end">'
+        f"{esc(points[-1].started)}</text>"
+    )
+    polygon = " ".join(f"{px:.1f},{py:.1f}" for px, py in band)
+    return (
+        f"<p><code>{esc(block.cell)}</code> ({esc(points[0].metric)})</p>"
+        f'<svg width="{width}" height="{height}" role="img">'
+        f'<polygon points="{polygon}" fill="#9bd" opacity="0.4"/>'
+        f'<polyline points="{line}" fill="none" stroke="#246" stroke-width="1.5"/>'
+        f"{''.join(dots)}{labels}</svg>"
+    )
+
+
 def render(block: Block) -> str:
     if isinstance(block, Heading):
         return f"<h{block.level}>{esc(block.text)}</h{block.level}>"
@@ -203,13 +290,20 @@ def render(block: Block) -> str:
     if isinstance(block, Table):
         return table(block)
     if isinstance(block, Plot):
-        return PLOTS[block.kind](block.rows, block.subject)
+        return plot(block)
+    if isinstance(block, History):
+        return history_chart(block)
     return galleries(block.row)
 
 
-def html(provenance: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def html(
+    provenance: dict[str, Any],
+    rows: list[dict[str, Any]],
+    history: dict[str, list[Any]] | None = None,
+) -> str:
     head = f"<!doctype html><meta charset='utf-8'><title>shelfbench</title><style>{STYLE}</style>"
-    return "\n".join([head, *(render(block) for block in build(provenance, rows))]) + "\n"
+    blocks = build(provenance, rows, history)
+    return "\n".join([head, *(render(block) for block in blocks)]) + "\n"
 
 
 def _thumbnail(image: Any, border: str) -> str:
@@ -258,13 +352,14 @@ def galleries(row: dict[str, Any]) -> str:
     """A retrieval cell's pictures: sampled and worst-ranked queries with their top five,
     and, against an incumbent or a baseline, the queries whose first hit moved most."""
     from harness.datasets import open_dataset
+    from harness.datasets.base import gallery_split
     from harness.errors import ShelfbenchError
 
     try:
         dataset = open_dataset(row["dataset"])
     except ShelfbenchError as exc:
         return f"<p>No gallery for <code>{esc(row['id'])}</code>: {esc(exc)}</p>"
-    split = "train" if row.get("protocol") == "split" else "test"
+    split = gallery_split(row.get("protocol", "split"))
     parts = [f"<h3>What <code>{esc(row['id'])}</code> retrieves</h3>"]
     gallery = row["gallery"]
     for kind, title in (

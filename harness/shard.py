@@ -24,11 +24,10 @@ import numpy as np
 
 from harness.backbones import BACKBONES
 from harness.backbones.adapters import has_text
-from harness.cell import items, preprocess
-from harness.datasets import open_dataset
+from harness.cell import context, items
 from harness.embeddings import embed
 from harness.errors import ShelfbenchError, SuiteError, Unavailable
-from harness.extract import device, resolve_precision
+from harness.extract import device
 from harness.paths import cache_root
 from harness.strategies import parse_strategy
 from harness.suite import Cell, load_suite
@@ -65,23 +64,20 @@ def shard(indices: np.ndarray, batch_size: int, rank: int, world: int) -> np.nda
 
 def embed_shard(cell: Cell, rank: int, world: int, cache: Path) -> int:
     """Embed this rank's share of every split the cell reads; return how many it computed."""
-    dataset = open_dataset(cell.dataset)
-    spec = BACKBONES.get(cell.backbone)
-    pre = preprocess(cell, spec)
-    precision = resolve_precision(cell.profile.precision)
+    ctx = context(cell, cache)
     computed = 0
-    for split in parse_strategy(cell.strategy)[0].splits:
-        mine = shard(items(cell, dataset, split), cell.profile.batch_size, rank, world)
+    for split in ctx.strategy.splits:
+        mine = shard(items(cell, ctx.dataset, split), cell.profile.batch_size, rank, world)
         if len(mine):
             got = embed(
-                dataset,
+                ctx.dataset,
                 split,
                 mine,
-                spec,
-                pre,
+                ctx.spec,
+                ctx.pre,
                 cell.profile.batch_size,
                 cache,
-                precision=precision,
+                precision=ctx.precision,
                 lock=f"lock-rank{rank}",  # ranks fill disjoint rows: none waits for another
             )
             computed += got.computed

@@ -220,7 +220,7 @@ def test_a_suite_mistake_names_the_key_and_the_file(tmp_path, edit, message):
 def test_a_cell_that_raises_shows_the_error_not_the_code(pytester, write_suite, monkeypatch):
     import harness.cell
 
-    def boom(cell, cache):
+    def boom(cell, cache, recompute=False):
         raise ValueError("zero-size array to reduction operation maximum")
 
     monkeypatch.setattr(harness.cell, "run_cell", boom)

@@ -10,7 +10,8 @@ import pytest
 import timm  # noqa: F401  (imported up front: pytester runs drop modules imported later)
 from PIL import Image
 
-from harness.cell import run_cell, sanity_warnings
+from harness.cell import run_cell
+from harness.data_checks import sanity_warnings
 from harness.datasets import DATASETS, open_dataset, public
 from harness.datasets.files import BadImage, decode
 from harness.datasets.formats import manifest

@@ -21,6 +21,11 @@ PROTOCOLS = {
 }
 
 
+def gallery_split(protocol: str) -> str:
+    """The split whose items a query's neighbours are, under ``protocol``."""
+    return "train" if protocol == "split" else "test"
+
+
 class Split(Protocol):
     """One split: integer labels and an image per index. ``ids``: the relevance key of
     each item (a product or instance id) where it is not the label; ``query``: which items

@@ -67,6 +67,12 @@ class Tuning:
     blocks: int | None = None
     dataset: str | None = None
 
+    @property
+    def own_head(self) -> bool:
+        """Whether the head trained with the backbone classifies the cell's own classes
+        (not when the backbone was tuned on another dataset)."""
+        return self.dataset is None
+
 
 @dataclass(frozen=True)
 class StrategySpec:
@@ -82,6 +88,16 @@ class StrategySpec:
     inherits: str = ""
     splits: tuple[str, ...] = ("train", "test")
     variants: Variants | None = None
+    labels_from: str = "train"  # train | gallery | none: whose labels it compares test with
+
+    def learns(self, protocol: str) -> bool:
+        """Whether it compares test items with train labels under ``protocol``: then a test
+        class with no train item can never be right."""
+        from harness.datasets.base import gallery_split
+
+        if self.labels_from == "gallery":
+            return gallery_split(protocol) == "train"
+        return self.labels_from == "train"
 
     def cells(self, params: Mapping[str, Any], where: str = "") -> list[tuple[str, dict[str, Any]]]:
         """The variants ``params`` ask for: (label, parameters), one cell each; ``where``
@@ -126,6 +142,7 @@ def strategy(
     inherits: str = "",
     splits: tuple[str, ...] = ("train", "test"),
     variants: Variants | None = None,
+    labels_from: str = "train",
 ) -> Callable[[Run], Run]:
     """Register ``run`` as a strategy that reports the metrics of ``families``
     (classification, retrieval); its docstring's first line is its description and
@@ -136,7 +153,9 @@ def strategy(
     ``Tuning`` made from the cell's ``name:argument`` (``argument`` names it, e.g. ``N``).
     ``inherits``: a suite's parameters for that strategy apply to this one too.
     ``splits``: the splits it reads; a cell embeds no other. ``variants``: how its
-    parameters expand into several cells (knn: one per index setting).
+    parameters expand into several cells (knn: one per index setting). ``labels_from``:
+    whose labels it compares test items with: ``train`` (a head, a probe), ``gallery``
+    (retrieval and a vote among the gallery's items), ``none`` (zero-shot).
     """
 
     def register(run: Run) -> Run:
@@ -156,6 +175,7 @@ def strategy(
                 inherits,
                 splits,
                 variants,
+                labels_from,
             )
         )
         return run

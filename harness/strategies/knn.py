@@ -107,6 +107,7 @@ class KnnSettings(Table):
     main_metric="mmp@5",
     settings=KnnSettings,
     variants=index.variants,
+    labels_from="gallery",
 )
 def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Retrieval (as the dataset's protocol says) and a similarity-weighted kNN vote.

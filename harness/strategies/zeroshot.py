@@ -43,6 +43,7 @@ class ZeroshotSettings(Table):
     settings=ZeroshotSettings,
     needs_text=True,
     splits=("test",),
+    labels_from="none",
 )
 def zeroshot(data: Features, params: Mapping[str, Any]) -> Outcome:
     """Cosine argmax between each test image and class prototypes built from prompts.
