@@ -109,3 +109,31 @@ def test_the_environment_says_what_auto_is_and_a_suite_still_wins(monkeypatch):
     monkeypatch.setenv(extract.PRECISION_ENV, "fp16")
     with pytest.raises(EmbeddingError, match=r"SHELFBENCH_PRECISION = 'fp16': must be one of"):
         resolve_precision("auto")
+
+
+def casts_per_batch(model, x, grad) -> int:
+    """How many casts (``aten::_to_copy``) the second forward pass of one bf16 autocast
+    block runs: activations only, where autocast kept its bf16 copies of the weights."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with grad(), extract.computing_at("bf16", "cpu"):
+        model(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(x)
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+
+
+def test_bf16_extraction_casts_the_weights_once_not_per_batch():
+    """autocast keeps its bf16 copies of the weights for the whole extraction, so a batch
+    after the first casts none of them; under inference_mode (torch >= 2.10) every batch
+    casts every weight again: an open_clip ViT-B-32 ran 2.4x slower there in bf16 on this
+    CPU (7.2 against 17.2 images/s, 2026-11-30) and 3.3x on an AMX Xeon."""
+    import timm
+
+    model = timm.create_model("test_vit", pretrained=False, num_classes=0).eval()
+    x = torch.rand(2, 3, 160, 160)
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    ours = casts_per_batch(model, x, lambda: extract.grad_off("bf16"))
+    trap = casts_per_batch(model, x, torch.inference_mode)
+    assert trap - ours >= linears  # each Linear's weight, cast again per batch in the trap
+    assert extract.grad_off("fp32").__class__ is torch.inference_mode
