@@ -2,7 +2,7 @@
 its weights, both declared as a team's checkpoints in a suite file.
 
     python benchmarks/noised_upgrade.py OUT [--sigma 0.1]
-    pytest OUT/test_upgrade.py --shelf-reports OUT/reports
+    pytest OUT/upgrade.toml --shelf-reports OUT/reports
 
 writes OUT/models/lite0.safetensors (the package's ImageNet weights in timm's key names),
 OUT/models/lite0-noised.safetensors (every conv and linear weight plus ``sigma`` times its
@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SUITE = """[profile]
+SUITE = """[suite]
+name = "upgrade"
+
+[profile]
 n_train = 10000
 n_test = 2000
 image_size = 128
@@ -41,18 +44,6 @@ incumbent = "lite0"
 candidate = "lite0-noised"
 """
 
-TEST = """from pathlib import Path
-
-import pytest
-
-from harness.plugin import load_cells
-
-
-@pytest.mark.parametrize("cell", load_cells(Path(__file__).with_name("upgrade.toml")), ids=str)
-def test_cell(cell, shelfbench):
-    shelfbench.check(cell)
-"""
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,8 +67,7 @@ def main() -> None:
     save_file(state, args.out / "models" / "lite0.safetensors")
     save_file(noised, args.out / "models" / "lite0-noised.safetensors")
     (args.out / "upgrade.toml").write_text(SUITE)
-    (args.out / "test_upgrade.py").write_text(TEST)
-    print(f"pytest {args.out / 'test_upgrade.py'} --shelf-reports {args.out / 'reports'}")
+    print(f"pytest {args.out / 'upgrade.toml'} --shelf-reports {args.out / 'reports'}")
 
 
 if __name__ == "__main__":

@@ -173,3 +173,34 @@ def compare_cell(
             )
         )
     return out
+
+
+def gate(
+    row: dict[str, Any],
+    items: Items,
+    reference: dict[str, Any],
+    reference_items: Items,
+    cell: Any,
+    max_drop: float,
+    key: str,
+    against: str,
+    extra: dict[str, Any] | None = None,
+) -> list[Comparison]:
+    """Compare a cell's ``row`` with a ``reference`` run of it (a baseline's, or its
+    incumbent's under [upgrade]) on the main and floored metrics, paired over the same
+    test items. Records the comparisons in ``row[key]`` (with ``extra`` in each) and the
+    queries whose first hit moved most in ``row["changed"]``; returns the comparisons."""
+    from harness.gallery import changed
+
+    gated = list(dict.fromkeys([row["main_metric"], *(f.metric for f in cell.floors)]))
+    comparisons = compare_cell(
+        reference, reference_items, row, items, gated, max_drop,
+        cell.gate.resamples, cell.gate.seed,
+    )  # fmt: skip
+    row[key] = [
+        {**vars(c), "verdict": c.verdict, "regression": c.regression, **(extra or {})}
+        for c in comparisons
+    ]
+    if moved := changed(reference_items, items):
+        row["changed"] = {"against": against, **moved}
+    return comparisons

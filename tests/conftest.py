@@ -1,6 +1,7 @@
 """Unit tests never touch a model hub and never share the user's embedding cache."""
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,26 +20,16 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("SHELFBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
-CELLS_MODULE = """
-from pathlib import Path
-import pytest
-from harness.plugin import load_cells
-
-@pytest.mark.parametrize("cell", load_cells(Path(__file__).with_name("suite.toml")), ids=str)
-def test_cell(cell, shelfbench):
-    shelfbench.check(cell)
-"""
-
-
 @pytest.fixture
 def write_suite(request: pytest.FixtureRequest) -> Callable[[str], Path]:
-    """Write ``suite.toml`` and a test module that runs its cells into pytester's directory
-    (for test modules that load the ``pytester`` plugin)."""
+    """Write ``suite.toml`` (given a ``[suite]`` table if it has none, so pytest collects
+    it) into pytester's directory (for test modules that load the ``pytester`` plugin)."""
     pytester = request.getfixturevalue("pytester")
 
     def write(toml: str) -> Path:
+        if not re.search(r"^\[suite\]", toml, re.M):
+            toml = '[suite]\nname = "suite"\n' + toml
         pytester.makefile(".toml", suite=toml)
-        pytester.makepyfile(test_cells=CELLS_MODULE)
         return pytester.path
 
     return write

@@ -382,10 +382,9 @@ def test_collecting_a_suite_with_declared_backbones_imports_no_model_library(tmp
     import subprocess
     import sys
 
-    from tests.conftest import CELLS_MODULE
-
-    (tmp_path / "suite.toml").write_text(suite("team-v2", "v2-noisy.safetensors", checkpoints))
-    (tmp_path / "test_cells.py").write_text(CELLS_MODULE)
+    text = suite("team-v2", "v2-noisy.safetensors", checkpoints)
+    (tmp_path / "suite.toml").write_text('[suite]\nname = "team"\n' + text)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "not-a-suite"\n')
     code = (
         "import sys, pytest\n"
         f"assert pytest.main(['--collect-only', '-q', {str(tmp_path)!r}]) == 0\n"

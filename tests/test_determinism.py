@@ -15,7 +15,7 @@ def smoke_metrics(tmp_path: Path, *args: str) -> dict[str, dict[str, float]]:
     reports = tmp_path / "reports"
     env = {**os.environ, "SHELFBENCH_CACHE": str(tmp_path / "cache")}
     env.pop("SHELFBENCH_THREADS", None)
-    command = [sys.executable, "-m", "pytest", "suites/test_smoke.py", "-q"]
+    command = [sys.executable, "-m", "pytest", "suites/smoke.toml", "-q"]
     run = subprocess.run(
         [*command, "-p", "no:cacheprovider", "--shelf-reports", str(reports), *args],
         cwd=ROOT,

@@ -98,3 +98,51 @@ def test_cross_tuning_takes_the_finetune_settings_and_profiles_tag_cells(tmp_pat
     assert (cross.params["epochs"], cross.params["lr"]) == (7, 0.5)
     assert partial.params["epochs"] == 3  # partial has its own table
     assert cross.run_profile == partial.run_profile == "full"
+
+
+def test_a_suite_extends_another_key_by_key_and_cycles_are_one_line(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.toml").write_text(
+        "[profile]\nimage_size = 32\nbatch_size = 8\n"
+        "[strategy.knn]\nneighbours = 5\ntemperature = 0.1\n"
+        '[datasets.base-folder]\nformat = "imagefolder"\nroot = "data"\n'
+        '[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["test-vit"]\n'
+        'strategies = ["knn"]\n'
+    )
+    (tmp_path / "pr.toml").write_text(
+        '[suite]\ninclude = ["shared/base.toml"]\n[profile]\nbatch_size = 16\n'
+        "[strategy.knn]\nneighbours = 7\n"
+        '[[cells]]\ndatasets = ["synthetic-shelf"]\nbackbones = ["test-vit"]\n'
+        'strategies = ["linear"]\n'
+    )
+    suite = load_suite(tmp_path / "pr.toml")
+    assert suite.name == "pr" and (suite.profile.image_size, suite.profile.batch_size) == (32, 16)
+    knn, linear = suite.cells  # the included file's cells first
+    assert (knn.params["neighbours"], knn.params["temperature"]) == (7, 0.1)
+    assert linear.id == "synthetic-shelf/test-vit/linear"
+    from harness.datasets import DATASETS
+
+    assert DATASETS.get("base-folder").source.endswith(str(tmp_path / "shared" / "data"))
+    (tmp_path / "shared" / "base.toml").write_text('[suite]\ninclude = ["../pr.toml"]\n')
+    with pytest.raises(SuiteError, match=r"makes a cycle: pr\.toml → base\.toml → pr\.toml"):
+        load_suite(tmp_path / "pr.toml")
+
+
+def test_pytest_collects_suite_files_and_no_other_toml(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "a.toml").write_text(
+        '[suite]\n[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["test-vit"]\n'
+        'strategies = ["knn", "linear"]\n'
+    )
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (tmp_path / "shared.toml").write_text("[profile]\nimage_size = 32\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", ".", "-k", "linear"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert run.stdout.splitlines()[0] == "a.toml::synthetic-products/test-vit/linear", run.stdout
+    assert "1/2 tests collected (1 deselected)" in run.stdout

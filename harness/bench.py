@@ -1,0 +1,137 @@
+"""What a benchmark cell does under pytest: run (or read) the cell, record its row for the
+report, and fail on a floor, a baseline, an [upgrade] incumbent or an index's loss."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.baseline import BaselineError, Run, gate
+from harness.errors import ShelfbenchError, Unavailable
+from harness.paths import cache_root
+
+CELL_PROPERTY = "shelfbench.cell"
+RESULT_PROPERTY = "shelfbench.result"
+RESULTS = pytest.StashKey[dict[str, Any]]()  # incumbent cell id → its CellResult, this process's
+INCUMBENTS = pytest.StashKey[set[str]]()  # ids of the cells an [upgrade] compares with
+BASELINE = pytest.StashKey["Run | None"]()  # the --shelf-baseline run, read at configure
+
+
+class Bench:
+    """Runs, records and gates cells for one test item (``node``); the ``shelfbench``
+    fixture gives one to a test function: ``shelfbench.check(cell)``."""
+
+    def __init__(self, config: pytest.Config, node: pytest.Item) -> None:
+        self.config = config
+        self.node = node
+        self.cache = config.getoption("--shelf-cache") or cache_root()
+
+    def check(self, cell: Any) -> dict[str, Any]:
+        """Run ``cell``, record its result row, and fail if a metric is below its floor,
+        or it regresses against the baseline, its incumbent or exact search."""
+        if cell.run_profile not in {"default", self.config.getoption("--shelf-profile")}:
+            pytest.skip(
+                f"cell of the {cell.run_profile!r} profile; run it with "
+                f"--shelf-profile {cell.run_profile}"
+            )
+        try:
+            with self._terminal():
+                result = self._run(cell)
+        except Unavailable as exc:
+            if not self.config.getoption("--shelf-require"):
+                pytest.skip(str(exc))
+            pytest.fail(str(exc), pytrace=False)
+        except ShelfbenchError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        row = result.row()
+        failures = result.below_floor(cell) + self._against_baseline(cell, result, row)
+        failures += self._against_incumbent(cell, result, row)
+        index_loss = result.index_loss()
+        if index_loss is not None and index_loss.regression:
+            failures.append(
+                f"the index loses more than max_index_loss against exact search: "
+                f"{index_loss.line().replace(' → ', ' (exact) → ', 1)} (under the index)"
+            )
+        properties = self.node.user_properties
+        properties.append((RESULT_PROPERTY, json.dumps(row)))
+        properties += [(f"metric.{name}", value) for name, value in result.metrics.items()]
+        if failures:
+            pytest.fail("\n".join(failures + result.warnings), pytrace=False)
+        return row
+
+    def _run(self, cell: Any) -> Any:
+        """The cell's result; an incumbent's is computed once per process and kept, since
+        its [upgrade] candidates need it (it may have run here already, or runs now)."""
+        from harness.cell import run_cell
+
+        done = self.config.stash.setdefault(RESULTS, {})
+        if cell.id in done:
+            return done[cell.id]
+        result = run_cell(cell, self.cache, self.config.getoption("--shelf-recompute"))
+        if cell.id in self.config.stash.get(INCUMBENTS, set()):  # kept for its candidates
+            done[cell.id] = result
+        return result
+
+    def _against_incumbent(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
+        """Under [upgrade], the candidate's cell against its incumbent's; a candidate cell
+        with no incumbent twin passes ungated, with a warning saying so."""
+        if cell.incumbent is None:
+            if cell.upgrade_from:
+                row["warnings"].append(
+                    f"the suite has no {cell.upgrade_from} cell of the same dataset and "
+                    "strategy, so [upgrade] did not gate it; declare one to compare"
+                )
+            return []
+        try:
+            with self._terminal():
+                incumbent = self._run(cell.incumbent)
+            comparisons = gate(
+                row, arrays(result.items), incumbent.row(), arrays(incumbent.items), cell,
+                cell.upgrade_max_drop, "upgrade", cell.incumbent.id,
+                {"incumbent": cell.incumbent.id},
+            )  # fmt: skip
+        except ShelfbenchError as exc:
+            return [f"cannot compare with the incumbent {cell.incumbent.id}: {exc}"]
+        worse = f"the upgrade from {cell.incumbent.backbone} is worse"
+        return [f"{worse}: {c.line()}" for c in comparisons if c.regression]
+
+    def _against_baseline(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
+        """The cell against the --shelf-baseline run, where one is given."""
+        baseline: Run | None = self.config.stash.get(BASELINE, None)
+        if baseline is None:
+            return []
+        if cell.id not in baseline.items:
+            row["warnings"].append(
+                f"not in the baseline {baseline.path}, so not gated against it; "
+                "add it with --shelf-update-baseline"
+            )
+            return []
+        try:
+            comparisons = gate(
+                row, arrays(result.items), baseline.rows[cell.id], baseline.items[cell.id],
+                cell, cell.gate.max_drop, "baseline", f"{cell.id} in {baseline.path}",
+            )  # fmt: skip
+        except BaselineError as exc:
+            return [str(exc)]
+        worse = f"regression against {baseline.path}"
+        return [f"{worse}: {c.line()}" for c in comparisons if c.regression]
+
+    @contextlib.contextmanager
+    def _terminal(self) -> Iterator[None]:
+        """Let progress bars reach the terminal through pytest's output capture."""
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        if capman is None or os.environ.get("PYTEST_XDIST_WORKER"):
+            yield
+            return
+        with capman.global_and_fixture_disabled():
+            yield
+
+
+def arrays(items: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in items.items()}
