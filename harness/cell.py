@@ -21,7 +21,7 @@ import numpy as np
 
 from harness import cost, outcomes, search
 from harness.backbones import BACKBONES
-from harness.backbones.adapters import has_text
+from harness.backbones.adapters import adapter, has_text
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.declared import complete
 from harness.backbones.weights import resolve
@@ -55,13 +55,15 @@ class CellContext:
     protocol: str
     strategy: StrategySpec
     tuning: Tuning | None
-    pre: Preprocess
+    pre: Preprocess | None
     precision: str
 
 
-def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess:
+def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess | None:
     """The backbone's preprocessing (a declared backbone's from its library's config) at
-    the cell profile's size and crop."""
+    the cell profile's size and crop; None for precomputed vectors, which read no image."""
+    if not adapter(spec).runs_model:
+        return None
     pre = complete(spec).preprocess
     assert pre is not None  # complete() fills it
     return pre.resized(cell.profile.image_size, cell.profile.crop_pct)
@@ -230,6 +232,7 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
     # The near-chance hint is about pretrained models; random-init ones score so.
     if ctx.spec.family != "untrained":
         warnings += sanity_warnings(metrics, len(classes))
+    warnings += [note for e in embedded.values() for note in e.notes]
     return CellResult(
         id=cell.id,
         dataset=cell.dataset,

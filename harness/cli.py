@@ -6,12 +6,10 @@ Benchmarks themselves run under pytest (``pytest suites/``); this command does t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tabulate import tabulate
 
 from harness.errors import ShelfbenchError
@@ -170,29 +168,20 @@ def _verify_data(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> None:
     from harness.cell import cell_embeddings
-    from harness.ownership import check_export_dir
+    from harness.export import write_npy, write_parquet
+    from harness.ownership import check_export_dir, check_vectors_target
     from harness.paths import cache_root, directory
     from harness.suite import find_cell, load_suite
 
-    check_export_dir(args.out)
+    parquet = args.format == "parquet"
+    (check_vectors_target if parquet else check_export_dir)(args.out)
     cell = (
         load_suite(args.suite).cell(args.cell)
         if args.suite
         else find_cell(args.cell, args.suites_dir)
     )
     embedded = cell_embeddings(cell, directory(args.cache or cache_root(), "--cache"))
-    args.out.mkdir(parents=True, exist_ok=True)
-    for split, e in embedded.items():
-        np.save(args.out / f"{split}.npy", e.vectors)
-        np.save(args.out / f"{split}_labels.npy", e.labels)
-        np.save(args.out / f"{split}_indices.npy", e.indices)
-    meta = {
-        "cell": cell.id,
-        "suite": cell.suite,
-        "note": "raw backbone embeddings; L2-normalise them for cosine retrieval",
-        "keys": {split: e.key for split, e in embedded.items()},
-    }
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (write_parquet if parquet else write_npy)(args.out, cell, embedded)
     print(f"wrote {cell.id} embeddings to {args.out}")
 
 
@@ -346,7 +335,15 @@ def parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="write the embeddings and labels a cell uses")
     export.add_argument("cell", help="cell id, e.g. fashion-mnist/effnet-lite0/knn")
-    export.add_argument("--out", type=Path, required=True)
+    export.add_argument(
+        "--out", type=Path, required=True, help="a folder (npy), or the .parquet file to write"
+    )
+    export.add_argument(
+        "--format",
+        choices=["npy", "parquet"],
+        default="npy",
+        help="npy: arrays per split; parquet: a vectors table (id, split, label, vector)",
+    )
     export.add_argument("--suite", type=Path, help="suite file (default: search --suites-dir)")
     export.add_argument("--suites-dir", type=Path, default=Path("suites"))
     export.add_argument("--cache", type=Path, help="embedding cache (default $SHELFBENCH_CACHE)")

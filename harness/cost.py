@@ -25,10 +25,13 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
 
-def gflops_per_image(spec: BackboneSpec, pre: Preprocess, cache_root: Path) -> float:
+def gflops_per_image(spec: BackboneSpec, pre: Preprocess | None, cache_root: Path) -> float | None:
     """Forward GFLOPs of one image at ``pre.size`` (``torch.utils.flop_counter``, which
     counts a multiply-add as two FLOPs and covers matmuls and convolutions), remembered in
-    the cache so that a run whose embeddings are all cached loads no model for it."""
+    the cache so that a run whose embeddings are all cached loads no model for it; None
+    for precomputed vectors (no model here to count)."""
+    if pre is None:
+        return None
     weights = resolve(spec)
     key = {**model_key(spec, weights, device()), "size": pre.size, "kind": "gflops"}
     name = digest(key)
@@ -84,7 +87,7 @@ def peak_cuda_mb() -> float | None:
 
 def cell_cost(
     spec: BackboneSpec,
-    pre: Preprocess,
+    pre: Preprocess | None,
     embedded: dict[str, Embedded],
     outcome: Outcome,
     tuned: Tuned | None,
@@ -98,7 +101,7 @@ def cell_cost(
     embed_s = sum(e.cost_seconds for e in embedded.values())
     n_images = sum(len(e.indices) for e in embedded.values())
     train_s, trainable, train_gflops = outcome.seconds["fit"], outcome.trainable_params, 0.0
-    if tuned is not None:
+    if tuned is not None and gflops is not None:
         summary = tuned.summary
         head = tuned.head[0].size + tuned.head[1].size
         fraction = (summary["trainable_params"] - head) / summary["backbone_params"]

@@ -20,6 +20,7 @@ from harness.datasets.base import Dataset
 from harness.errors import WeightsError, blame
 from harness.extract import device, embed_batches, text_batches
 from harness.provenance import library_versions
+from harness.vectors import VECTORS_VERSION, changed_since_last_read, vectors_for
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +53,7 @@ class Embedded:
     seconds: float
     key: dict[str, object]
     cost_seconds: float
+    notes: tuple[str, ...] = ()  # what a reader should know of them (a vectors table's)
 
 
 def model_key(spec: BackboneSpec, weights: ResolvedWeights, device: str) -> dict[str, object]:
@@ -126,6 +128,8 @@ def embed(
     rows not yet cached. ``lock`` names the entry's lock file: processes that fill
     disjoint rows (``harness.shard``'s ranks) may each take their own."""
     weights = resolve(spec)
+    if not adapter(spec).runs_model:
+        return embed_vectors(dataset, split, indices, spec, weights, cache_root)
     data = dataset.split(split)
     key = embedding_key(dataset, split, spec, weights, pre, device(), checkpoint, precision)
     entry = CacheEntry(cache_root, key, len(data), lock)
@@ -148,6 +152,45 @@ def embed(
         time.perf_counter() - start,
         entry.key,
         got.seconds_per_item * len(indices),
+    )
+
+
+def embed_vectors(
+    dataset: Dataset,
+    split: str,
+    indices: np.ndarray,
+    spec: BackboneSpec,
+    weights: ResolvedWeights,
+    cache_root: Path,
+) -> Embedded:
+    """A vectors backbone's rows for ``indices`` (``harness.vectors``): nothing to compute;
+    the table's sha256 stands for the weights in the key and the row."""
+    start = time.perf_counter()
+    path = str(weights.path)
+    note = changed_since_last_read(path, weights.sha256, cache_root)
+    vectors, notes = vectors_for(dataset, split, indices, path, weights.sha256, spec.name)
+    data = dataset.split(split)
+    key: dict[str, object] = {
+        "vectors_version": VECTORS_VERSION,
+        "backbone": spec.name,
+        "weights_sha256": weights.sha256,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "precision": "vectors",
+        "preprocess": {},
+    }
+    return Embedded(
+        vectors,
+        data.labels[indices],
+        indices,
+        None if data.ids is None else data.ids[indices],
+        None if data.query is None else data.query[indices],
+        0,
+        time.perf_counter() - start,
+        key,
+        0.0,
+        tuple(n for n in (note, *notes) if n),
     )
 
 

@@ -117,3 +117,16 @@ def check_milvus_store(uri: str, where: str) -> None:
             "milvus-lite keeps its store in a directory of that name: give a new path",
         )
     directory(path.parent, f"{where} milvus_uri's folder")
+
+
+def check_vectors_target(out: Path) -> Path:
+    """``out`` if a vectors table may be written there: a new file, or a table shelfbench
+    exported before."""
+    from harness.vectors import is_ours
+
+    directory(out.parent, "export --out's folder")
+    if out.exists() or out.is_symlink():
+        regular_file(out, "export --out")
+        if not is_ours(out):
+            raise _refuse(out, "export --out", "give a new path for the table")
+    return out

@@ -124,6 +124,7 @@ CELL_MARKERS = {
     "cnn": "a cell of a convolutional backbone",
     "vit": "a cell of a vision-transformer backbone",
     "clip": "a cell of an open_clip (CLIP-style) backbone",
+    "vectors": "a cell of precomputed embeddings ([backbones.NAME] vectors = ...)",
 }
 
 

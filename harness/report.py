@@ -121,7 +121,7 @@ def cost_table(rows: list[dict[str, Any]]) -> Table:
                 f"{points[i][1]:.4f}",
                 f"{seconds['total']:.1f}",
                 *(f"{seconds[p]:.1f}" for p in ("embed", "train", "eval")),
-                f"{cost['gflops_per_image']:.3g}",
+                _number(cost["gflops_per_image"], ".3g"),
                 f"{cost['train_gflops']:.3g}",
                 f"{cost['trainable_params']:,}",
                 f"{cost['peak_rss_mb']:.0f}",

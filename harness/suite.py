@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from harness.backbones import BACKBONES
-from harness.backbones.adapters import has_text
+from harness.backbones.adapters import adapter, has_text
 from harness.backbones.declared import (
     BackboneTable,
     declared_backbone,
@@ -326,6 +326,11 @@ def group_cells(
             strategy, _ = parse_strategy(strategy_name)
         except ShelfbenchError as exc:
             raise SuiteError(f"{path}: {exc}") from None
+        if not adapter(spec).runs_model and (strategy.needs_text or strategy.tuning):
+            raise SuiteError(
+                f"{path}: {strategy_name} needs a model to run; {backbone} is precomputed "
+                "vectors, which knn, linear and mlp judge"
+            )
         if strategy.needs_text and not has_text(spec):
             raise SuiteError(
                 f"{path}: {strategy_name} needs a text tower; {backbone} is "

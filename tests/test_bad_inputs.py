@@ -17,7 +17,8 @@ from PIL import Image
 from harness.cell import run_cell
 from harness.cli import main
 from harness.datasets import open_dataset
-from harness.datasets.formats import manifest, user_dataset
+from harness.datasets.formats import user_dataset
+from harness.datasets.manifests import manifest
 from harness.errors import DatasetError, EmbeddingError, ShelfbenchError, SuiteError
 from harness.extract import embed_batches
 from harness.suite import load_suite

@@ -138,7 +138,7 @@ def test_download_verifies_md5_before_the_file_appears(tmp_path):
 
 def test_every_registered_dataset_declares_its_splits_and_protocol():
     from harness.datasets.base import PROTOCOLS
-    from harness.datasets.formats import FORMATS
+    from harness.datasets.formats import TABLES as FORMATS
     from harness.datasets.public import FACTS
 
     for spec in DATASETS:

@@ -14,7 +14,7 @@ from harness.cell import run_cell
 from harness.data_checks import sanity_warnings
 from harness.datasets import DATASETS, open_dataset, public
 from harness.datasets.files import BadImage, decode
-from harness.datasets.formats import manifest
+from harness.datasets.manifests import manifest
 from harness.errors import DatasetError, SuiteError
 from harness.report import unreadable_counts
 from harness.strategies import STRATEGIES, Features
@@ -230,8 +230,8 @@ def test_image_folder_numbers_classes_the_same_in_every_split(tmp_path):
 
 def test_a_bad_dataset_declaration_is_one_line(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('[datasets.x]\nformat = "parquet"\nroot = "."\n')
-    with pytest.raises(SuiteError, match='format = "parquet": must be one of "imagefolder"'):
+    path.write_text('[datasets.x]\nformat = "xlsx"\nroot = "."\n')
+    with pytest.raises(SuiteError, match='format = "xlsx": must be one of "imagefolder"'):
         load_suite(path)
 
 

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from harness.backbones import BACKBONES
 from harness.backbones.weights import check_checkpoint
 from harness.cli import main
-from harness.datasets.formats import read_manifest, user_dataset
+from harness.datasets.formats import user_dataset
+from harness.datasets.manifests import read_manifest
 from harness.errors import DatasetError, PathError, WeightsError
 from harness.ownership import check_milvus_store
 from harness.suite import load_suite

@@ -24,12 +24,14 @@ TextEncoder = Callable[[Any, BackboneSpec, ResolvedWeights, str], Callable[[list
 class Adapter:
     """One model library: ``image_model`` (the module that embeds images, the one
     fine-tuning trains), ``unfreeze`` (its last N blocks and what follows them, given
-    the built model; None where blocks are unknown) and ``text`` (its text tower's
-    encoder, for zero-shot; None where it has none)."""
+    the built model; None where blocks are unknown), ``text`` (its text tower's
+    encoder, for zero-shot; None where it has none) and ``runs_model`` (False for
+    precomputed vectors: only strategies on embeddings judge them)."""
 
     image_model: Callable[[Any], Any]
     unfreeze: Callable[[Any, BackboneSpec, int], None] | None
     text: TextEncoder | None = None
+    runs_model: bool = True  # False: precomputed vectors, no model to run or train
 
 
 def _check(spec: BackboneSpec, blocks: int, available: int) -> None:
@@ -82,6 +84,7 @@ ADAPTERS = {
         text=_open_clip_text,
     ),
     "module": Adapter(image_model=lambda model: model, unfreeze=None),
+    "vectors": Adapter(image_model=lambda model: model, unfreeze=None, runs_model=False),
 }
 
 

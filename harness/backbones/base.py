@@ -8,10 +8,11 @@ from harness.errors import WeightsError
 from harness.registry import Registry
 
 FAMILIES = ("supervised", "ssl", "contrastive", "untrained")
-KINDS = ("cnn", "vit")
+KINDS = ("cnn", "vit", "vectors")
 INTERPOLATIONS = ("bilinear", "bicubic")
 RESIZE_MODES = ("shortest", "squash")
-SOURCES = ("timm", "open_clip", "module")  # module: a team's own factory, "pkg.mod:build"
+# module: a team's own factory, "pkg.mod:build"; vectors: a team's precomputed embeddings
+SOURCES = ("timm", "open_clip", "module", "vectors")
 WEIGHT_SOURCES = ("hub", "package", "file", "random")
 
 

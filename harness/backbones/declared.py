@@ -43,6 +43,8 @@ from harness.provenance import library_versions
 from harness.settings import CropPct, ImageSize, Name, Positive, Says, Table, Unit
 
 ENTRY_POINTS = "shelfbench.backbones"
+SOURCES = ("timm", "open_clip", "module", "vectors")
+PREPROCESSING = ("image_size", "crop_pct", "mean", "std", "interpolation", "pooling")
 
 
 def _repo_id(value: str) -> str:
@@ -69,6 +71,7 @@ class BackboneTable(Table):
 
     timm: Name | None = None
     open_clip: Name | None = None
+    vectors: Name | None = None  # a Parquet table of id and vector: embeddings a team has
     module: (
         Annotated[str, Field(pattern=r"^[\w.]+:\w+$"), Says("'package.module:function'")] | None
     ) = None
@@ -86,12 +89,21 @@ class BackboneTable(Table):
 
     @model_validator(mode="after")
     def _one_model_and_weights(self) -> BackboneTable:
-        sources = [s for s in ("timm", "open_clip", "module") if getattr(self, s)]
+        sources = [s for s in SOURCES if getattr(self, s)]
         if len(sources) != 1:
             raise ValueError(
-                "names its model with one of timm = '...', open_clip = '...' or "
-                "module = 'package.module:function'"
+                "names its model with one of timm = '...', open_clip = '...', "
+                "module = 'package.module:function' or vectors = 'embeddings.parquet'"
             )
+        if sources == ["vectors"]:
+            given = [
+                k for k in ("weights", "hf_hub", *PREPROCESSING) if getattr(self, k) is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"vectors are embeddings already made: {given[0]} has no meaning for them"
+                )
+            return self
         weights = self.weights is not None or (sources == ["module"] and self.hf_hub is None)
         if weights == (self.hf_hub is not None):
             raise ValueError(
@@ -103,10 +115,13 @@ class BackboneTable(Table):
 
 def declared_backbone(name: str, table: BackboneTable, suite: Path) -> BackboneSpec:
     """The registry entry for ``suite``'s ``[backbones.NAME]`` (paths relative to it). A
-    weights file that exists must be a regular file; a missing one skips its cells."""
+    weights (or vectors) file that exists must be a regular file; a missing one skips
+    its cells."""
     where = f"[backbones.{name}]"
-    (source,) = [s for s in ("timm", "open_clip", "module") if getattr(table, s)]
+    (source,) = [s for s in SOURCES if getattr(table, s)]
     model = getattr(table, source)
+    if source == "vectors":
+        return _vectors_backbone(name, table, suite)
     kind = table.kind or ("vit" if "vit" in model.lower() else "cnn")
     if table.weights in (None, "random") and table.hf_hub is None:
         weights = Weights(source="random")
@@ -138,6 +153,27 @@ def declared_backbone(name: str, table: BackboneTable, suite: Path) -> BackboneS
         pretrained=table.pretrained,
         notes="declared in a suite file",
         overrides=tuple(sorted(overrides.items())),
+        suite=str(suite),
+    )
+
+
+def _vectors_backbone(name: str, table: BackboneTable, suite: Path) -> BackboneSpec:
+    """A team's precomputed embeddings: the table stands for the weights (its sha256 is in
+    the key and the row); no model, so no preprocessing."""
+    path = (suite.parent / str(table.vectors)).resolve()
+    if path.exists():
+        regular_file(path, f"[backbones.{name}] vectors", SuiteError)
+    return BackboneSpec(
+        name=name,
+        family=table.family,
+        kind="vectors",
+        source="vectors",
+        model=str(path),
+        weights=Weights(source="file", files=(str(path),)),
+        preprocess=None,
+        embed_dim=0,
+        pooling="precomputed",
+        notes="precomputed embeddings declared in a suite file",
         suite=str(suite),
     )
 

@@ -88,12 +88,17 @@ class FileSplit:
     ids: np.ndarray | None = None
     query: np.ndarray | None = None
     sha256: np.ndarray | None = None
+    keys: np.ndarray | None = None  # each item's name (a manifest's key column): its path
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def path(self, index: int) -> Path:
         return self.root / self.paths[index].decode()
+
+    def key(self, index: int) -> str:
+        """The item's name, by which precomputed vectors find it."""
+        return (self.paths if self.keys is None else self.keys)[index].decode()
 
     def image(self, index: int) -> Image.Image:
         path = self.path(index)
@@ -131,6 +136,10 @@ class TarSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def key(self, index: int) -> str:
+        """The sample's WebDataset key."""
+        return self.names[index].decode()
+
     def image(self, index: int) -> Image.Image:
         path = self.shards[int(self.shard[index])]
         with path.open("rb") as f:
@@ -159,13 +168,16 @@ def file_split(
     ids: np.ndarray | None = None,
     query: np.ndarray | None = None,
     sha256: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
 ) -> FileSplit:
-    """A ``FileSplit`` of ``paths`` (strings) and, if given, their hex sha256 digests."""
+    """A ``FileSplit`` of ``paths`` (strings) and, if given, their hex sha256 digests and
+    the items' names."""
     encoded = np.array([p.encode() for p in paths], dtype=np.bytes_)
     digests = None
     if sha256 is not None:
         digests = np.frombuffer(bytes.fromhex("".join(sha256)), np.uint8).reshape(-1, 32)
-    return FileSplit(root, encoded, labels, ids, query, digests)
+    names = None if keys is None else np.array([k.encode() for k in keys], dtype=np.bytes_)
+    return FileSplit(root, encoded, labels, ids, query, digests, names)
 
 
 def files_fingerprint(name: str, splits: dict[str, FileSplit], content: bool = False) -> str:
@@ -179,6 +191,8 @@ def files_fingerprint(name: str, splits: dict[str, FileSplit], content: bool = F
             parts.append(b"" if optional is None else optional.astype("<i8").tobytes())
         if data.sha256 is not None:
             parts.append(data.sha256.tobytes())
+        if data.keys is not None:
+            parts.append(data.keys.tobytes())
         parts.append(_stats(data, content))
     return fingerprint(parts)
 

@@ -18,7 +18,8 @@ import numpy as np
 from harness.datasets.base import DATASETS, Dataset, DatasetSpec
 from harness.datasets.download import download
 from harness.datasets.files import FileSplit, codes, file_split, files_fingerprint
-from harness.datasets.formats import image_folder, read_manifest
+from harness.datasets.folders import image_folder
+from harness.datasets.manifests import read_manifest
 from harness.errors import DatasetError, DatasetUnavailable
 from harness.paths import data_roots
 
@@ -140,9 +141,9 @@ def products10k(name: str, root: Path) -> Dataset:
     return _build(name, root, rows)
 
 
-def _field(path: Path, line: int, row: dict[str, str], column: str) -> str:
+def _field(path: Path, where: str, row: dict[str, str], column: str) -> str:
     if not row.get(column):
-        raise DatasetError(f"{path} line {line}: no value for {column!r}")
+        raise DatasetError(f"{path} {where}: no value for {column!r}")
     return row[column]
 
 
