@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from harness.cell import run_cell
-from harness.extract import device
+from harness.runtime import device
 from harness.suite import load_suite
 
 CELLS = (

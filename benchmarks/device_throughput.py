@@ -35,15 +35,9 @@ from harness.backbones.base import BackboneSpec, Preprocess, Weights
 from harness.backbones.weights import resolve
 from harness.datasets import open_dataset
 from harness.embeddings import embed, load_model
-from harness.extract import (
-    computing_at,
-    cpu_has_bf16,
-    device,
-    load_batches,
-    resolve_precision,
-    to_tensor,
-)
+from harness.extract import load_batches, to_tensor
 from harness.finetune import TRAIN_DEFAULTS, Run, finetune
+from harness.runtime import computing_at, cpu_has_bf16, device, resolve_precision
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
 BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 256

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from harness import document, report, search
-from harness.extract import device
+from harness.runtime import device
 from harness.stats import bootstrap_ci, paired_difference
 from harness.strategies import STRATEGIES, Features
 

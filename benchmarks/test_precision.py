@@ -10,7 +10,7 @@ no_grad where it autocasts. Read the ratios within a group.
 
 import pytest
 
-from harness.extract import computing_at, cpu_has_bf16, grad_off
+from harness.runtime import computing_at, cpu_has_bf16, grad_off
 
 pytestmark = pytest.mark.skipif(not cpu_has_bf16(), reason="bf16 is native only with AMX")
 ROUNDS = {"rounds": 3, "iterations": 1, "warmup_rounds": 1}

@@ -30,11 +30,11 @@ from harness.data_checks import check_classes, drop_unreadable, sanity_warnings
 from harness.datasets import DATASETS, Dataset, open_dataset, subset
 from harness.datasets.base import gallery_split
 from harness.embeddings import Embedded, embed, embed_texts
-from harness.extract import device, resolve_precision
 from harness.finetune import Run, Tuned, finetune
 from harness.gallery import has_gallery, sample_and_worst
 from harness.metrics import METRICS
 from harness.result import CellResult
+from harness.runtime import device, resolve_precision
 from harness.stats import bootstrap_ci, paired_difference, summarise
 from harness.strategies import Features, Outcome, StrategySpec, Tuning, parse_strategy
 from harness.suite import Cell

@@ -15,7 +15,7 @@ from harness.backbones.weights import resolve
 from harness.cache import atomic_write, digest
 from harness.embeddings import Embedded, load_model, model_key
 from harness.errors import blame
-from harness.extract import device
+from harness.runtime import device
 
 if TYPE_CHECKING:
     from harness.finetune import Tuned

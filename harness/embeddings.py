@@ -18,8 +18,9 @@ from harness.backbones.weights import ResolvedWeights, resolve
 from harness.cache import EMBEDDING_VERSION, Batches, CacheEntry
 from harness.datasets.base import Dataset
 from harness.errors import WeightsError, blame
-from harness.extract import device, embed_batches, text_batches
+from harness.extract import embed_batches, text_batches
 from harness.provenance import library_versions
+from harness.runtime import device
 from harness.vectors import VECTORS_VERSION, changed_since_last_read, vectors_for
 
 if TYPE_CHECKING:

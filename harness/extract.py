@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image
 from tqdm import tqdm
 
@@ -21,148 +15,12 @@ from harness import resize
 from harness.backbones.base import Preprocess
 from harness.datasets.base import ArraySplit, Split
 from harness.errors import DatasetError, EmbeddingError
+from harness.runtime import computing_at, cpu_threads, device, grad_off, loader_workers
 
 if TYPE_CHECKING:
     import torch
 
 RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-
-
-def cpu_threads() -> int:
-    """``$SHELFBENCH_THREADS``, else the usable cores shared among pytest-xdist workers."""
-    if os.environ.get("SHELFBENCH_THREADS"):
-        return max(1, int(os.environ["SHELFBENCH_THREADS"]))
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    return max(1, len(os.sched_getaffinity(0)) // workers)
-
-
-def training_threads() -> int:
-    """Threads for training on the CPU: ``$SHELFBENCH_THREADS``, else every usable core,
-    whatever the number of pytest-xdist workers. Training sums floats in an order that
-    depends on the thread count, so a fixed count makes a serial run and an ``-n 2`` run
-    learn the same model."""
-    if os.environ.get("SHELFBENCH_THREADS"):
-        return max(1, int(os.environ["SHELFBENCH_THREADS"]))
-    return len(os.sched_getaffinity(0))
-
-
-@contextlib.contextmanager
-def cpu_training() -> Iterator[None]:
-    """Train with ``training_threads()`` torch threads, one training at a time on this
-    machine (other processes wait instead of oversubscribing the cores, which slowed a
-    fine-tune 15x); on CUDA, nothing to hold."""
-    if device() == "cuda":
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    with FileLock(Path(tempfile.gettempdir()) / "shelfbench-cpu-training.lock"):
-        torch.set_num_threads(training_threads())
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-
-def loader_workers() -> int:
-    """DataLoader worker processes: ``$SHELFBENCH_WORKERS``; else, on CUDA, all cores but
-    two (the GPU's feeding thread and the pin-memory thread: on one H200 with 16 cores, 14
-    workers decoded 8,100-9,300 images/s at 224 px where 8 decoded 5,900-6,100); on the
-    CPU half the cores (the model's threads get the rest), none with two cores or fewer."""
-    if os.environ.get("SHELFBENCH_WORKERS"):
-        return max(0, int(os.environ["SHELFBENCH_WORKERS"]))
-    cores = cpu_threads()
-    if device() == "cuda":
-        return max(0, cores - 2)
-    return 0 if cores <= 2 else min(8, cores // 2)
-
-
-def device() -> str:
-    """``cuda`` when a GPU is usable, else ``cpu``; without an NVIDIA driver, no torch import."""
-    if shutil.which("nvidia-smi") is None:
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "tf32")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 faster than fp32: it has AMX tiles (``amx_bf16``).
-    AVX-512 BF16 alone is not enough: on a 2-vCPU Xeon with ``avx512_bf16`` and no AMX
-    (2026-11-30), a 2048³ bf16 matmul ran at 171 GFLOP/s against fp32's 316, and ViT-B/16
-    embedded 4.5 against 7.3 images/s (only depthwise-conv Lite0 gained, 1.2x). With AMX,
-    ViT-B/16 embedded 2.7x faster; without any bf16 instructions (AVX2), bf16 autocast ran
-    ~10x slower."""
-    return "amx_bf16" in cpu_flags()
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; none where it cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return frozenset(flags.partition(":")[2].split())
-
-
-# Overrides what ``auto`` resolves to on this machine (a suite's explicit precision wins).
-PRECISION_ENV = "SHELFBENCH_PRECISION"
-
-
-def resolve_precision(requested: str) -> str:
-    """The precision a cell runs at on this machine: ``auto`` is ``$SHELFBENCH_PRECISION``
-    where set, else bf16 on CUDA and on CPUs with AMX, fp32 elsewhere; ``tf32``
-    (TensorFloat-32 matmuls) exists on CUDA only."""
-    dev = device()
-    if requested == "auto":
-        requested = os.environ.get(PRECISION_ENV) or (
-            "bf16" if dev == "cuda" or cpu_has_bf16() else "fp32"
-        )
-        if requested not in PRECISIONS[1:]:
-            raise EmbeddingError(
-                f"${PRECISION_ENV} = {requested!r}: must be one of {', '.join(PRECISIONS[1:])}"
-            )
-    if requested == "tf32" and dev != "cuda":
-        raise EmbeddingError(
-            "precision tf32 is a CUDA precision and this machine has no GPU; use fp32, bf16 "
-            "or auto in the suite's [profile]"
-        )
-    return requested
-
-
-def grad_off(precision: str) -> contextlib.AbstractContextManager[None]:
-    """No autograd for extraction: ``torch.inference_mode()`` at fp32 and tf32, but
-    ``torch.no_grad()`` under bf16 autocast, whose cache of bf16 weight copies torch
-    (>= 2.10, pytorch#165068) skips under inference_mode: every batch then casts every
-    weight again, and an open_clip ViT-B-32 embedded at 36 images/s against 120 under
-    no_grad on an AMX Xeon (2026-11-30)."""
-    import torch
-
-    return torch.no_grad() if precision == "bf16" else torch.inference_mode()
-
-
-@contextlib.contextmanager
-def computing_at(precision: str, dev: str) -> Iterator[None]:
-    """bf16 autocast, TF32 matmuls and convolutions, or plain fp32, for the block."""
-    import torch
-
-    if precision == "bf16":
-        with torch.autocast(dev, dtype=torch.bfloat16):
-            yield
-        return
-    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    tf32 = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 def transform(image: Image.Image, pre: Preprocess) -> np.ndarray:

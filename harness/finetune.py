@@ -40,15 +40,13 @@ from harness.extract import (
     Items,
     Loaded,
     chunks,
-    cpu_training,
-    device,
     in_memory,
     loader,
     progress,
     to_tensor,
-    training_threads,
     transform_item,
 )
+from harness.runtime import cpu_training, device, training_threads
 from harness.settings import Count, CropPct, Positive, Seed, Table, Tolerance, Unit, pair
 
 if TYPE_CHECKING:

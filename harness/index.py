@@ -242,7 +242,7 @@ def build_faiss(gallery: np.ndarray, setting: IndexSetting) -> FaissIndex:
     (efSearch, nprobe, ... whatever the index wraps)."""
     import faiss
 
-    from harness.extract import cpu_threads
+    from harness.runtime import cpu_threads
 
     faiss.omp_set_num_threads(cpu_threads())
     where = f"index 'faiss:{setting.spec}'"

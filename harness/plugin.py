@@ -7,9 +7,6 @@ GPU in ``pytest_configure``.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +16,6 @@ from harness.baseline import BaselineError, Run, load_run
 from harness.bench import BASELINE, INCUMBENTS, Bench
 from harness.errors import ShelfbenchError
 from harness.paths import cache_root, regular_file
-
-
-def worker_gpu(worker: str, visible: str | None, count: int) -> str | None:
-    """The GPU pytest-xdist worker ``gwI`` takes: the I-th (mod their number) of the GPUs
-    ``CUDA_VISIBLE_DEVICES`` lists where it is set, else of the ``count`` the driver
-    lists; None when there are none."""
-    gpus = [str(i) for i in range(count)] if visible is None else visible.split(",")
-    gpus = [gpu.strip() for gpu in gpus if gpu.strip()]
-    return gpus[int(worker.removeprefix("gw")) % len(gpus)] if gpus else None
-
-
-def pin_worker_gpu(worker: str) -> None:
-    """Give pytest-xdist worker ``worker`` one GPU, before torch initialises CUDA, so that
-    ``pytest -n N`` on N GPUs runs N cells at once, one per GPU."""
-    if shutil.which("nvidia-smi") is None:
-        return
-    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-    count = sum(line.startswith("GPU ") for line in listed.splitlines())
-    gpu = worker_gpu(worker, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-
-
-def configure_worker(worker: str) -> None:
-    """What an xdist worker sets before torch loads: its GPU, and passive OpenMP waiting
-    (workers share the cores, and one worker's training uses all of them: a thread that
-    spins while it waits steals them; a smoke run took 90 s with -n 2 against 39 s)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    pin_worker_gpu(worker)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -133,6 +101,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {description}")
     worker = getattr(config, "workerinput", {}).get("workerid")
     if worker:
+        from harness.runtime import configure_worker
+
         configure_worker(worker)
     try:
         config.stash[BASELINE] = check_options(config, controller=not worker)

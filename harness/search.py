@@ -49,7 +49,7 @@ GENERIC_KERNELS = {"Prescott"}
 def engine() -> str:
     """``torch`` on a GPU; else ``faiss``, or ``numpy`` where faiss's own OpenBLAS runs a
     generic kernel on this CPU (read with threadpoolctl after faiss is loaded)."""
-    from harness.extract import device
+    from harness.runtime import device
 
     if device() == "cuda":
         return "torch"
@@ -113,7 +113,7 @@ def faiss_rank(
     """``rank`` by faiss ``IndexFlatIP``, one gallery block at a time."""
     import faiss
 
-    from harness.extract import cpu_threads
+    from harness.runtime import cpu_threads
 
     faiss.omp_set_num_threads(cpu_threads())
     queries = l2_normalise(queries)

@@ -27,8 +27,8 @@ from harness.backbones.adapters import has_text
 from harness.cell import context, items
 from harness.embeddings import embed
 from harness.errors import ShelfbenchError, SuiteError, Unavailable
-from harness.extract import device
 from harness.paths import cache_root
+from harness.runtime import device
 from harness.strategies import parse_strategy
 from harness.suite import Cell, load_suite
 

@@ -209,7 +209,7 @@ def test_k_clip_selects_open_clip_cells_and_missing_weights_skip(pytester, suite
 
 
 def test_xdist_workers_take_one_gpu_each_in_turn():
-    from harness.plugin import worker_gpu
+    from harness.runtime import worker_gpu
 
     assert [worker_gpu(f"gw{i}", None, 4) for i in range(5)] == ["0", "1", "2", "3", "0"]
     assert worker_gpu("gw1", "2,5", 8) == "5" and worker_gpu("gw2", "2, 5", 8) == "2"

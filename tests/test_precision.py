@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness import extract
+from harness import extract, runtime
 from harness.backbones import BACKBONES, resolve
 from harness.cell import run_cell
 from harness.datasets import open_dataset
 from harness.embeddings import load_model
 from harness.errors import EmbeddingError
-from harness.extract import embed_batches, load_batches, resolve_precision, to_tensor, transform
+from harness.extract import embed_batches, load_batches, to_tensor, transform
+from harness.runtime import resolve_precision
 from harness.suite import load_suite
 
 
@@ -56,19 +57,19 @@ def test_the_model_gets_the_same_pixels_as_before(name, monkeypatch):
 
 
 def test_auto_is_bf16_only_where_it_is_native(monkeypatch):
-    monkeypatch.delenv(extract.PRECISION_ENV, raising=False)
-    monkeypatch.setattr(extract, "device", lambda: "cpu")
-    monkeypatch.setattr(extract, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
-    assert not extract.cpu_has_bf16()  # AVX-512 BF16 without AMX: bf16 is slower there
-    monkeypatch.setattr(extract, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512_bf16"}))
-    assert extract.cpu_has_bf16()
-    monkeypatch.setattr(extract, "cpu_has_bf16", lambda: False)
+    monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(runtime, "device", lambda: "cpu")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert not runtime.cpu_has_bf16()  # AVX-512 BF16 without AMX: bf16 is slower there
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512_bf16"}))
+    assert runtime.cpu_has_bf16()
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto") == "fp32"
-    monkeypatch.setattr(extract, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     assert resolve_precision("auto") == "bf16"
-    monkeypatch.setattr(extract, "device", lambda: "cuda")
+    monkeypatch.setattr(runtime, "device", lambda: "cuda")
     assert resolve_precision("auto") == "bf16" and resolve_precision("tf32") == "tf32"
-    monkeypatch.setattr(extract, "device", lambda: "cpu")
+    monkeypatch.setattr(runtime, "device", lambda: "cpu")
     with pytest.raises(EmbeddingError, match="tf32 is a CUDA precision"):
         resolve_precision("tf32")
 
@@ -103,10 +104,10 @@ def test_zeroshot_embeds_only_the_test_split(tmp_path):
 
 
 def test_the_environment_says_what_auto_is_and_a_suite_still_wins(monkeypatch):
-    monkeypatch.setattr(extract, "device", lambda: "cpu")
-    monkeypatch.setenv(extract.PRECISION_ENV, "bf16")
+    monkeypatch.setattr(runtime, "device", lambda: "cpu")
+    monkeypatch.setenv(runtime.PRECISION_ENV, "bf16")
     assert resolve_precision("auto") == "bf16" and resolve_precision("fp32") == "fp32"
-    monkeypatch.setenv(extract.PRECISION_ENV, "fp16")
+    monkeypatch.setenv(runtime.PRECISION_ENV, "fp16")
     with pytest.raises(EmbeddingError, match=r"SHELFBENCH_PRECISION = 'fp16': must be one of"):
         resolve_precision("auto")
 
@@ -116,7 +117,7 @@ def casts_per_batch(model, x, grad) -> int:
     block runs: activations only, where autocast kept its bf16 copies of the weights."""
     from torch.profiler import ProfilerActivity, profile
 
-    with grad(), extract.computing_at("bf16", "cpu"):
+    with grad(), runtime.computing_at("bf16", "cpu"):
         model(x)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model(x)
@@ -133,7 +134,7 @@ def test_bf16_extraction_casts_the_weights_once_not_per_batch():
     model = timm.create_model("test_vit", pretrained=False, num_classes=0).eval()
     x = torch.rand(2, 3, 160, 160)
     linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
-    ours = casts_per_batch(model, x, lambda: extract.grad_off("bf16"))
+    ours = casts_per_batch(model, x, lambda: runtime.grad_off("bf16"))
     trap = casts_per_batch(model, x, torch.inference_mode)
     assert trap - ours >= linears  # each Linear's weight, cast again per batch in the trap
-    assert extract.grad_off("fp32").__class__ is torch.inference_mode
+    assert runtime.grad_off("fp32").__class__ is torch.inference_mode

@@ -71,7 +71,7 @@ def test_faiss_ranks_unless_its_blas_runs_the_generic_kernel(monkeypatch):
         library = {"filepath": "/x/faiss_cpu.libs/libopenblaso.so", "architecture": kernel}
         return lambda: [library]
 
-    monkeypatch.setattr("harness.extract.device", lambda: "cpu")
+    monkeypatch.setattr("harness.runtime.device", lambda: "cpu")
     for kernel, expected in (("SkylakeX", "faiss"), ("Prescott", "numpy")):
         search.engine.cache_clear()
         monkeypatch.setattr(threadpoolctl, "threadpool_info", info(kernel))
@@ -80,7 +80,7 @@ def test_faiss_ranks_unless_its_blas_runs_the_generic_kernel(monkeypatch):
 
 
 def test_a_gpu_ranks_with_torch(monkeypatch):
-    monkeypatch.setattr("harness.extract.device", lambda: "cuda")
+    monkeypatch.setattr("harness.runtime.device", lambda: "cuda")
     search.engine.cache_clear()
     try:
         assert search.engine() == "torch"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import timm  # noqa: F401  (loaded once: pytester's in-process runs drop extension modules)
 
-from harness.extract import resolve_precision
+from harness.runtime import resolve_precision
 
 pytest_plugins = ["pytester"]
 mlflow = pytest.importorskip("mlflow", reason="pip install 'shelfbench[mlflow]'")

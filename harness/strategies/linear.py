@@ -107,7 +107,7 @@ def objective_for(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfgs.
 def on_device(*arrays: np.ndarray) -> tuple[Any, ...]:
     """The arrays as torch tensors on the GPU where there is one (the probe then runs
     there, L-BFGS state included); unchanged on the CPU, where numpy's BLAS is as fast."""
-    from harness.extract import device
+    from harness.runtime import device
 
     if device() != "cuda":
         return arrays

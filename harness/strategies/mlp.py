@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from harness.extract import cpu_training
+from harness.runtime import cpu_training
 from harness.settings import Count, Positive, Seed, Share, Table, Tolerance, listed, pair
 from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
