@@ -112,11 +112,9 @@ def check_milvus_store(uri: str, where: str) -> None:
     store = path.is_dir() and ((path / "collections").is_dir() or not any(path.iterdir()))
     if (path.exists() or path.is_symlink()) and not store:
         raise _refuse(
-            path,
-            f"{where} milvus_uri",
-            "milvus-lite keeps its store in a directory of that name: give a new path",
+            path, where, "milvus-lite keeps its store in a directory of that name: give a new path"
         )
-    directory(path.parent, f"{where} milvus_uri's folder")
+    directory(path.parent, f"{where}'s folder")
 
 
 def check_vectors_target(out: Path) -> Path:

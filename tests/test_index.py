@@ -11,7 +11,7 @@ import timm  # noqa: F401
 import torch  # noqa: F401
 
 from harness.errors import SuiteError
-from harness.index import IndexSetting, Searcher, neighbour_recall, settings
+from harness.index import IndexSetting, Searcher, neighbour_recall, settings, variants
 from harness.search import numpy_rank
 from harness.strategies import Features
 from harness.strategies.knn import retrieval
@@ -115,7 +115,7 @@ def test_a_wrong_index_is_one_line_at_collection(tmp_path, index, message):
         (IndexSetting("faiss", "IVF4,Flat", {"efSearch": 8}), "no search parameter 'efSearch'"),
         (IndexSetting("milvus", "IVF_PQ"), "milvus-lite builds only FLAT, AUTOINDEX, HNSW"),
         (
-            IndexSetting("milvus", "HNSW", {}, {"milvus_uri": "/no/such/dir/x.db"}),
+            IndexSetting("milvus", "HNSW", {}, {}, {"uri": "/no/such/dir/x.db"}),
             "at /no/such/dir/x.db: .*/no/such/dir not exists",
         ),
     ],
@@ -181,3 +181,16 @@ def test_index_cells_report_their_loss_and_a_coarse_index_fails_its_floor(pytest
     html = Path("reports/latest.html").read_text()
     assert "recall against speed" not in html  # the plot is an image: its alt text is ""
     assert html.count("<img") >= 2 and "faiss:IVF2,PQ1x2" in html
+
+
+def test_a_swept_build_parameter_names_its_cells_and_options_are_the_engines():
+    params = {"index": "milvus:HNSW", "build": {"M": [16, 32], "efConstruction": 200}}
+    params["search"] = {"ef": 64}
+    got = [label for label, _ in variants(params)]
+    assert got == ["milvus:HNSW,M=16,ef=64", "milvus:HNSW,M=32,ef=64"]
+    with pytest.raises(SuiteError, match=r"unknown key 'options\.host'; it takes uri"):
+        settings({"index": "milvus:HNSW", "options": {"host": "x"}})
+    with pytest.raises(
+        SuiteError, match=r"unknown key 'options\.uri'; it takes none \(None: faiss"
+    ):
+        settings({"index": "faiss:HNSW32", "options": {"uri": "x"}})

@@ -110,6 +110,13 @@ def test_a_milvus_uri_that_is_a_users_file_is_refused(tmp_path):
     with pytest.raises(PathError, match="holds something shelfbench did not write"):
         check_milvus_store(str(tmp_path / "notes.db"), "[strategy.knn]")
     check_milvus_store(str(tmp_path / "new.db"), "[strategy.knn]")  # a new store is fine
+    (tmp_path / "s.toml").write_text(
+        '[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["test-vit"]\n'
+        f'strategies = ["knn"]\n[strategy.knn]\nindex = "milvus:HNSW"\n'
+        f'options = {{ uri = "{tmp_path / "notes.db"}" }}\n'
+    )
+    with pytest.raises(PathError, match=r"knn\] options\.uri .*notes\.db holds something"):
+        load_suite(tmp_path / "s.toml")
 
 
 def test_a_reports_directory_that_is_a_file_fails_before_any_cell(pytester, write_suite):

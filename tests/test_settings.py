@@ -89,6 +89,7 @@ def cases() -> list[tuple[tuple[Any, ...], type[Table], str]]:
         ((*FAISS_CELLS, "search"), ENGINES.get("faiss").search),
         ((*MILVUS_CELLS, "search"), ENGINES.get("milvus").search),
         ((*MILVUS_CELLS, "build"), ENGINES.get("milvus").build_keys),
+        ((*MILVUS_CELLS, "options"), ENGINES.get("milvus").options),
     ]
     tables += [(("strategy", s.name), s.settings) for s in STRATEGIES]
     for where, model in tables:

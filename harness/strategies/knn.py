@@ -97,7 +97,7 @@ class KnnSettings(Table):
     index: str | listed(str) | None = None  # "exact", "faiss:HNSW32", "milvus:HNSW"
     search: dict[str, Any] | None = None  # the engine's search keys (harness.index)
     build: dict[str, Any] | None = None  # the engine's build keys
-    milvus_uri: str = ""
+    options: dict[str, Any] | None = None  # the engine's connection: { uri = "..." }
     max_index_loss: Tolerance | None = None
 
 
@@ -132,6 +132,7 @@ def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
             "engine": setting.engine,
             "spec": setting.spec,
             "search": setting.search,
+            "build": setting.build,
             "neighbour_recall@10": index.neighbour_recall(ranking.neighbours, exact.neighbours, 10),
             f"neighbour_recall@{depth}": index.neighbour_recall(
                 ranking.neighbours, exact.neighbours, depth
