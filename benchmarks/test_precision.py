@@ -25,7 +25,7 @@ def timm_vit():
 def open_clip_vit():
     import open_clip
 
-    from harness.backbones.build import image_tower
+    from harness.backbones.libraries.open_clip import image_tower
 
     return image_tower(open_clip.create_model("ViT-B-32", pretrained=None)).eval()
 

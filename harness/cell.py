@@ -21,9 +21,9 @@ import numpy as np
 
 from harness import cost, outcomes, search
 from harness.backbones import BACKBONES
-from harness.backbones.adapters import adapter, has_text
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.declared import complete
+from harness.backbones.libraries import has_text, library
 from harness.backbones.weights import resolve
 from harness.cache import digest
 from harness.data_checks import check_classes, drop_unreadable, sanity_warnings
@@ -62,7 +62,7 @@ class CellContext:
 def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess | None:
     """The backbone's preprocessing (a declared backbone's from its library's config) at
     the cell profile's size and crop; None for precomputed vectors, which read no image."""
-    if not adapter(spec).runs_model:
+    if not library(spec).runs_model:
         return None
     pre = complete(spec).preprocess
     assert pre is not None  # complete() fills it

@@ -114,7 +114,7 @@ def _verify_weights(spec: Any) -> str:
     """Re-hash what resolution finds (ignoring the hash memo) and compare it with the hash
     that pins it (the registry's, or a Hugging Face blob's name); a file nothing pins must
     still load as the loader would load it."""
-    from harness.backbones.build import load_state
+    from harness.backbones.checkpoints import load_state
     from harness.backbones.weights import hash_file, hub_blob_sha256, resolve
 
     found = resolve(spec)

@@ -60,7 +60,7 @@ class SuiteFile(pytest.File):
 def label(item: pytest.Item, cell: Any) -> None:
     """A cell's item: its markers, and what the report needs to know of it before it runs."""
     from harness.backbones import BACKBONES
-    from harness.backbones.adapters import has_text
+    from harness.backbones.libraries import has_text
 
     spec = BACKBONES.get(cell.backbone)
     markers = ["shelfbench", spec.family, spec.kind] + (["clip"] if has_text(spec) else [])

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.backbones.adapters import adapter
 from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.libraries import library
 from harness.backbones.weights import ResolvedWeights, resolve
 from harness.cache import EMBEDDING_VERSION, Batches, CacheEntry
 from harness.datasets.base import Dataset
@@ -129,7 +129,7 @@ def embed(
     rows not yet cached. ``lock`` names the entry's lock file: processes that fill
     disjoint rows (``harness.shard``'s ranks) may each take their own."""
     weights = resolve(spec)
-    if not adapter(spec).runs_model:
+    if not library(spec).runs_model:
         return embed_vectors(dataset, split, indices, spec, weights, cache_root)
     data = dataset.split(split)
     key = embedding_key(dataset, split, spec, weights, pre, device(), checkpoint, precision)
@@ -208,7 +208,7 @@ def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.
     entry = CacheEntry(cache_root, key, len(prompts))
 
     def produce(rows: np.ndarray) -> Batches:
-        encode = adapter(spec).text
+        encode = library(spec).text
         assert encode is not None  # callers check has_text(spec)
         model = load_model(spec, weights)
         desc = f"embed prompts with {spec.name}"

@@ -28,8 +28,8 @@ from PIL import Image
 from pydantic import Field
 
 from harness import resize
-from harness.backbones.adapters import adapter
 from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.libraries import library
 from harness.backbones.weights import ResolvedWeights, file_sha256
 from harness.cache import atomic_write, digest
 from harness.datasets.base import ArraySplit, Dataset, Split
@@ -127,24 +127,24 @@ def item_rng(seed: int, epoch: int, item: int) -> np.random.Generator:
 
 def trainable(model: torch.nn.Module, spec: BackboneSpec, blocks: int | None) -> list[Any]:
     """Mark what trains (all of the image model, or its last ``blocks`` blocks and what
-    follows them, as the library's adapter defines blocks) and return those parameters."""
+    follows them, as the model library defines blocks) and return those parameters."""
     model.requires_grad_(False)
-    library = adapter(spec)
+    lib = library(spec)
     if blocks is None:
-        library.image_model(model).requires_grad_(True)
-    elif library.unfreeze is None:
+        lib.image_model(model).requires_grad_(True)
+    elif lib.unfreeze is None:
         raise SuiteError(
             f"partial:{blocks}: {spec.name} is not a timm or open_clip model, so its blocks "
             "are unknown; fine-tune all of it (finetune) instead"
         )
     else:
-        library.unfreeze(model, spec, blocks)
+        lib.unfreeze(model, spec, blocks)
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def image_model(model: torch.nn.Module, spec: BackboneSpec) -> torch.nn.Module:
     """The part of ``model`` that embeds images (an open_clip model's visual tower)."""
-    return adapter(spec).image_model(model)
+    return library(spec).image_model(model)
 
 
 @dataclass(frozen=True)

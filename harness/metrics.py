@@ -178,7 +178,9 @@ class Metric:
     ``(labels, predicted, label_rank)`` or ``(relevance, n_relevant)``) and ``from_counts``
     (an aggregate of per-class counts, from labels and predictions) is set. ``headline``:
     shown in the terminal table and the interval tables. ``low``..``high``: the values it
-    can take, where a suite's floors must lie. Registration order is display order.
+    can take, where a suite's floors must lie. ``depth``: the ranks it reads, so that
+    retrieval ranks deep enough for every registered metric (MAP@R reads to each query's
+    R, which retrieval always reaches). Registration order is display order.
     """
 
     name: str
@@ -190,6 +192,7 @@ class Metric:
     description: str = ""
     low: float = 0.0  # the range a value (and a floor) lies in
     high: float = 1.0
+    depth: int = 0  # how deep a ranking it reads (recall@100: 100); 0: no ranking
 
     def __post_init__(self) -> None:
         if (self.per_item is None) == (self.from_counts is None):
@@ -210,6 +213,11 @@ def register(metric: Metric) -> Metric:
     return METRICS.add(metric)
 
 
+def deepest() -> int:
+    """The deepest ranking any registered metric reads."""
+    return max((m.depth for m in METRICS.in_order()), default=0)
+
+
 def in_families(families: Iterable[str]) -> tuple[str, ...]:
     """Names of the metrics of ``families``, in display order."""
     wanted = set(families)
@@ -226,16 +234,16 @@ for _metric in (
     Metric("balanced_accuracy", "classification", from_counts=balanced_accuracy_from_counts,
            description="mean per-class recall (CLIP_benchmark's; for imbalanced catalogues)"),
     Metric("recall@1", "retrieval", per_item=lambda r, n: recall_at_k(r, 1), headline=True,
-           description="share of queries with a relevant item first"),
+           description="share of queries with a relevant item first", depth=1),
     Metric("recall@5", "retrieval", per_item=lambda r, n: recall_at_k(r, 5),
-           description="share of queries with a relevant item in the top 5"),
+           description="share of queries with a relevant item in the top 5", depth=5),
     Metric("mmp@5", "retrieval", per_item=lambda r, n: mmp_at_k(r, n, 5), headline=True,
-           description="mean modified precision at 5 (the study's main metric)"),
+           description="mean modified precision at 5 (the study's main metric)", depth=5),
     Metric("map@r", "retrieval", per_item=map_at_r, headline=True,
            description="mean average precision at R (Musgrave et al.)"),
     Metric("mrr@10", "retrieval", per_item=lambda r, n: mrr_at_k(r, 10),
-           description="mean reciprocal rank of the first relevant item, cut at 10"),
+           description="mean reciprocal rank of the first relevant item, cut at 10", depth=10),
     Metric("ndcg@10", "retrieval", per_item=lambda r, n: ndcg_at_k(r, n, 10),
-           description="normalised discounted cumulative gain at 10, binary gains"),
+           description="normalised discounted cumulative gain at 10, binary gains", depth=10),
 ):  # fmt: skip
     register(_metric)

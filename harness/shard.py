@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backbones import BACKBONES
-from harness.backbones.adapters import has_text
+from harness.backbones.libraries import has_text
 from harness.cell import context, items
 from harness.embeddings import embed
 from harness.errors import ShelfbenchError, SuiteError, Unavailable

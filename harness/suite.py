@@ -18,13 +18,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from harness.backbones import BACKBONES
-from harness.backbones.adapters import adapter, has_text
 from harness.backbones.declared import (
     BackboneTable,
     declared_backbone,
     load_entry_points,
     register_backbone,
 )
+from harness.backbones.libraries import has_text, library
 from harness.datasets import DATASETS
 from harness.datasets.formats import register_user_dataset, user_dataset
 from harness.errors import ShelfbenchError, SuiteError
@@ -326,7 +326,7 @@ def group_cells(
             strategy, _ = parse_strategy(strategy_name)
         except ShelfbenchError as exc:
             raise SuiteError(f"{path}: {exc}") from None
-        if not adapter(spec).runs_model and (strategy.needs_text or strategy.tuning):
+        if not library(spec).runs_model and (strategy.needs_text or strategy.tuning):
             raise SuiteError(
                 f"{path}: {strategy_name} needs a model to run; {backbone} is precomputed "
                 "vectors, which knn, linear and mlp judge"

@@ -88,17 +88,23 @@ def test_the_librarys_preprocessing_is_remembered_per_library_version(checkpoint
 
     spec = declared("t-memo", checkpoints, timm="tf_efficientnet_lite0", weights="v1.safetensors")
     first = module.library_preprocess(spec)
+    from dataclasses import replace
+
+    from harness.backbones.libraries import LIBRARIES
+
     computed = []
-    real = module._timm_preprocess
-    monkeypatch.setattr(module, "_timm_preprocess", lambda s: computed.append(s) or real(s))
+    timm_library = LIBRARIES.get("timm")
+    counting = replace(
+        timm_library, preprocess=lambda s: computed.append(s) or timm_library.preprocess(s)
+    )
+    monkeypatch.setitem(LIBRARIES._entries, "timm", counting)
     assert module.library_preprocess(spec) == first and not computed
     (path,) = (module.cache_root() / "library-preprocess").glob("*.json")
     saved = json.loads(path.read_text())
     saved["key"]["model"] = "resnet50"
     path.write_text(json.dumps(saved))
     assert module.library_preprocess(spec) == first and len(computed) == 1
-    versions = {**module.library_versions(), "timm": "0.0.1"}
-    monkeypatch.setattr(module, "library_versions", lambda: versions)
+    monkeypatch.setattr(module.metadata, "version", lambda distribution: "0.0.1")
     assert module.library_preprocess(spec) == first and len(computed) == 2
 
 

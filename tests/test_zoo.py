@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from harness.backbones import BACKBONES, resolve
-from harness.backbones.build import build_model, open_clip_model
-from harness.backbones.zoo import TIMM_FILES
+from harness.backbones.build import build_model
+from harness.backbones.libraries import LIBRARIES
+from harness.backbones.libraries.open_clip import open_clip_model
 from harness.errors import WeightsError, WeightsUnavailable
+
+TIMM_HUB_FILES = LIBRARIES.get("timm").hub_files
 
 TIMM = [b.name for b in BACKBONES if b.source == "timm"]
 OPEN_CLIP = [b.name for b in BACKBONES if b.source == "open_clip" and b.pretrained]
@@ -140,7 +143,7 @@ def test_open_clip_file_gets_the_tags_quick_gelu(tmp_path, monkeypatch):
     import open_clip
     import torch
 
-    from harness.backbones.build import CONFIGS, image_tower
+    from harness.backbones.libraries.open_clip import CONFIGS, image_tower
 
     open_clip.add_model_config(CONFIGS / "shelfbench-test-clip.json")
     torch.manual_seed(1)
@@ -175,7 +178,9 @@ def test_hf_cache_layout_is_found_without_network(tmp_path, monkeypatch):
     (repo / "snapshots" / "abc123" / "model.safetensors").symlink_to(blob)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     spec = dataclasses.replace(
-        as_local("test-vit", hf_repo="timm/test_vit.r160_in1k", files=TIMM_FILES),
+        as_local(
+            "test-vit", hf_repo="timm/test_vit.r160_in1k", files=LIBRARIES.get("timm").hub_files
+        ),
         model="test_vit.r160_in1k",
     )
     found = resolve(spec)

@@ -11,8 +11,6 @@ FAMILIES = ("supervised", "ssl", "contrastive", "untrained")
 KINDS = ("cnn", "vit", "vectors")
 INTERPOLATIONS = ("bilinear", "bicubic")
 RESIZE_MODES = ("shortest", "squash")
-# module: a team's own factory, "pkg.mod:build"; vectors: a team's precomputed embeddings
-SOURCES = ("timm", "open_clip", "module", "vectors")
 WEIGHT_SOURCES = ("hub", "package", "file", "random")
 
 
@@ -117,8 +115,6 @@ class BackboneSpec:
             raise ValueError(f"{self.name}: family must be one of {FAMILIES}")
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}")
-        if self.source not in SOURCES:
-            raise ValueError(f"{self.name}: source must be one of {SOURCES}")
 
     @property
     def identifier(self) -> str:

@@ -15,10 +15,10 @@ model library); ``image_size``, ``crop_pct``, ``mean``, ``std``, ``interpolation
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from dataclasses import replace
+from importlib import metadata
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Literal
@@ -34,12 +34,10 @@ from harness.backbones.base import (
     Preprocess,
     Weights,
 )
-from harness.backbones.build import own_config
-from harness.backbones.weights import HUB_FILES, file_sha256
+from harness.backbones.libraries import LIBRARIES, library
 from harness.cache import atomic_write, digest
 from harness.errors import SuiteError
 from harness.paths import cache_root, regular_file
-from harness.provenance import library_versions
 from harness.settings import CropPct, ImageSize, Name, Positive, Says, Table, Unit
 
 ENTRY_POINTS = "shelfbench.backbones"
@@ -66,8 +64,9 @@ Channels = Annotated[tuple[Unit, Unit, Unit], Field(strict=False)]
 
 class BackboneTable(Table):
     """A ``[backbones.NAME]`` table as written in a suite file: the model (one of
-    ``timm``, ``open_clip``, ``module``), its weights (``weights``: a file relative to the
-    suite, or "random"; or ``hf_hub``), and overrides of its library's preprocessing."""
+    ``timm``, ``open_clip``, ``module``, ``vectors``, or any registered library as
+    ``library`` and ``model``), its weights (``weights``: a file relative to the suite, or
+    "random"; or ``hf_hub``), and overrides of its library's preprocessing."""
 
     timm: Name | None = None
     open_clip: Name | None = None
@@ -75,6 +74,8 @@ class BackboneTable(Table):
     module: (
         Annotated[str, Field(pattern=r"^[\w.]+:\w+$"), Says("'package.module:function'")] | None
     ) = None
+    library: Name | None = None  # another registered model library (with model = ...)
+    model: Name | None = None
     pretrained: str = ""
     weights: Name | None = None
     hf_hub: RepoId | None = None
@@ -89,11 +90,12 @@ class BackboneTable(Table):
 
     @model_validator(mode="after")
     def _one_model_and_weights(self) -> BackboneTable:
-        sources = [s for s in SOURCES if getattr(self, s)]
-        if len(sources) != 1:
+        sources = [s for s in (*SOURCES, "library") if getattr(self, s)]
+        if len(sources) != 1 or (self.library is None) != (self.model is None):
             raise ValueError(
                 "names its model with one of timm = '...', open_clip = '...', "
-                "module = 'package.module:function' or vectors = 'embeddings.parquet'"
+                "module = 'package.module:function', vectors = 'embeddings.parquet', or "
+                "library = '...' with model = '...'"
             )
         if sources == ["vectors"]:
             given = [
@@ -118,10 +120,15 @@ def declared_backbone(name: str, table: BackboneTable, suite: Path) -> BackboneS
     weights (or vectors) file that exists must be a regular file; a missing one skips
     its cells."""
     where = f"[backbones.{name}]"
-    (source,) = [s for s in SOURCES if getattr(table, s)]
-    model = getattr(table, source)
+    named = [s for s in SOURCES if getattr(table, s)]
+    source, model = (named[0], getattr(table, named[0])) if named else (table.library, table.model)
     if source == "vectors":
         return _vectors_backbone(name, table, suite)
+    if source not in LIBRARIES:
+        raise SuiteError(
+            f"{where} library = {source!r}: no such model library; there are "
+            f"{', '.join(LIBRARIES.names())}"
+        )
     kind = table.kind or ("vit" if "vit" in model.lower() else "cnn")
     if table.weights in (None, "random") and table.hf_hub is None:
         weights = Weights(source="random")
@@ -131,7 +138,7 @@ def declared_backbone(name: str, table: BackboneTable, suite: Path) -> BackboneS
             regular_file(path, f"{where} weights", SuiteError)
         weights = Weights(source="file", files=(str(path),))
     else:
-        weights = Weights(source="hub", hf_repo=str(table.hf_hub), files=HUB_FILES[source])
+        weights = Weights(source="hub", hf_repo=str(table.hf_hub))
     overrides = {
         key: value
         for key in ("image_size", "crop_pct", "mean", "std", "interpolation", "pooling")
@@ -149,7 +156,7 @@ def declared_backbone(name: str, table: BackboneTable, suite: Path) -> BackboneS
         weights=weights,
         preprocess=preprocess,
         embed_dim=0,
-        pooling=table.pooling or ("encode_image" if source == "open_clip" else "default"),
+        pooling=table.pooling or LIBRARIES.get(str(source)).pooling,
         pretrained=table.pretrained,
         notes="declared in a suite file",
         overrides=tuple(sorted(overrides.items())),
@@ -251,14 +258,18 @@ def library_preprocess(spec: BackboneSpec) -> Preprocess:
     library version, so that a run whose embeddings are all cached never imports timm or
     open_clip (7 of the 10 s of a warm zero-shot cell). A remembered file whose key does
     not match, or that cannot be read, is recomputed."""
-    library = _timm_preprocess if spec.source == "timm" else _open_clip_preprocess
-    own = own_config(spec.model)
+    lib = library(spec)
+    assert lib.preprocess is not None  # declared entries of libraries without one say it
+    try:
+        version = metadata.version(lib.distribution)
+    except metadata.PackageNotFoundError:
+        version = None
     key = {
         "source": spec.source,
         "model": spec.model,
         "pretrained": spec.pretrained,
-        "version": library_versions()["timm" if spec.source == "timm" else "open_clip"],
-        "config_sha256": file_sha256(own) if own else None,
+        "version": version,
+        **lib.preprocess_key(spec),
     }
     path = cache_root() / "library-preprocess" / f"{digest(key)}.json"
     try:
@@ -270,54 +281,8 @@ def library_preprocess(spec: BackboneSpec) -> Preprocess:
             )
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    pre = library(spec)
+    pre = lib.preprocess(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"key": key, "preprocess": pre.as_dict()}, indent=1)
     atomic_write(path, lambda p: p.write_text(text))
     return pre
-
-
-def _timm_preprocess(spec: BackboneSpec) -> Preprocess:
-    import timm
-    from timm.models import get_pretrained_cfg
-
-    architecture = spec.model.partition(".")[0]
-    if architecture not in timm.list_models():
-        close = difflib.get_close_matches(architecture, timm.list_models(), n=3)
-        raise SuiteError(
-            f"backbone {spec.name}: timm has no model {spec.model!r}"
-            + (f"; did you mean {', '.join(close)}?" if close else "")
-        )
-    cfg = get_pretrained_cfg(spec.model) or get_pretrained_cfg(architecture)
-    size = cfg.input_size[-1] if cfg else 224
-    interpolation = cfg.interpolation if cfg and cfg.interpolation in INTERPOLATIONS else "bicubic"
-    return Preprocess(
-        size,
-        interpolation,
-        mean=tuple(cfg.mean) if cfg else (0.485, 0.456, 0.406),
-        std=tuple(cfg.std) if cfg else (0.229, 0.224, 0.225),
-        crop_pct=cfg.crop_pct if cfg else 0.875,
-    )
-
-
-def _open_clip_preprocess(spec: BackboneSpec) -> Preprocess:
-    import open_clip
-
-    if own := own_config(spec.model):
-        open_clip.add_model_config(own)
-    config = open_clip.get_model_config(spec.model)
-    if config is None:
-        close = difflib.get_close_matches(spec.model, open_clip.list_models(), n=3)
-        raise SuiteError(
-            f"backbone {spec.name}: open_clip has no model {spec.model!r}"
-            + (f"; did you mean {', '.join(close)}?" if close else "")
-        )
-    tag = open_clip.get_pretrained_cfg(spec.model, spec.pretrained) if spec.pretrained else {}
-    size = config["vision_cfg"]["image_size"]
-    return Preprocess(
-        size if isinstance(size, int) else size[-1],
-        tag.get("interpolation", "bicubic"),
-        mean=tuple(tag.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        std=tuple(tag.get("std", open_clip.OPENAI_DATASET_STD)),
-        resize="squash" if tag.get("resize_mode") == "squash" else "shortest",
-    )

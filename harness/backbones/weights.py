@@ -25,11 +25,6 @@ from harness.paths import cache_root, regular_file
 
 USER_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 OPEN_CLIP_CONFIG = "open_clip_config.json"
-# The weight files timm and open_clip publish in a hub repo, in the order they are tried.
-HUB_FILES = {
-    "timm": ("model.safetensors", "pytorch_model.bin"),
-    "open_clip": ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
-}
 
 
 @dataclass(frozen=True)
@@ -53,6 +48,13 @@ def hf_cache_dir() -> Path:
         return Path(os.environ["HF_HUB_CACHE"])
     home = os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")
     return Path(home) / "hub"
+
+
+def hub_files(spec: BackboneSpec) -> tuple[str, ...]:
+    """The weight files the backbone's library publishes in a hub repo, in order."""
+    from harness.backbones.libraries import library
+
+    return library(spec).hub_files
 
 
 def hf_cached(repo: str, filename: str) -> Path | None:
@@ -191,7 +193,7 @@ def resolve(spec: BackboneSpec) -> ResolvedWeights:
             )
         return _found(spec, path, "suite")
     if weights.source == "hub":
-        for filename in weights.files or HUB_FILES[spec.source]:
+        for filename in weights.files or hub_files(spec):
             if (path := hf_cached(weights.hf_repo, filename)) is not None:
                 return _found(spec, path, "hf-cache")
         raise WeightsUnavailable(
@@ -246,7 +248,7 @@ def fetch(spec: BackboneSpec) -> ResolvedWeights:
 
     errors = []
     extra = [OPEN_CLIP_CONFIG] if spec.model.startswith("hf-hub:") else []
-    for filename in spec.weights.files or HUB_FILES[spec.source]:
+    for filename in spec.weights.files or hub_files(spec):
         try:
             for name in [*extra, filename]:
                 hf_hub_download(spec.weights.hf_repo, name)

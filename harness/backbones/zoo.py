@@ -10,16 +10,14 @@ from harness.backbones.base import BACKBONES, BackboneSpec, Preprocess, Weights
 TF = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 OPENAI = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}
-TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
-OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 def timm_hub(model: str) -> Weights:
-    return Weights(source="hub", hf_repo=f"timm/{model}", files=TIMM_FILES)
+    return Weights(source="hub", hf_repo=f"timm/{model}")  # the library's hub files
 
 
 def open_clip_hub(repo: str) -> Weights:
-    return Weights(source="hub", hf_repo=repo, files=OPEN_CLIP_FILES)
+    return Weights(source="hub", hf_repo=repo)
 
 
 def lite(n: int, size: int, crop_pct: float, sha256: str) -> BackboneSpec:

@@ -12,7 +12,9 @@ the index costs. Every engine searches by inner product on L2-normalised vectors
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import pkgutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -221,5 +223,7 @@ class Searcher:
         return scores, indices
 
 
-# The engines register themselves; they import faiss or pymilvus only when they build.
-from harness.index import faiss, milvus  # noqa: E402, F401
+# Each module of this package registers its engine (importing faiss or pymilvus only when
+# it builds an index), so a new engine is one new module here.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,6 +1,9 @@
-"""Strategies: each registers itself with the ``@strategy`` decorator on import."""
+"""Strategies: each module of this package registers its own with the ``@strategy``
+decorator when the package is imported, so a new strategy is one new module here."""
 
-from harness.strategies import knn, linear, mlp, tuned, zeroshot
+import importlib
+import pkgutil
+
 from harness.strategies.base import (
     STRATEGIES,
     Features,
@@ -11,17 +14,15 @@ from harness.strategies.base import (
     strategy,
 )
 
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
     "STRATEGIES",
     "Features",
     "Outcome",
     "StrategySpec",
     "Tuning",
-    "knn",
-    "linear",
-    "mlp",
     "parse_strategy",
     "strategy",
-    "tuned",
-    "zeroshot",
 ]

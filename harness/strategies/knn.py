@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from harness import index
-from harness.metrics import vote_ranks
+from harness.metrics import deepest, vote_ranks
 from harness.search import Ranker, rank, relevance
 from harness.settings import Count, Positive, Table, Tolerance, listed
 from harness.stats import ranked_items, retrieval_items
@@ -41,9 +41,10 @@ def retrieval(
     data: Features, train: np.ndarray, test: np.ndarray, depth: int, ranker: Ranker = rank
 ) -> Ranking:
     """Rank the gallery for each query as the dataset's protocol says, deep enough for
-    MAP@R, with ``ranker`` (exact search unless an index is given). ``train``/``test`` are
-    the embeddings to use (the cached ones, or a head's). A neighbour an index did not
-    find (-1) is never relevant and votes for no class."""
+    ``depth``, for MAP@R and for every registered metric's ``depth``, with ``ranker``
+    (exact search unless an index is given). ``train``/``test`` are the embeddings to use
+    (the cached ones, or a head's). A neighbour an index did not find (-1) is never
+    relevant and votes for no class."""
     test_ids = data.test_labels if data.test_ids is None else data.test_ids
     queries = np.arange(len(test))
     if data.protocol == "split":
@@ -57,7 +58,8 @@ def retrieval(
         vectors, ids, labels = test[gallery], test_ids[gallery], data.test_labels[gallery]
     self_in_gallery = data.protocol == "leave-one-out"
     _, counts = np.unique(ids, return_counts=True)
-    depth = min(max(depth, int(counts.max()), 10), len(gallery) - self_in_gallery)
+    depth = max(depth, int(counts.max()), deepest())  # every registered metric's ranks
+    depth = min(depth, len(gallery) - self_in_gallery)
     scores, indices = ranker(test[queries], vectors, depth + self_in_gallery)
     if self_in_gallery:
         scores, indices = _drop_self(scores, indices, queries)
