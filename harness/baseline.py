@@ -20,6 +20,7 @@ import numpy as np
 from harness.cache import atomic_write
 from harness.errors import ShelfbenchError
 from harness.metrics import METRICS
+from harness.row import CellRow
 from harness.stats import Items, paired_difference
 
 IDENTITY = ("dataset_fingerprint", "protocol", "test_items_sha256")
@@ -33,17 +34,15 @@ def items_path(report: Path) -> Path:
     return report.with_name(f"{report.stem}.items.npz")
 
 
-def save_items(report: Path, rows: list[dict[str, Any]]) -> Path:
+def save_items(report: Path, rows: list[CellRow]) -> Path:
     """Write each row's per-item arrays (``id|name`` keys) beside ``report``."""
     arrays = {
-        f"{row['id']}|{name}": np.asarray(values)
-        for row in rows
-        for name, values in row.get("items", {}).items()
+        f"{row.id}|{name}": np.asarray(values) for row in rows for name, values in row.items.items()
     }
 
     def save(path: Path) -> None:
         with path.open("wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
     path = items_path(report)
     atomic_write(path, save, 0o644)
@@ -55,7 +54,7 @@ class Run:
     """A stored run: its rows by cell id and their per-item results."""
 
     path: Path
-    rows: dict[str, dict[str, Any]]
+    rows: dict[str, CellRow]
     items: dict[str, Items]
 
 
@@ -84,7 +83,7 @@ def load_run(path: Path) -> Run:
         if not bar:
             raise BaselineError(f"{items_path(path)}: array {key!r} is not named CELL|METRIC")
         items.setdefault(cell, {})[name] = values
-    return Run(path, {row["id"]: row for row in cells}, items)
+    return Run(path, {row["id"]: CellRow.from_json(row) for row in cells}, items)
 
 
 SCORED_FIELDS = ("main_metric", *IDENTITY)
@@ -137,9 +136,9 @@ class Comparison:
 
 
 def compare_cell(
-    old_row: dict[str, Any],
+    old_row: CellRow,
     old_items: Items,
-    new_row: dict[str, Any],
+    new_row: CellRow,
     new_items: Items,
     metrics: list[str],
     max_drop: float,
@@ -148,24 +147,25 @@ def compare_cell(
 ) -> list[Comparison]:
     """Paired comparison of ``metrics``; refuses rows that scored different test sets."""
     for field in IDENTITY:
-        if old_row.get(field) != new_row.get(field):
+        old, new = getattr(old_row, field), getattr(new_row, field)
+        if old != new:
             raise BaselineError(
-                f"{new_row['id']}: the baseline was measured with another {field} "
-                f"({str(old_row.get(field))[:16]} vs {str(new_row.get(field))[:16]}); "
+                f"{new_row.id}: the baseline was measured with another {field} "
+                f"({str(old)[:16]} vs {str(new)[:16]}); "
                 "comparing different test sets means nothing: refresh it with "
                 "--shelf-update-baseline"
             )
     out = []
     for metric in metrics:
-        if metric not in old_row["metrics"] or metric not in new_row["metrics"]:
+        if metric not in old_row.metrics or metric not in new_row.metrics:
             continue
         diff, low, high = paired_difference(old_items, new_items, metric, resamples, seed)
         out.append(
             Comparison(
-                new_row["id"],
+                new_row.id,
                 metric,
-                old_row["metrics"][metric],
-                new_row["metrics"][metric],
+                old_row.metrics[metric],
+                new_row.metrics[metric],
                 diff,
                 low,
                 high,
@@ -176,9 +176,9 @@ def compare_cell(
 
 
 def gate(
-    row: dict[str, Any],
+    row: CellRow,
     items: Items,
-    reference: dict[str, Any],
+    reference: CellRow,
     reference_items: Items,
     cell: Any,
     max_drop: float,
@@ -188,19 +188,20 @@ def gate(
 ) -> list[Comparison]:
     """Compare a cell's ``row`` with a ``reference`` run of it (a baseline's, or its
     incumbent's under [upgrade]) on the main and floored metrics, paired over the same
-    test items. Records the comparisons in ``row[key]`` (with ``extra`` in each) and the
-    queries whose first hit moved most in ``row["changed"]``; returns the comparisons."""
+    test items. Records the comparisons in ``row.<key>`` (with ``extra`` in each) and the
+    queries whose first hit moved most in ``row.changed``; returns the comparisons."""
     from harness.gallery import changed
 
-    gated = list(dict.fromkeys([row["main_metric"], *(f.metric for f in cell.floors)]))
+    gated = list(dict.fromkeys([row.main_metric, *(f.metric for f in cell.floors)]))
     comparisons = compare_cell(
         reference, reference_items, row, items, gated, max_drop,
         cell.gate.resamples, cell.gate.seed,
     )  # fmt: skip
-    row[key] = [
+    verdicts = [
         {**vars(c), "verdict": c.verdict, "regression": c.regression, **(extra or {})}
         for c in comparisons
     ]
+    setattr(row, key, verdicts)
     if moved := changed(reference_items, items):
-        row["changed"] = {"against": against, **moved}
+        row.changed = {"against": against, **moved}
     return comparisons

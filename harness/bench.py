@@ -15,10 +15,11 @@ import pytest
 from harness.baseline import BaselineError, Run, gate
 from harness.errors import ShelfbenchError, Unavailable
 from harness.paths import cache_root
+from harness.row import CellRow
 
 CELL_PROPERTY = "shelfbench.cell"
 RESULT_PROPERTY = "shelfbench.result"
-RESULTS = pytest.StashKey[dict[str, Any]]()  # incumbent cell id → its CellResult, this process's
+RESULTS = pytest.StashKey[dict[str, Any]]()  # incumbent cell id → its CellRow, this process's
 INCUMBENTS = pytest.StashKey[set[str]]()  # ids of the cells an [upgrade] compares with
 BASELINE = pytest.StashKey["Run | None"]()  # the --shelf-baseline run, read at configure
 
@@ -32,7 +33,7 @@ class Bench:
         self.node = node
         self.cache = config.getoption("--shelf-cache") or cache_root()
 
-    def check(self, cell: Any) -> dict[str, Any]:
+    def check(self, cell: Any) -> CellRow:
         """Run ``cell``, record its result row, and fail if a metric is below its floor,
         or it regresses against the baseline, its incumbent or exact search."""
         if cell.run_profile not in {"default", self.config.getoption("--shelf-profile")}:
@@ -49,7 +50,7 @@ class Bench:
             pytest.fail(str(exc), pytrace=False)
         except ShelfbenchError as exc:
             pytest.fail(str(exc), pytrace=False)
-        row = result.row()
+        row = result.copy()
         failures = result.below_floor(cell) + self._against_baseline(cell, result, row)
         failures += self._against_incumbent(cell, result, row)
         index_loss = result.index_loss()
@@ -59,7 +60,7 @@ class Bench:
                 f"{index_loss.line().replace(' → ', ' (exact) → ', 1)} (under the index)"
             )
         properties = self.node.user_properties
-        properties.append((RESULT_PROPERTY, json.dumps(row)))
+        properties.append((RESULT_PROPERTY, json.dumps(row.to_json())))
         properties += [(f"metric.{name}", value) for name, value in result.metrics.items()]
         if failures:
             pytest.fail("\n".join(failures + result.warnings), pytrace=False)
@@ -78,12 +79,12 @@ class Bench:
             done[cell.id] = result
         return result
 
-    def _against_incumbent(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
+    def _against_incumbent(self, cell: Any, result: CellRow, row: CellRow) -> list[str]:
         """Under [upgrade], the candidate's cell against its incumbent's; a candidate cell
         with no incumbent twin passes ungated, with a warning saying so."""
         if cell.incumbent is None:
             if cell.upgrade_from:
-                row["warnings"].append(
+                row.warnings.append(
                     f"the suite has no {cell.upgrade_from} cell of the same dataset and "
                     "strategy, so [upgrade] did not gate it; declare one to compare"
                 )
@@ -92,7 +93,7 @@ class Bench:
             with self._terminal():
                 incumbent = self._run(cell.incumbent)
             comparisons = gate(
-                row, arrays(result.items), incumbent.row(), arrays(incumbent.items), cell,
+                row, arrays(result.items), incumbent, arrays(incumbent.items), cell,
                 cell.upgrade_max_drop, "upgrade", cell.incumbent.id,
                 {"incumbent": cell.incumbent.id},
             )  # fmt: skip
@@ -101,13 +102,13 @@ class Bench:
         worse = f"the upgrade from {cell.incumbent.backbone} is worse"
         return [f"{worse}: {c.line()}" for c in comparisons if c.regression]
 
-    def _against_baseline(self, cell: Any, result: Any, row: dict[str, Any]) -> list[str]:
+    def _against_baseline(self, cell: Any, result: CellRow, row: CellRow) -> list[str]:
         """The cell against the --shelf-baseline run, where one is given."""
         baseline: Run | None = self.config.stash.get(BASELINE, None)
         if baseline is None:
             return []
         if cell.id not in baseline.items:
-            row["warnings"].append(
+            row.warnings.append(
                 f"not in the baseline {baseline.path}, so not gated against it; "
                 "add it with --shelf-update-baseline"
             )

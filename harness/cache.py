@@ -47,7 +47,7 @@ def digest(key: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], mode: int = 0o600) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object], mode: int = 0o600) -> None:
     """``write`` to a temp file beside ``path`` (a unique name), then rename it into place
     with permissions ``mode``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -116,7 +116,7 @@ class CacheEntry:
     def _index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
         """For every cached item: its index, the part holding it, its row in that part. A
         part that cannot be opened, or holds items outside the split, is discarded."""
-        parts = []
+        parts: list[Path] = []
         items, owners, rows = ([np.zeros(0, np.int64)] for _ in range(3))
         for part in self._parts():
             try:

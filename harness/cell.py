@@ -33,7 +33,7 @@ from harness.embeddings import Embedded, embed, embed_texts
 from harness.finetune import Run, Tuned, finetune
 from harness.gallery import has_gallery, sample_and_worst
 from harness.metrics import METRICS
-from harness.result import CellResult
+from harness.row import CellRow
 from harness.runtime import device, resolve_precision
 from harness.stats import bootstrap_ci, paired_difference, summarise
 from harness.strategies import Features, Outcome, StrategySpec, Tuning, parse_strategy
@@ -97,6 +97,7 @@ def tune(ctx: CellContext) -> Tuned | None:
     own unless cross-tuning); None for a strategy on frozen embeddings."""
     if ctx.tuning is None:
         return None
+    assert ctx.pre is not None  # precomputed vectors are never tuned (suite.py says so)
     cell = ctx.cell
     dataset = open_dataset(ctx.tuning.dataset or cell.dataset)
     indices = items(cell, dataset, "train")
@@ -173,7 +174,7 @@ def outcome_key(
     }
 
 
-def run_cell(cell: Cell, cache_root: Path, recompute: bool = False) -> CellResult:
+def run_cell(cell: Cell, cache_root: Path, recompute: bool = False) -> CellRow:
     """The cell's result: its outcome read from the cache when nothing that decides it
     changed (``recompute``: computed again whatever the cache holds)."""
     start = time.perf_counter()
@@ -186,16 +187,16 @@ def run_cell(cell: Cell, cache_root: Path, recompute: bool = False) -> CellResul
     store = outcomes.OutcomeCache(cache_root)
 
     def compute() -> dict[str, Any]:
-        row = evaluate(ctx, embedded, tuned).row()
+        row = evaluate(ctx, embedded, tuned).to_json()
         seconds = {"tune": tune_s, "embed": embed_s, **row["seconds"]}
         seconds["total"] = time.perf_counter() - start
         return {**row, "seconds": seconds, "computed_seconds": seconds}
 
     row, stored = store.get(outcome_key(ctx, embedded, tuned), compute, recompute)
     if not stored:
-        return CellResult.from_json(row)
+        return CellRow.from_json(row)
     this_run = {"tune": tune_s, "embed": embed_s, "total": time.perf_counter() - start}
-    return CellResult.from_json(
+    return CellRow.from_json(
         {**row, "seconds": this_run, "result_cache": "hit", "cache": cache_state(embedded)}
     )
 
@@ -205,7 +206,7 @@ def cache_state(embedded: dict[str, Embedded]) -> str:
     return "miss" if any(e.computed for e in embedded.values()) else "hit"
 
 
-def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | None) -> CellResult:
+def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | None) -> CellRow:
     """Stages strategy, index, statistics and row: what the cell measures on its
     embeddings (the outcome cache stores this)."""
     start = time.perf_counter()
@@ -233,7 +234,7 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
     if ctx.spec.family != "untrained":
         warnings += sanity_warnings(metrics, len(classes))
     warnings += [note for e in embedded.values() for note in e.notes]
-    return CellResult(
+    return CellRow(
         id=cell.id,
         dataset=cell.dataset,
         backbone=cell.backbone,

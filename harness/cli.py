@@ -192,9 +192,8 @@ def _compare(args: argparse.Namespace) -> int:
     rows, regressions = [], 0
     for cell in [c for c in new.rows if c in old.rows and c in new.items and c in old.items]:
         row = new.rows[cell]
-        gate = row.get("gate", {})
-        max_drop = gate.get("max_drop", 0.01) if args.max_drop is None else args.max_drop
-        metrics = [args.metric or row["main_metric"]]
+        max_drop = row.gate.get("max_drop", 0.01) if args.max_drop is None else args.max_drop
+        metrics = [args.metric or row.main_metric]
         for c in compare_cell(
             old.rows[cell],
             old.items[cell],
@@ -226,7 +225,7 @@ def _compare(args: argparse.Namespace) -> int:
     )
     for label, run, other in (("only in old", old, new), ("only in new", new, old)):
         for cell in sorted(set(run.rows) - set(other.rows)):
-            print(f"{label}: {cell} ({run.rows[cell]['outcome']})")
+            print(f"{label}: {cell} ({run.rows[cell].outcome})")
     if not rows:
         raise BaselineError(
             f"{args.old} and {args.new} share no cell scored in both: nothing was compared"

@@ -15,6 +15,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.row import CellRow
+
 
 @dataclass(frozen=True)
 class Code:
@@ -59,14 +61,14 @@ class Plot:
 
     kind: str
     subject: str
-    rows: list[dict[str, Any]] = field(compare=False)
+    rows: list[CellRow] = field(compare=False)
 
 
 @dataclass(frozen=True)
 class Gallery:
     """A retrieval cell's queries and neighbours as thumbnails (HTML only)."""
 
-    row: dict[str, Any] = field(compare=False)
+    row: CellRow = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class History:
 Block = Heading | Paragraph | Bullets | Table | Plot | Gallery | History
 
 
-def dataset_section(subset: list[dict[str, Any]], dataset: str) -> list[Block]:
+def dataset_section(subset: list[CellRow], dataset: str) -> list[Block]:
     """One dataset's results: every metric with floors, intervals and cost, the
     cost-against-quality plot and table, the approximate indexes, and galleries."""
     from harness.report import (
@@ -93,15 +95,15 @@ def dataset_section(subset: list[dict[str, Any]], dataset: str) -> list[Block]:
     )
 
     blocks: list[Block] = [Heading(2, dataset), table(subset, metric_columns(subset))]
-    scored = [r for r in subset if r.get("ci")]
+    scored = [r for r in subset if r.ci]
     if scored:
         blocks += [
             Paragraph(["95% bootstrap intervals over test items, and compute cost:"]),
             interval_table(scored, metric_columns(scored, headline=True)),
         ]
-        if len([r for r in scored if "accuracy" in r.get("metrics", {})]) > 1:
+        if len([r for r in scored if "accuracy" in r.metrics]) > 1:
             blocks.append(Plot("scatter", dataset, scored))
-    if any(r.get("cost") for r in scored):
+    if any(r.cost for r in scored):
         blocks += [
             Paragraph(
                 [
@@ -124,31 +126,29 @@ def dataset_section(subset: list[dict[str, Any]], dataset: str) -> list[Block]:
         ]
         if len(indexed) > 1:
             blocks.append(Plot("index", dataset, indexed))
-    return blocks + [Gallery(row) for row in subset if row.get("gallery")]
+    return blocks + [Gallery(row) for row in subset if row.gallery]
 
 
-def notes(rows: list[dict[str, Any]]) -> list[Block]:
+def examples(row: CellRow) -> str:
+    return ", ".join(row.skipped["examples"][:3])
+
+
+def notes(rows: list[CellRow]) -> list[Block]:
     """Skipped unreadable images, warnings, and why cells failed or were skipped."""
     from harness.report import unreadable_counts
 
     blocks: list[Block] = []
-    unreadable = [
-        [
-            Code(r["id"]),
-            f" skipped unreadable images: {counts} (e.g. "
-            f"{', '.join(r['skipped']['examples'][:3])})",
-        ]
+    unreadable: list[Line] = [
+        [Code(r.id), f" skipped unreadable images: {n} (e.g. {examples(r)})"]
         for r in rows
-        if (counts := unreadable_counts(r))
+        if (n := unreadable_counts(r))
     ]
     if unreadable:
         blocks += [Heading(2, "Unreadable images"), Bullets(unreadable)]
-    warned = [[Code(r["id"]), f": {w}"] for r in rows for w in r.get("warnings", [])]
+    warned: list[Line] = [[Code(r.id), f": {w}"] for r in rows for w in r.warnings]
     if warned:
         blocks += [Heading(2, "Warnings"), Bullets(warned)]
-    problems = [
-        [Code(r["id"]), f" ({r['outcome']}): {r['message']}"] for r in rows if r.get("message")
-    ]
+    problems: list[Line] = [[Code(r.id), f" ({r.outcome}): {r.message}"] for r in rows if r.message]
     if problems:
         blocks += [Heading(2, "Failures and skips"), Bullets(problems)]
     return blocks
@@ -169,7 +169,7 @@ def history_section(history: dict[str, list[Any]]) -> list[Block]:
 
 def build(
     provenance: dict[str, Any],
-    rows: list[dict[str, Any]],
+    rows: list[CellRow],
     history: dict[str, list[Any]] | None = None,
 ) -> list[Block]:
     """The whole report, in the one order every renderer shows."""
@@ -182,7 +182,7 @@ def build(
         Heading(2, "Recommendation"),
         Bullets([[Strong(dataset), ": ", *line] for dataset, line in recommendation_lines(rows)]),
     ]
-    if any(row.get("upgrade") for row in rows):
+    if any(row.upgrade for row in rows):
         blocks += [
             Heading(2, "Upgrade"),
             Paragraph(
@@ -194,17 +194,17 @@ def build(
             ),
             upgrade_table(rows),
         ]
-    exact = [r for r in rows if "accuracy" in r.get("metrics", {}) and not r.get("index")]
+    exact = [r for r in rows if "accuracy" in r.metrics and not r.index]
     mapped = [  # a heat map needs two backbones or two datasets to compare
         strategy
-        for strategy in sorted({r["strategy"] for r in exact})
-        if len({(r["backbone"], r["dataset"]) for r in exact if r["strategy"] == strategy}) > 1
+        for strategy in sorted({r.strategy for r in exact})
+        if len({(r.backbone, r.dataset) for r in exact if r.strategy == strategy}) > 1
     ]
     if mapped:
         blocks.append(Heading(2, "Accuracy by backbone and dataset"))
         blocks += [Plot("heat_map", strategy, exact) for strategy in mapped]
-    for dataset in sorted({row["dataset"] for row in rows}):
-        blocks += dataset_section([r for r in rows if r["dataset"] == dataset], dataset)
+    for dataset in sorted({row.dataset for row in rows}):
+        blocks += dataset_section([r for r in rows if r.dataset == dataset], dataset)
     return blocks + history_section(history or {}) + notes(rows)
 
 
@@ -254,30 +254,30 @@ def history_table(block: History) -> tuple[list[list[str]], list[str]]:
     return body, ["started", "commit", "weights", "value [95% CI]", "change", "paired verdict"]
 
 
-def summary(rows: list[dict[str, Any]]) -> list[Block]:
+def summary(rows: list[CellRow]) -> list[Block]:
     """The short form (the terminal, a CI job's summary page): per dataset its headline
     metrics (✓/✗ against floors, the baseline verdict) and index table, then the upgrade
     table; with ``notes`` for a page."""
     from harness.report import index_rows, index_table, metric_columns, table, upgrade_table
 
     blocks: list[Block] = []
-    for dataset in dict.fromkeys(row["dataset"] for row in rows):
-        subset = [row for row in rows if row["dataset"] == dataset]
+    for dataset in dict.fromkeys(row.dataset for row in rows):
+        subset = [row for row in rows if row.dataset == dataset]
         blocks += [Heading(3, dataset), table(subset, metric_columns(subset, headline=True))]
         if index_rows(subset):
             blocks += [
                 Heading(3, f"{dataset}: each index against exact search"),
                 index_table(subset),
             ]
-    if any(row.get("upgrade") for row in rows):
+    if any(row.upgrade for row in rows):
         blocks += [Heading(3, "upgrade: each candidate cell against the incumbent's")]
         blocks.append(upgrade_table(rows))
     return blocks
 
 
-def terminal(rows: list[dict[str, Any]]) -> str:
+def terminal(rows: list[CellRow]) -> str:
     """``summary`` as plain text: each table under its title."""
-    out = []
+    out: list[str] = []
     for block in summary(rows):
         if isinstance(block, Heading):
             out.append(("\n" if out else "") + block.text)
@@ -286,7 +286,7 @@ def terminal(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def step_summary(rows: list[dict[str, Any]]) -> str:
+def step_summary(rows: list[CellRow]) -> str:
     """The Markdown a CI job's summary page shows (``$GITHUB_STEP_SUMMARY``): the
     summary's tables, the warnings, and why cells failed or were skipped."""
     return markdown([Heading(2, "shelfbench"), *summary(rows), *notes(rows)])

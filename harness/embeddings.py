@@ -117,7 +117,7 @@ def embed(
     split: str,
     indices: np.ndarray,
     spec: BackboneSpec,
-    pre: Preprocess,
+    pre: Preprocess | None,
     batch_size: int,
     cache_root: Path,
     checkpoint: Checkpoint | None = None,
@@ -131,6 +131,7 @@ def embed(
     weights = resolve(spec)
     if not library(spec).runs_model:
         return embed_vectors(dataset, split, indices, spec, weights, cache_root)
+    assert pre is not None  # a library that runs a model has preprocessing
     data = dataset.split(split)
     key = embedding_key(dataset, split, spec, weights, pre, device(), checkpoint, precision)
     entry = CacheEntry(cache_root, key, len(data), lock)

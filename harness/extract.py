@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from harness import resize
 from harness.backbones.base import Preprocess
+from harness.backbones.build import width
 from harness.datasets.base import ArraySplit, Split
 from harness.errors import DatasetError, EmbeddingError
 from harness.runtime import computing_at, cpu_threads, device, grad_off, loader_workers
@@ -136,8 +137,8 @@ def loader(items: Items, batches: Sequence[Sequence[int]]) -> Iterable[Loaded]:
 
     workers = loader_workers()
     return torch.utils.data.DataLoader(
-        items,
-        batch_sampler=batches,
+        items,  # type: ignore[arg-type]  # a map-style dataset by protocol, not by base class
+        batch_sampler=batches,  # type: ignore[arg-type]  # any iterable of index lists
         num_workers=workers,
         collate_fn=_collate,
         persistent_workers=False,
@@ -173,7 +174,8 @@ def load_batches(
     held in memory at one size skip PIL: ``Loaded.pixels`` resizes them, bit for bit as
     ``transform`` would, on the device."""
     if isinstance(split, ArraySplit):
-        resizing = resize.plan(*split.images.shape[1:3], pre)
+        height, width = split.images.shape[1:3]
+        resizing = resize.plan(height, width, pre)
         for chunk in chunks(len(rows), batch_size):
             yield in_memory(split, np.asarray(rows[chunk.start : chunk.stop]), resizing)
         return
@@ -213,7 +215,7 @@ def embed_batches(
 
     torch.set_num_threads(cpu_threads())
     dev = device()
-    model = model.to(dev, memory_format=torch.channels_last)
+    model = model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
     buffer = batch_buffer(batch_size, pre, dev)
     bar = progress(len(indices), desc)
     pending: tuple[np.ndarray, torch.Tensor] | None = None
@@ -223,7 +225,7 @@ def embed_batches(
                 bar.write(f"shelfbench: skipped {message}", file=sys.stderr)
             if batch.bad:
                 bad = np.array(sorted(batch.bad), dtype=np.int64)
-                yield bad, np.full((len(bad), model.num_features), np.nan, np.float32)
+                yield bad, np.full((len(bad), width(model)), np.nan, np.float32)
             if len(batch.rows):
                 x = to_tensor(batch.pixels(dev), pre, dev, buffer)
                 out = _forward(model, x, desc)

@@ -47,7 +47,7 @@ from harness.extract import (
     transform_item,
 )
 from harness.runtime import cpu_training, device, training_threads
-from harness.settings import Count, CropPct, Positive, Seed, Table, Tolerance, Unit, pair
+from harness.settings import Count, CropRange, Positive, Seed, Table, Tolerance, Unit
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +73,7 @@ class TrainSettings(Table):
     label_smoothing: Tolerance = 0.1
     clip_grad: Positive = 1.0
     augment: bool = True
-    crop_scale: pair(CropPct) = (0.35, 1.0)  # the random resized crop's share of the area
+    crop_scale: CropRange = (0.35, 1.0)  # the random resized crop's share of the area
     amp: bool = True
     seed: Seed = 0
 
@@ -234,7 +234,7 @@ def train_batches(run: Run, data: Split, order: np.ndarray, epoch: int) -> Itera
     in memory at one size are cropped, resized and flipped on the device, bit for bit as
     ``augment`` would, with weights drawn here."""
     settings, pre = run.settings, run.pre
-    positions = [order[c] for c in chunks(len(order), settings["batch_size"])]
+    positions = [order[c].tolist() for c in chunks(len(order), settings["batch_size"])]
     if isinstance(data, ArraySplit):
         return _array_batches(data, [run.indices[p] for p in positions], pre, settings, epoch)
     prepare = (
@@ -302,7 +302,7 @@ def train(run_dir: Path, run: Run) -> None:
     import torch
     import torch.nn.functional as F
 
-    from harness.backbones.build import build_model
+    from harness.backbones.build import build_model, width
 
     dataset, indices, spec, pre, blocks = run.dataset, run.indices, run.spec, run.pre, run.blocks
     settings = run.settings
@@ -311,9 +311,9 @@ def train(run_dir: Path, run: Run) -> None:
     seed = settings["seed"]
     model = build_model(spec, run.weights)
     torch.manual_seed(seed)
-    head = torch.nn.Linear(model.num_features, len(dataset.classes))
+    head = torch.nn.Linear(width(model), len(dataset.classes))
     backbone_params = trainable(model, spec, blocks)
-    net = torch.nn.Sequential(model, head).to(dev, memory_format=torch.channels_last)
+    net = torch.nn.Sequential(model, head).to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
     decay = [p for p in backbone_params if p.ndim > 1]
     no_decay = [p for p in backbone_params if p.ndim <= 1]
     groups = [

@@ -79,10 +79,10 @@ def from_reports(reports: Path, last: int | None = SHOWN_RUNS) -> dict[str, list
             continue
         provenance = json.loads((folder / "latest.json").read_text()).get("provenance", {})
         for cell, row in run.rows.items():
-            metric = row.get("main_metric")
-            if not metric or metric not in row.get("metrics", {}):
+            metric = row.main_metric
+            if not metric or metric not in row.metrics:
                 continue
-            low, high = row.get("ci", {}).get(metric, [np.nan, np.nan])
+            low, high = row.ci.get(metric, [np.nan, np.nan])
             points = out.setdefault(cell, [])
             before = points[-1].value if points else None
             points.append(
@@ -90,12 +90,12 @@ def from_reports(reports: Path, last: int | None = SHOWN_RUNS) -> dict[str, list
                     folder.name,
                     str(provenance.get("started", folder.name)),
                     str(provenance.get("git_commit") or "")[:12],
-                    str(row.get("weights_sha256", ""))[:12],
+                    str(row.weights_sha256)[:12],
                     metric,
-                    float(row["metrics"][metric]),
+                    float(row.metrics[metric]),
                     float(low),
                     float(high),
-                    None if before is None else float(row["metrics"][metric]) - before,
+                    None if before is None else float(row.metrics[metric]) - before,
                     _verdict(previous_run.get(cell), run, cell, metric)
                     if before is not None
                     else "",
@@ -114,8 +114,8 @@ def from_mlflow(uri: str) -> dict[str, list[Point]]:
 
     from harness.tracking import EXPERIMENT, HTTP_LIMITS, tracking_uri
 
-    for name, value in HTTP_LIMITS.items():
-        os.environ.setdefault(name, value)
+    for variable, limit in HTTP_LIMITS.items():
+        os.environ.setdefault(variable, limit)
     mlflow.set_tracking_uri(tracking_uri(uri))
     runs = mlflow.search_runs(experiment_names=[EXPERIMENT], order_by=["start_time ASC"])
     out: dict[str, list[Point]] = {}

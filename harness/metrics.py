@@ -84,7 +84,7 @@ def vote_ranks(
 def recall_at_k(relevance: np.ndarray, k: int) -> np.ndarray:
     """[any of the top k is relevant]; Recall@k (metric-learning usage, a hit rate) is its
     mean over queries."""
-    return relevance[:, :k].any(axis=1).astype(np.float64)
+    return np.asarray(relevance[:, :k].any(axis=1), dtype=np.float64)
 
 
 def mmp_at_k(relevance: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:

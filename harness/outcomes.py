@@ -1,7 +1,7 @@
 """The outcome cache: a cell whose inputs did not change is not computed again.
 
 A cell's outcome (metrics, intervals, per-item arrays, gallery, index measurements,
-costs: its whole ``CellResult``) is stored under a key made of everything that decides
+costs: its whole ``CellRow``) is stored under a key made of everything that decides
 it: the content of the embeddings it read, the strategy and its resolved parameters,
 the metrics and bootstrap settings, the precision, the libraries that change numbers,
 and a digest of shelfbench's own source (any change to the harness code invalidates

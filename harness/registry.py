@@ -8,7 +8,8 @@ from typing import Generic, Protocol, TypeVar
 
 
 class _Named(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
 
 T = TypeVar("T", bound=_Named)

@@ -10,65 +10,64 @@ from typing import Any
 
 from harness.document import Code, Inline, Table
 from harness.metrics import METRICS
+from harness.row import CellRow
 
-SCHEMA = 1
 
-
-def metric_columns(rows: Iterable[dict[str, Any]], headline: bool = False) -> list[str]:
+def metric_columns(rows: Iterable[CellRow], headline: bool = False) -> list[str]:
     """The registered metrics any row has, in display order (only the headline ones, for
     the terminal and the interval tables, if ``headline``)."""
-    present = {m for row in rows for m in row.get("metrics", {})}
+    present = {m for row in rows for m in row.metrics}
     return [
         m.name for m in METRICS.in_order() if m.name in present and (m.headline or not headline)
     ]
 
 
-def _cell(row: dict[str, Any], metric: str) -> str:
-    value = row.get("metrics", {}).get(metric)
+def _cell(row: CellRow, metric: str) -> str:
+    value = row.metrics.get(metric)
     if value is None:
         return ""
-    floor = row.get("floors", {}).get(metric)
+    floor = row.floors.get(metric)
     mark = "" if floor is None else (" ✓" if METRICS.get(metric).gain(floor, value) >= 0 else " ✗")
     return f"{value:.4f}{mark}"
 
 
-def compute_seconds(row: dict[str, Any]) -> float | None:
+def compute_seconds(row: CellRow) -> float | None:
     """What computing the cell's result took (embedding, training, evaluation), as
     recorded when it ran, whether this run computed it or read it from a cache."""
-    cost = row.get("cost") or {}
+    cost = row.cost or {}
     return cost.get("seconds", {}).get("total")
 
 
-def verdict(row: dict[str, Any]) -> str:
+def verdict(row: CellRow) -> str:
     """The baseline verdict of the row's main metric ('' without a baseline)."""
-    for comparison in row.get("baseline", []):
-        if comparison["metric"] == row.get("main_metric"):
+    for comparison in row.baseline:
+        if comparison["metric"] == row.main_metric:
             return f"{comparison['verdict']} ({comparison['diff']:+.4f})"
     return ""
 
 
-def table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
+def table(rows: list[CellRow], metrics: list[str]) -> Table:
     """One line per cell: outcome, metrics (✓/✗ against a floor), the embeddings' cache
     (hit or miss), "cached" where the outcome cache served the result, this run's seconds
     (train is fine-tuning plus fitting a head), and the verdict against a baseline when
     there is one."""
-    with_baseline = any(row.get("baseline") for row in rows)
+    with_baseline = any(row.baseline for row in rows)
     headers = ["cell", "outcome", *metrics, "precision", "cache", "result"]
     headers += ["embed s", "train s", "total s"]
     headers += ["vs baseline"] if with_baseline else []
     body = []
     for row in rows:
-        seconds = dict(row.get("seconds", {}))
+        seconds = dict(row.seconds)
         if "fit" in seconds:
             seconds["train"] = seconds["fit"] + seconds.get("tune", 0.0)
         body.append(
             [
-                row["id"],
-                row["outcome"],
+                row.id,
+                row.outcome,
                 *(_cell(row, m) for m in metrics),
-                row.get("precision", ""),
-                row.get("cache", ""),
-                "cached" if row.get("result_cache") == "hit" else "",
+                row.precision,
+                row.cache,
+                "cached" if row.result_cache == "hit" else "",
                 *(f"{seconds[p]:.1f}" if p in seconds else "" for p in ("embed", "train", "total")),
                 *([verdict(row)] if with_baseline else []),
             ]
@@ -76,19 +75,19 @@ def table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
     return Table(headers, body)
 
 
-def interval_table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
+def interval_table(rows: list[CellRow], metrics: list[str]) -> Table:
     """Metrics with their 95% bootstrap intervals, and each cell's compute cost."""
     body = []
     for row in rows:
-        ci = row.get("ci", {})
+        ci = row.ci
         cells = [
-            f"{row['metrics'][m]:.4f} [{ci[m][0]:.4f}, {ci[m][1]:.4f}]"
-            if m in row.get("metrics", {}) and m in ci
+            f"{row.metrics[m]:.4f} [{ci[m][0]:.4f}, {ci[m][1]:.4f}]"
+            if m in row.metrics and m in ci
             else ""
             for m in metrics
         ]
         cost = compute_seconds(row)
-        body.append([row["id"], *cells, "" if cost is None else f"{cost:.1f}"])
+        body.append([row.id, *cells, "" if cost is None else f"{cost:.1f}"])
     return Table(["cell", *metrics, "cost s"], body)
 
 
@@ -104,20 +103,20 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def cost_table(rows: list[dict[str, Any]]) -> Table:
+def cost_table(rows: list[CellRow]) -> Table:
     """Accuracy (the metric every strategy reports) against total compute seconds, cheapest
     first, with the rest of each cell's cost; ★ marks the Pareto front."""
-    done = [r for r in rows if "accuracy" in r.get("metrics", {}) and r.get("cost")]
-    points = [(r["cost"]["seconds"]["total"], r["metrics"]["accuracy"]) for r in done]
+    done = [r for r in rows if "accuracy" in r.metrics and r.cost]
+    points = [(r.cost["seconds"]["total"], r.metrics["accuracy"]) for r in done]
     front = set(pareto_front(points))
     order = sorted(range(len(done)), key=lambda i: points[i])
     body = []
     for i in order:
-        cost = done[i]["cost"]
+        cost = done[i].cost
         seconds = cost["seconds"]
         body.append(
             [
-                done[i]["id"],
+                done[i].id,
                 f"{points[i][1]:.4f}",
                 f"{seconds['total']:.1f}",
                 *(f"{seconds[p]:.1f}" for p in ("embed", "train", "eval")),
@@ -133,29 +132,29 @@ def cost_table(rows: list[dict[str, Any]]) -> Table:
     return Table(headers, body)
 
 
-def index_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def index_rows(rows: list[CellRow]) -> list[CellRow]:
     """The rows of cells that searched an approximate index."""
-    return [row for row in rows if row.get("index")]
+    return [row for row in rows if row.index]
 
 
 def _number(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def index_table(rows: list[dict[str, Any]]) -> Table:
+def index_table(rows: list[CellRow]) -> Table:
     """Exact search against each index setting, per backbone: the main metric with its
     interval, its loss against exact with the paired-bootstrap interval (and the metric
     that loses most: a deep one such as MAP@R can fall while mMP@5 holds), neighbour
     recall, latency one query at a time, batched QPS, build time and memory."""
     indexed = index_rows(rows)
     body = []
-    for backbone in dict.fromkeys(row["backbone"] for row in indexed):
-        mine = [row for row in indexed if row["backbone"] == backbone]
-        main = mine[0]["main_metric"]
-        exact = mine[0]["index"]["exact_metrics"][main]
+    for backbone in dict.fromkeys(row.backbone for row in indexed):
+        mine = [row for row in indexed if row.backbone == backbone]
+        main = mine[0].main_metric
+        exact = mine[0].index["exact_metrics"][main]
         body.append([backbone, "exact", f"{exact:.4f}", "", "", "1.000", "1.000", *[""] * 6])
         for row in mine:
-            index, ci = row["index"], row["ci"].get(main, [None, None])
+            index, ci = row.index, row.ci.get(main, [None, None])
             loss = index["loss"][main]
             worst = max(index["loss"], key=lambda m: index["loss"][m]["value"])
             worst_loss = index["loss"][worst]
@@ -164,11 +163,11 @@ def index_table(rows: list[dict[str, Any]]) -> Table:
                 for key, v in index.items()
                 if key.startswith("neighbour_recall@")
             )
-            value = row["metrics"][main]
+            value = row.metrics[main]
             body.append(
                 [
                     backbone,
-                    row["id"].partition("@")[2],
+                    row.id.partition("@")[2],
                     f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]",
                     f"{loss['value']:+.4f} [{loss['low']:+.4f}, {loss['high']:+.4f}]",
                     f"{worst} {worst_loss['value']:+.4f} [{worst_loss['low']:+.4f}, "
@@ -180,13 +179,13 @@ def index_table(rows: list[dict[str, Any]]) -> Table:
                     _number(index["qps"], ",.0f"),
                     f"{index['build_seconds']:.2f}",
                     _number(index["memory_bytes"] and index["memory_bytes"] / 2**20, ".1f"),
-                    "✗" if row.get("outcome") == "failed" else "",
+                    "✗" if row.outcome == "failed" else "",
                 ]
             )
     headers = [
         "backbone",
         "index",
-        f"{indexed[0]['main_metric']} [95% CI]",
+        f"{indexed[0].main_metric} [95% CI]",
         "loss vs exact [95% CI]",
         "largest loss [95% CI]",
         "neighbour recall@10",
@@ -201,19 +200,19 @@ def index_table(rows: list[dict[str, Any]]) -> Table:
     return Table(headers, body)
 
 
-def upgrade_table(rows: list[dict[str, Any]]) -> Table:
+def upgrade_table(rows: list[CellRow]) -> Table:
     """Under [upgrade]: per dataset × strategy and gated metric, the incumbent's value, the
     candidate's, their paired difference with its 95% interval, and the verdict."""
     body = []
     for row in rows:
-        for c in row.get("upgrade", []):
+        for c in row.upgrade:
             incumbent = c["incumbent"].split("/")[1]
             verdict = "worse beyond the tolerance" if c["regression"] else c["verdict"]
             body.append(
                 [
-                    row["dataset"],
-                    row["id"].split("/", 2)[2],
-                    f"{incumbent} → {row['backbone']}",
+                    row.dataset,
+                    row.id.split("/", 2)[2],
+                    f"{incumbent} → {row.backbone}",
                     c["metric"],
                     f"{c['old']:.4f}",
                     f"{c['new']:.4f}",
@@ -227,32 +226,30 @@ def upgrade_table(rows: list[dict[str, Any]]) -> Table:
     return Table(headers, body)
 
 
-def unreadable_counts(row: dict[str, Any]) -> str:
+def unreadable_counts(row: CellRow) -> str:
     """``"N of SPLIT, ..."`` for the images a cell skipped as unreadable; ``""`` if none."""
-    skipped = row.get("skipped", {})
+    skipped = row.skipped
     return ", ".join(f"{n} of {split}" for split, n in skipped.items() if split != "examples" and n)
 
 
-def recommendations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def recommendations(rows: list[CellRow]) -> list[dict[str, Any]]:
     """Per dataset: the most accurate cell, and the cheapest within the suite's epsilon of
     it (the study's practical question). Accuracy is the one metric every strategy
     reports; cost is the compute seconds of embedding, fitting and evaluating."""
     out = []
-    for dataset in sorted({row["dataset"] for row in rows}):
-        done = [r for r in rows if r["dataset"] == dataset and "accuracy" in r.get("metrics", {})]
+    for dataset in sorted({row.dataset for row in rows}):
+        done = [r for r in rows if r.dataset == dataset and "accuracy" in r.metrics]
         if not done:
             continue
-        best = max(done, key=lambda r: r["metrics"]["accuracy"])
-        epsilon = best.get("gate", {}).get("epsilon", 0.01)
-        close = [
-            r for r in done if r["metrics"]["accuracy"] >= best["metrics"]["accuracy"] - epsilon
-        ]
+        best = max(done, key=lambda r: r.metrics["accuracy"])
+        epsilon = best.gate.get("epsilon", 0.01)
+        close = [r for r in done if r.metrics["accuracy"] >= best.metrics["accuracy"] - epsilon]
         cheapest = min(close, key=lambda r: compute_seconds(r) or 0.0)
         out.append({"dataset": dataset, "best": best, "cheapest": cheapest, "epsilon": epsilon})
     return out
 
 
-def recommendation_lines(rows: list[dict[str, Any]]) -> list[tuple[str, list[Inline]]]:
+def recommendation_lines(rows: list[CellRow]) -> list[tuple[str, list[Inline]]]:
     """(dataset, its recommendation as inline text: cell ids as code) per dataset."""
     out = []
     for rec in recommendations(rows):
@@ -260,15 +257,15 @@ def recommendation_lines(rows: list[dict[str, Any]]) -> list[tuple[str, list[Inl
         line: list[Inline] = ["best accuracy "]
         for r, between in ((best, f"; cheapest within {rec['epsilon']:.3f} of it: "), (cheap, "")):
             line += [
-                Code(r["id"]),
-                f" ({r['metrics']['accuracy']:.4f}, {compute_seconds(r) or 0:.0f} s)",
+                Code(r.id),
+                f" ({r.metrics['accuracy']:.4f}, {compute_seconds(r) or 0:.0f} s)",
             ]
             line += [between] if between else []
         out.append((rec["dataset"], line))
     return out
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[CellRow]) -> str:
     metrics = metric_columns(rows)
     fields = [
         "id",
@@ -298,9 +295,9 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        flat = {**row, **row.get("metrics", {})}
-        flat.update({f"{p}_s": s for p, s in row.get("seconds", {}).items()})
-        cost = row.get("cost") or {}
+        flat = {**row.to_json(), **row.metrics}
+        flat.update({f"{p}_s": s for p, s in row.seconds.items()})
+        cost = row.cost or {}
         flat.update({k: v for k, v in cost.items() if k != "seconds"})
         if cost:
             flat["cost_total_s"] = cost["seconds"]["total"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +16,15 @@ from harness.cache import atomic_write
 from harness.document import build, markdown
 from harness.history import from_reports
 from harness.history import keep_runs as keep
-from harness.report import SCHEMA, to_csv
+from harness.report import to_csv
 from harness.report_html import html
+from harness.row import SCHEMA, CellRow
 
 # Reports are for sharing: readable by all.
 SHARED = 0o644
 
 
-def write_shared(path: Path, write: Callable[[Path], None]) -> Path:
+def write_shared(path: Path, write: Callable[[Path], object]) -> Path:
     atomic_write(path, write, SHARED)
     return path
 
@@ -44,7 +47,7 @@ def history_dir(directory: Path, started: str) -> Path:
 def write_reports(
     directory: Path,
     provenance: dict[str, Any],
-    rows: list[dict[str, Any]],
+    rows: list[CellRow],
     keep_runs: int | None = None,
 ) -> list[Path]:
     """Write latest.json (with latest.items.npz beside it), .md, .csv and .html atomically,
@@ -52,9 +55,10 @@ def write_reports(
     if given; all otherwise); return the paths written. The Markdown and HTML reports
     show each cell's history across the runs kept there."""
     directory.mkdir(parents=True, exist_ok=True)
-    plain = [{k: v for k, v in row.items() if k != "items"} for row in rows]
+    plain = [replace(row, items={}) for row in rows]  # per-item results go to the .npz
+    cells = [{k: v for k, v in row.to_json().items() if k != "items"} for row in plain]
     run = history_dir(directory, provenance["started"])
-    report = {"schema": SCHEMA, "provenance": provenance, "cells": plain}
+    report = {"schema": SCHEMA, "provenance": provenance, "cells": cells}
     text = json.dumps(report, indent=1) + "\n"
     paths = [write_shared(run / "latest.json", lambda p: p.write_text(text))]
     paths.append(save_items(run / "latest.json", rows))
@@ -64,11 +68,9 @@ def write_reports(
         "latest.csv": to_csv(plain),
         "latest.html": html(provenance, plain, past),
     }
-    for name, text in documents.items():
-        paths.append(write_shared(run / name, lambda p, text=text: p.write_text(text)))
-    latest = []
-    for path in paths:
-        latest.append(write_shared(directory / path.name, lambda p, src=path: shutil.copy(src, p)))
+    for name, document in documents.items():
+        paths.append(write_shared(run / name, partial(Path.write_text, data=document)))
+    latest = [write_shared(directory / path.name, partial(shutil.copy, path)) for path in paths]
     if keep_runs is not None:
         keep(directory, keep_runs)
     return latest

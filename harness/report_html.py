@@ -29,6 +29,7 @@ from harness.document import (
     build,
 )
 from harness.report import compute_seconds, pareto_front
+from harness.row import CellRow
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
 table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;overflow-x:auto}
@@ -68,7 +69,7 @@ def _finish(figure: Any, ax: Any, xlabel: str, ylabel: str, title: str) -> str:
     return _png(figure)
 
 
-def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
+def heat_map(rows: list[CellRow], strategy: str) -> str:
     """Backbone × dataset accuracy of one strategy."""
     import matplotlib
 
@@ -76,14 +77,12 @@ def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    cells = [r for r in rows if r["strategy"] == strategy and "accuracy" in r.get("metrics", {})]
-    backbones = sorted({r["backbone"] for r in cells})
-    datasets = sorted({r["dataset"] for r in cells})
+    cells = [r for r in rows if r.strategy == strategy and "accuracy" in r.metrics]
+    backbones = sorted({r.backbone for r in cells})
+    datasets = sorted({r.dataset for r in cells})
     grid = np.full((len(backbones), len(datasets)), np.nan)
     for r in cells:
-        grid[backbones.index(r["backbone"]), datasets.index(r["dataset"])] = r["metrics"][
-            "accuracy"
-        ]
+        grid[backbones.index(r.backbone), datasets.index(r.dataset)] = r.metrics["accuracy"]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(datasets), 0.8 + 0.45 * len(backbones)))
     # The colours span the values shown, so a difference of a point is visible.
     low, high = float(np.nanmin(grid)), float(np.nanmax(grid))
@@ -106,7 +105,7 @@ def heat_map(rows: list[dict[str, Any]], strategy: str) -> str:
     return _png(fig)
 
 
-def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
+def scatter(rows: list[CellRow], dataset: str) -> str:
     """Accuracy against compute seconds (log scale where they span more than 10x), the
     Pareto front drawn."""
     import matplotlib
@@ -114,16 +113,17 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [r for r in rows if r["dataset"] == dataset and "accuracy" in r.get("metrics", {})]
-    points = [(max(compute_seconds(r) or 0.0, 1e-3), r["metrics"]["accuracy"]) for r in cells]
+    cells = [r for r in rows if r.dataset == dataset and "accuracy" in r.metrics]
+    points = [(max(compute_seconds(r) or 0.0, 1e-3), r.metrics["accuracy"]) for r in cells]
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for strategy in sorted({r["strategy"] for r in cells}):
-        mine = [p for p, r in zip(points, cells, strict=True) if r["strategy"] == strategy]
-        ax.scatter(*zip(*mine, strict=True), label=label(strategy), s=40)
+    for strategy in sorted({r.strategy for r in cells}):
+        mine = [p for p, r in zip(points, cells, strict=True) if r.strategy == strategy]
+        xs, ys = zip(*mine, strict=True)
+        ax.scatter(xs, ys, label=label(strategy), s=40)
     for point, row in zip(points, cells, strict=True):
         ax.annotate(
-            label(row["backbone"]), point, fontsize=7, xytext=(4, 3), textcoords="offset points"
+            label(row.backbone), point, fontsize=7, xytext=(4, 3), textcoords="offset points"
         )
     ax.plot(*zip(*(points[i] for i in front), strict=True), "k--", lw=1, label="Pareto front")
     costs = [p[0] for p in points]
@@ -138,7 +138,7 @@ def scatter(rows: list[dict[str, Any]], dataset: str) -> str:
     )
 
 
-def index_plot(rows: list[dict[str, Any]], dataset: str) -> str:
+def index_plot(rows: list[CellRow], dataset: str) -> str:
     """Neighbour recall@10 against batched queries per second, one series per backbone,
     with the Pareto front (more recall, more QPS) of each drawn."""
     import matplotlib
@@ -147,13 +147,14 @@ def index_plot(rows: list[dict[str, Any]], dataset: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for backbone in sorted({r["backbone"] for r in rows}):
-        mine = [r for r in rows if r["backbone"] == backbone and r["index"].get("qps")]
-        points = [(1 / r["index"]["qps"], r["index"]["neighbour_recall@10"]) for r in mine]
+    for backbone in sorted({r.backbone for r in rows}):
+        mine = [r for r in rows if r.backbone == backbone and r.index.get("qps")]
+        points = [(1 / r.index["qps"], r.index["neighbour_recall@10"]) for r in mine]
         shown = [(p[1], 1 / p[0]) for p in points]
-        dots = ax.scatter(*zip(*shown, strict=True), s=36, label=label(backbone))
+        xs, ys = zip(*shown, strict=True)
+        dots = ax.scatter(xs, ys, s=36, label=label(backbone))
         for point, row in zip(shown, mine, strict=True):
-            name = label(row["id"].partition("@")[2])
+            name = label(row.id.partition("@")[2])
             ax.annotate(name, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
         front = [shown[i] for i in pareto_front(points)]
         ax.plot(*zip(*front, strict=True), "--", lw=1, color=dots.get_facecolor()[0])
@@ -192,13 +193,15 @@ def table(block: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-PLOTS: dict[str, Callable[[list[dict[str, Any]], str], str]] = {}
+PLOTS: dict[str, Callable[[list[CellRow], str], str]] = {}
 
 
 # Row fields no plot draws, which change from run to run (this run's seconds, the cache
 # states, the verdicts) or are pictures of their own: left out of a plot's cache key.
-NOT_PLOTTED = ("seconds", "cache", "result_cache", "outcome", "message", "warnings")
-NOT_PLOTTED += ("baseline", "upgrade", "gallery", "changed", "items")
+NOT_PLOTTED = (
+    *("seconds", "cache", "result_cache", "outcome", "message", "warnings"),
+    *("baseline", "upgrade", "gallery", "changed", "items"),
+)
 
 
 def plot(block: Plot) -> str:
@@ -211,7 +214,7 @@ def plot(block: Plot) -> str:
     from harness.outcomes import harness_digest
     from harness.paths import cache_root
 
-    shown = [{k: v for k, v in row.items() if k not in NOT_PLOTTED} for row in block.rows]
+    shown = [{k: v for k, v in r.to_json().items() if k not in NOT_PLOTTED} for r in block.rows]
     key = {
         "kind": block.kind,
         "subject": block.subject,
@@ -298,7 +301,7 @@ def render(block: Block) -> str:
 
 def html(
     provenance: dict[str, Any],
-    rows: list[dict[str, Any]],
+    rows: list[CellRow],
     history: dict[str, list[Any]] | None = None,
 ) -> str:
     head = f"<!doctype html><meta charset='utf-8'><title>shelfbench</title><style>{STYLE}</style>"
@@ -348,7 +351,7 @@ def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, 
     return f'<div class="row">{note}{"".join(cells)}</div>'
 
 
-def galleries(row: dict[str, Any]) -> str:
+def galleries(row: CellRow) -> str:
     """A retrieval cell's pictures: sampled and worst-ranked queries with their top five,
     and, against an incumbent or a baseline, the queries whose first hit moved most."""
     from harness.datasets import open_dataset
@@ -356,12 +359,12 @@ def galleries(row: dict[str, Any]) -> str:
     from harness.errors import ShelfbenchError
 
     try:
-        dataset = open_dataset(row["dataset"])
+        dataset = open_dataset(row.dataset)
     except ShelfbenchError as exc:
-        return f"<p>No gallery for <code>{esc(row['id'])}</code>: {esc(exc)}</p>"
-    split = gallery_split(row.get("protocol", "split"))
-    parts = [f"<h3>What <code>{esc(row['id'])}</code> retrieves</h3>"]
-    gallery = row["gallery"]
+        return f"<p>No gallery for <code>{esc(row.id)}</code>: {esc(exc)}</p>"
+    split = gallery_split(row.protocol)
+    parts = [f"<h3>What <code>{esc(row.id)}</code> retrieves</h3>"]
+    gallery = row.gallery
     for kind, title in (
         ("sample", "a seeded sample of queries"),
         ("worst", "the worst-ranked queries"),
@@ -369,7 +372,7 @@ def galleries(row: dict[str, Any]) -> str:
         shown = gallery[kind]
         parts.append(f"<p>{title.capitalize()} (green: relevant, red: not):</p>")
         parts += [_query_row(dataset, split, shown, i, kind) for i in range(len(shown["queries"]))]
-    moved = row.get("changed")
+    moved = row.changed
     if moved:
         parts.append(
             f"<h3>What changed against <code>{esc(moved['against'])}</code></h3>"

@@ -64,11 +64,11 @@ def weights(
     in1 = np.asarray(in_size if stop is None else stop, np.float32)[..., None]
     scale = (in1 - in0).astype(np.float64) / out_size
     filterscale = np.maximum(scale, 1.0)
-    support = support * filterscale
-    taps = int(np.ceil(support).max()) * 2 + 1
+    reach = support * filterscale
+    taps = int(np.ceil(reach).max()) * 2 + 1
     center = in0 + (np.arange(out_size) + 0.5) * scale  # (..., out)
-    first = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
-    count = np.minimum(np.trunc(center + support + 0.5), in_size).astype(np.int64) - first
+    first = np.maximum(np.trunc(center - reach + 0.5), 0).astype(np.int64)
+    count = np.minimum(np.trunc(center + reach + 0.5), in_size).astype(np.int64) - first
     x = np.arange(taps)
     used = x < count[..., None]
     at = (x + first[..., None] - center[..., None] + 0.5) * (1.0 / filterscale)[..., None]

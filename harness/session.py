@@ -14,6 +14,7 @@ import pytest
 from harness.bench import CELL_PROPERTY, RESULT_PROPERTY
 from harness.errors import ShelfbenchError, one_line
 from harness.provenance import now, run_provenance
+from harness.row import CellRow
 
 
 class ShelfReport:
@@ -21,7 +22,7 @@ class ShelfReport:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, CellRow] = {}
         self.started = now()
         self.paths: list[Path] = []
         self.mlflow = ""
@@ -30,14 +31,16 @@ class ShelfReport:
         props = dict(report.user_properties)
         if CELL_PROPERTY not in props:
             return
-        static = json.loads(props[CELL_PROPERTY])
-        row = self.rows.setdefault(static["id"], {**static, "outcome": "passed"})
+        static = json.loads(str(props[CELL_PROPERTY]))
+        row = self.rows.setdefault(static["id"], CellRow(**static))
         if RESULT_PROPERTY in props:
-            row.update(json.loads(props[RESULT_PROPERTY]))
+            outcome, message = row.outcome, row.message
+            row = self.rows[row.id] = CellRow.from_json(json.loads(str(props[RESULT_PROPERTY])))
+            row.outcome, row.message, row.suite = outcome, message, static["suite"]
         if report.when == "call" or report.outcome != "passed":
-            row["outcome"] = _outcome(report)
+            row.outcome = _outcome(report)
         if report.outcome != "passed":
-            row["message"] = _message(report)
+            row.message = _message(report)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.rows:
@@ -49,18 +52,18 @@ class ShelfReport:
         terminalreporter.write_line(terminal(list(self.rows.values())))
         reasons: dict[tuple[str, str], list[str]] = {}
         for row in self.rows.values():
-            if row.get("message"):
-                key = (row["outcome"], row["message"].splitlines()[0])
-                reasons.setdefault(key, []).append(row["id"])
+            if row.message:
+                key = (row.outcome, row.message.splitlines()[0])
+                reasons.setdefault(key, []).append(row.id)
         for (outcome, reason), ids in reasons.items():
             terminalreporter.write_line(f"{outcome} {', '.join(ids)}: {reason}")
         for row in self.rows.values():
-            for warning in row.get("warnings", []):
-                terminalreporter.write_line(f"warning {row['id']}: {warning}", yellow=True)
+            for warning in row.warnings:
+                terminalreporter.write_line(f"warning {row.id}: {warning}", yellow=True)
             if counts := unreadable_counts(row):
                 terminalreporter.write_line(
-                    f"{row['id']}: skipped unreadable images ({counts}), e.g. "
-                    f"{', '.join(row['skipped']['examples'][:2])}"
+                    f"{row.id}: skipped unreadable images ({counts}), e.g. "
+                    f"{', '.join(row.skipped['examples'][:2])}"
                 )
         for path in self.paths:
             terminalreporter.write_line(f"wrote {path}")
@@ -118,8 +121,9 @@ def _message(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(report.longrepr, "reprcrash", None)
-    if crash is not None and getattr(report.longrepr, "reprtraceback", None) is not None:
-        style = report.longrepr.reprtraceback.style
+    traceback = getattr(report.longrepr, "reprtraceback", None)
+    if crash is not None and traceback is not None:
+        style = traceback.style
         if style != "value":  # a pytest.fail(pytrace=False) message is the text itself
             return crash.message
     return report.longreprtext.strip()

@@ -59,25 +59,33 @@ Template = Annotated[str, AfterValidator(_one_field), Says("a string with one {}
 Date = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$"), Says('a date, "YYYY-MM-DD"')]
 
 
-def pair(item: Any) -> Any:
-    """Two values (a TOML array of two), low first: a search range."""
-    return Annotated[
-        tuple[item, item],
-        Field(strict=False),
-        AfterValidator(_ordered),
-        Says(f"[low, high], two {plural(describe(item))} with low <= high"),
-    ]
-
-
 def _ordered(value: tuple[Any, Any]) -> tuple[Any, Any]:
     if value[0] > value[1]:
         raise ValueError("low is above high")
     return value
 
 
-def listed(item: Any) -> Any:
-    """A non-empty TOML array (kept as a tuple, so a parameter stays hashable)."""
-    return Annotated[tuple[item, ...], Field(strict=False, min_length=1)]
+# A TOML array kept as a tuple (a parameter stays hashable): non-empty, of one kind.
+Many = Field(strict=False, min_length=1)
+Names = Annotated[tuple[Name, ...], Many]
+Strings = Annotated[tuple[str, ...], Many]
+Counts = Annotated[tuple[Count, ...], Many]
+Positives = Annotated[tuple[Positive, ...], Many]
+Templates = Annotated[tuple[Template, ...], Many]
+Depths = Annotated[tuple[Annotated[int, Field(ge=0, le=8)], ...], Many]
+# Two values, low first: a range to search or draw from.
+PositiveRange = Annotated[
+    tuple[Positive, Positive],
+    Field(strict=False),
+    AfterValidator(_ordered),
+    Says("[low, high], two numbers > 0 with low <= high"),
+]
+CropRange = Annotated[
+    tuple[CropPct, CropPct],
+    Field(strict=False),
+    AfterValidator(_ordered),
+    Says("[low, high], two numbers in (0, 1] with low <= high"),
+]
 
 
 T = TypeVar("T", bound=Table)

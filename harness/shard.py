@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,18 @@ def selected(cells: tuple[Cell, ...], expression: str | None) -> list[Cell]:
         spec = BACKBONES.get(cell.backbone)
         clip = ["clip"] if has_text(spec) else []
         words = [w.lower() for w in (cell.id, spec.family, spec.kind, *clip)]
-        if compiled.evaluate(lambda name, words=words: any(name.lower() in w for w in words)):
+        if compiled.evaluate(_matcher(words)):
             chosen.append(cell)
     return chosen
+
+
+def _matcher(words: list[str]) -> Callable[..., bool]:
+    """What ``-k`` asks of a cell: whether a name is part of one of its ``words``."""
+
+    def matches(name: str, /, **kwargs: object) -> bool:
+        return any(name.lower() in w for w in words)
+
+    return matches
 
 
 def shard(indices: np.ndarray, batch_size: int, rank: int, world: int) -> np.ndarray:

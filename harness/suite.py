@@ -36,10 +36,10 @@ from harness.settings import (
     Date,
     ImageSize,
     Name,
+    Names,
     Seed,
     Table,
     Tolerance,
-    listed,
     load,
 )
 from harness.strategies import STRATEGIES, StrategySpec, parse_strategy
@@ -116,9 +116,9 @@ class CellGroup(Table):
     """One ``[[cells]]`` table: the product of its lists, in the ``profile`` it runs in;
     its ``[cells.strategy.NAME]`` tables override the suite's ``[strategy.NAME]`` for it."""
 
-    datasets: listed(Name)
-    backbones: listed(Name)
-    strategies: listed(Name)
+    datasets: Names
+    backbones: Names
+    strategies: Names
     profile: Name = "default"
     strategy: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -140,7 +140,7 @@ class SuiteMeta(Table):
 
     name: Name | None = None
     version: Count = 1
-    include: listed(Name) | None = None
+    include: Names | None = None
 
 
 @dataclass(frozen=True)
@@ -195,8 +195,12 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 # Keys whose values are paths relative to the file that declares them: (table, key).
-PATH_KEYS = (("datasets", "root"), ("datasets", "class_names"), ("backbones", "weights"))
-PATH_KEYS += (("backbones", "vectors"),)
+PATH_KEYS = (
+    ("datasets", "root"),
+    ("datasets", "class_names"),
+    ("backbones", "weights"),
+    ("backbones", "vectors"),
+)
 
 
 def _absolute(raw: dict[str, Any], base: Path) -> None:

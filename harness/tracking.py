@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ShelfbenchError
+from harness.row import CellRow
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow's HTTP retries and timeout (seconds), unless the environment sets them.
@@ -59,23 +60,23 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def cell_params(row: dict[str, Any]) -> dict[str, Any]:
+def cell_params(row: CellRow) -> dict[str, Any]:
     """What identifies a cell's result: its parts, data, weights and how it ran."""
-    preprocess = row.get("preprocess", {})
-    index = row.get("index") or {}
+    preprocess = row.preprocess
+    index = row.index or {}
     params = {
-        "cell": row["id"],
-        "dataset": row["dataset"],
-        "backbone": row["backbone"],
-        "strategy": row["strategy"],
-        "suite": row.get("suite", ""),
-        "precision": row.get("precision", ""),
-        "weights_sha256": row.get("weights_sha256", ""),
-        "dataset_fingerprint": row.get("dataset_fingerprint", ""),
-        "n_train": row.get("n_train", ""),
-        "n_test": row.get("n_test", ""),
+        "cell": row.id,
+        "dataset": row.dataset,
+        "backbone": row.backbone,
+        "strategy": row.strategy,
+        "suite": row.suite,
+        "precision": row.precision,
+        "weights_sha256": row.weights_sha256,
+        "dataset_fingerprint": row.dataset_fingerprint,
+        "n_train": row.n_train,
+        "n_test": row.n_test,
         "image_size": preprocess.get("size", ""),
-        "main_metric": row.get("main_metric", ""),
+        "main_metric": row.main_metric,
     }
     if index:
         params["index"] = f"{index['engine']}:{index['spec']}"
@@ -83,14 +84,14 @@ def cell_params(row: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def cell_metrics(row: dict[str, Any]) -> dict[str, float]:
+def cell_metrics(row: CellRow) -> dict[str, float]:
     """Each metric with its interval bounds, and what the cell cost."""
     metrics: dict[str, float] = {}
-    for name, value in row.get("metrics", {}).items():
+    for name, value in row.metrics.items():
         metrics[name] = value
-        if name in row.get("ci", {}):
-            metrics[f"{name}.low"], metrics[f"{name}.high"] = row["ci"][name]
-    cost = row.get("cost") or {}
+        if name in row.ci:
+            metrics[f"{name}.low"], metrics[f"{name}.high"] = row.ci[name]
+    cost = row.cost or {}
     for phase, seconds in cost.get("seconds", {}).items():
         metrics[f"cost.{phase}_seconds"] = seconds
     for key in ("gflops_per_image", "train_gflops", "trainable_params", "peak_rss_mb"):
@@ -100,7 +101,7 @@ def cell_metrics(row: dict[str, Any]) -> dict[str, float]:
     return {k.replace("@", "_at_"): float(v) for k, v in metrics.items()}
 
 
-def log_run(uri: str, provenance: dict[str, Any], rows: list[dict[str, Any]], html: Path) -> str:
+def log_run(uri: str, provenance: dict[str, Any], rows: list[CellRow], html: Path) -> str:
     """Log a parent run (provenance tags, the HTML report as an artifact) with one nested
     run per cell; return the parent run's id."""
     try:
@@ -114,18 +115,18 @@ def log_run(uri: str, provenance: dict[str, Any], rows: list[dict[str, Any]], ht
     mlflow.set_tracking_uri(tracking_uri(uri))
     mlflow.set_experiment(EXPERIMENT)
     commit = str(provenance.get("git_commit", ""))
-    suites = sorted({str(row.get("suite", "")) for row in rows})
+    suites = sorted({str(row.suite) for row in rows})
     with mlflow.start_run(run_name=f"shelfbench {provenance['started']}") as parent:
         mlflow.set_tags({"suite": ",".join(suites), "git_commit": commit, "kind": "shelfbench-run"})
         mlflow.log_params({k: str(v)[:500] for k, v in provenance.items()})
         for row in rows:
-            with mlflow.start_run(run_name=row["id"], nested=True):
+            with mlflow.start_run(run_name=row.id, nested=True):
                 mlflow.log_params(cell_params(row))
                 mlflow.log_metrics(cell_metrics(row))
                 mlflow.set_tags(
                     {
-                        "outcome": row.get("outcome", ""),
-                        "suite": row.get("suite", ""),
+                        "outcome": row.outcome,
+                        "suite": row.suite,
                         "git_commit": commit,
                         "kind": "shelfbench-cell",
                     }

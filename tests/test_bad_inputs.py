@@ -301,11 +301,12 @@ def test_a_fine_tune_that_diverges_fails_in_one_line(tmp_path):
 
 def test_runs_that_start_together_keep_separate_histories(tmp_path):
     from harness.report_files import write_reports
+    from harness.row import CellRow
 
-    row = {"id": "d/b/s", "dataset": "d", "backbone": "b", "strategy": "s", "outcome": "passed"}
+    row = CellRow("d/b/s", "d", "b", "s")
     provenance = {"started": "2026-11-28T10:00:00+00:00"}
     write_reports(tmp_path, provenance, [row])
-    write_reports(tmp_path, provenance, [{**row, "outcome": "failed"}])
+    write_reports(tmp_path, provenance, [CellRow("d/b/s", "d", "b", "s", outcome="failed")])
     runs = sorted((tmp_path / "runs").iterdir())
     assert [p.name for p in runs] == ["2026-11-28T100000+0000", "2026-11-28T100000+0000-1"]
     outcomes = [json.loads((p / "latest.json").read_text())["cells"][0]["outcome"] for p in runs]

@@ -15,6 +15,7 @@ from harness.backbones.build import build_model
 from harness.backbones.weights import resolve
 from harness.cell import run_cell
 from harness.errors import SuiteError
+from harness.row import CellRow
 from harness.suite import Cell, Profile
 
 # Steps large enough for a random-init network to learn in a few short epochs.
@@ -143,7 +144,7 @@ def test_finetuning_learns_beyond_the_frozen_probe(tmp_path):
 
 def test_the_results_table_counts_fine_tuning_as_training_time():
     seconds = {"tune": 600.0, "embed": 50.0, "fit": 2.0, "eval": 1.0, "total": 653.0}
-    row = {"id": "d/b/finetune", "outcome": "passed", "metrics": {}, "seconds": seconds}
+    row = CellRow("d/b/finetune", outcome="passed", seconds=seconds)
     (line,) = report.table([row], []).rows
     assert list(line[-2:]) == ["602.0", "653.0"]
 

@@ -114,7 +114,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
         "missing.jpg",
     }
     assert result.n_test == 4 + 5  # the good images and the five odd but readable ones
-    assert unreadable_counts(result.row()) == "3 of test"
+    assert unreadable_counts(result) == "3 of test"
     again = run_cell(cell, tmp_path)  # a warm run knows them from the cache
     assert again.cache == "hit" and again.skipped == result.skipped
 

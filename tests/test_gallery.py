@@ -65,6 +65,6 @@ def test_a_retrieval_cell_shows_dataset_items_and_the_html_embeds_them(tmp_path)
     np.testing.assert_array_equal(relevant, result.items["top5_relevant"])
     shown = result.gallery["sample"]
     assert set(shown["queries"]) <= set(query.tolist()) and len(shown["top5"][0]) == 5
-    page = html({"started": "now"}, [{**result.row(), "outcome": "passed"}])
+    page = html({"started": "now"}, [result])
     assert f"What <code>{cell.id}</code> retrieves" in page
     assert page.count('class="thumb"') == 2 * 6 * 6  # sample and worst: a query and five

@@ -8,27 +8,30 @@ import numpy as np
 from harness import history
 from harness.cli import main
 from harness.report_files import write_reports
+from harness.row import CellRow
 
 CELL, STEADY = "d/b/knn", "d/b/linear"
 
 
-def row(cell: str, correct: np.ndarray, started: str) -> dict:
+def row(cell: str, correct: np.ndarray, started: str) -> CellRow:
     accuracy = float(correct.mean())
-    return {
-        "id": cell,
-        "dataset": "d",
-        "backbone": "b",
-        "strategy": cell.rsplit("/", 1)[1],
-        "outcome": "passed",
-        "main_metric": "accuracy",
-        "metrics": {"accuracy": accuracy},
-        "ci": {"accuracy": [accuracy - 0.04, accuracy + 0.04]},
-        "dataset_fingerprint": "f",
-        "protocol": "split",
-        "test_items_sha256": "s",
-        "weights_sha256": f"w-{started}",
-        "items": {"accuracy": correct.astype(float).tolist()},
-    }
+    return CellRow(
+        **{
+            "id": cell,
+            "dataset": "d",
+            "backbone": "b",
+            "strategy": cell.rsplit("/", 1)[1],
+            "outcome": "passed",
+            "main_metric": "accuracy",
+            "metrics": {"accuracy": accuracy},
+            "ci": {"accuracy": [accuracy - 0.04, accuracy + 0.04]},
+            "dataset_fingerprint": "f",
+            "protocol": "split",
+            "test_items_sha256": "s",
+            "weights_sha256": f"w-{started}",
+            "items": {"accuracy": correct.astype(float).tolist()},
+        }
+    )
 
 
 def five_runs(reports, keep=None) -> None:

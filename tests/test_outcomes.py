@@ -96,8 +96,8 @@ def test_code_libraries_metrics_and_embeddings_are_in_the_key(tmp_path, monkeypa
 def test_a_hit_is_the_miss_row_exactly_and_a_tampered_entry_is_computed_again(tmp_path, capsys):
     (tmp_path / "s.toml").write_text(SUITE.format(**DEFAULTS))
     cell = load_suite(tmp_path / "s.toml").cells[0]
-    first = run_cell(cell, tmp_path / "cache").row()
-    again = run_cell(cell, tmp_path / "cache").row()
+    first = run_cell(cell, tmp_path / "cache").to_json()
+    again = run_cell(cell, tmp_path / "cache").to_json()
     assert (first["result_cache"], again["result_cache"]) == ("miss", "hit")
     assert again["computed_seconds"] == first["seconds"]
     same = {"seconds", "result_cache", "cache"}  # this run's: the rest is the outcome
@@ -108,7 +108,7 @@ def test_a_hit_is_the_miss_row_exactly_and_a_tampered_entry_is_computed_again(tm
     stored = json.loads(entry.read_text())
     stored["result"]["metrics"]["accuracy"] = 1.0  # a better number, by hand
     entry.write_text(json.dumps(stored))
-    redone = run_cell(cell, tmp_path / "cache").row()
+    redone = run_cell(cell, tmp_path / "cache").to_json()
     assert redone["result_cache"] == "miss" and redone["metrics"] == first["metrics"]
     assert "failed its content check" in capsys.readouterr().err
 

@@ -8,6 +8,7 @@ import numpy as np
 from harness.datasets.base import DATASETS, ArraySplit, Dataset, DatasetSpec
 from harness.document import Heading, build, markdown, terminal
 from harness.report_html import html
+from harness.row import CellRow
 
 MARK = "<shelfbenchxss src=x onerror=alert(1)>"
 
@@ -89,7 +90,7 @@ def marked_rows() -> list[dict]:
     }
     other = {**base, "id": f"{dataset}/{MARK}-b2/linear", "backbone": f"{MARK}-b2"}
     other = {**other, "strategy": "linear", "gallery": {}, "changed": {}, "upgrade": []}
-    return [base, other]
+    return [CellRow.from_json(base), CellRow.from_json(other)]
 
 
 def test_no_user_string_becomes_markup_in_the_html():
@@ -123,3 +124,18 @@ def test_the_terminal_summary_has_the_upgrade_table():
     out = terminal(marked_rows())
     assert "upgrade: each candidate cell against the incumbent's" in out
     assert "worse beyond the tolerance" in out
+
+
+def test_a_report_written_before_rows_were_typed_still_loads():
+    """A schema-1 run written by shelfbench before CellRow (its rows lack result_cache and
+    computed_seconds) loads as typed rows, the missing fields at their defaults."""
+    from pathlib import Path
+
+    from harness.baseline import load_run
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "reports" / "schema-1-before-typed-rows.json"
+    run = load_run(fixture)
+    knn = run.rows["fashion-mnist/effnet-lite0/knn"]
+    assert isinstance(knn, CellRow) and knn.metrics["mmp@5"] == 0.8077000000000001
+    assert knn.result_cache == "miss" and knn.computed_seconds == {} and knn.outcome == "passed"
+    assert run.items["fashion-mnist/effnet-lite0/knn"]["accuracy"].shape == (2000,)

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Literal, get_args
 
 from harness.errors import WeightsError
 from harness.registry import Registry
 
-FAMILIES = ("supervised", "ssl", "contrastive", "untrained")
-KINDS = ("cnn", "vit", "vectors")
-INTERPOLATIONS = ("bilinear", "bicubic")
+Family = Literal["supervised", "ssl", "contrastive", "untrained"]
+Kind = Literal["cnn", "vit", "vectors"]
+Interpolation = Literal["bilinear", "bicubic"]
+FAMILIES: tuple[str, ...] = get_args(Family)
+KINDS: tuple[str, ...] = get_args(Kind)
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 RESIZE_MODES = ("shortest", "squash")
 WEIGHT_SOURCES = ("hub", "package", "file", "random")
+
+
+def channels(values: Sequence[float]) -> tuple[float, float, float]:
+    """Three per-channel numbers (a mean, a std) as the tuple ``Preprocess`` holds."""
+    red, green, blue = values
+    return float(red), float(green), float(blue)
 
 
 @dataclass(frozen=True)

@@ -32,3 +32,10 @@ def build_model(
             f"entry says {spec.embed_dim}; fix the entry"
         )
     return model.eval()
+
+
+def width(model: torch.nn.Module) -> int:
+    """The embedding width of a model ``build_model`` made (its ``num_features``)."""
+    n = model.num_features
+    assert isinstance(n, int), f"num_features of {type(model).__name__} is {n!r}"
+    return n

@@ -21,16 +21,16 @@ from dataclasses import replace
 from importlib import metadata
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from harness.backbones.base import (
     BACKBONES,
-    FAMILIES,
-    INTERPOLATIONS,
-    KINDS,
     BackboneSpec,
+    Family,
+    Interpolation,
+    Kind,
     Preprocess,
     Weights,
 )
@@ -58,7 +58,7 @@ def _repo_id(value: str) -> str:
 
 RepoId = Annotated[str, AfterValidator(_repo_id), Says("a Hugging Face repo id, 'org/name'")]
 # timm's global_pool choices (SelectAdaptivePool2d for CNNs; ViTs add token and map).
-POOLINGS = ("avg", "max", "avgmax", "catavgmax", "token", "map")
+Pooling = Literal["avg", "max", "avgmax", "catavgmax", "token", "map"]
 Channels = Annotated[tuple[Unit, Unit, Unit], Field(strict=False)]
 
 
@@ -79,14 +79,14 @@ class BackboneTable(Table):
     pretrained: str = ""
     weights: Name | None = None
     hf_hub: RepoId | None = None
-    family: Literal[FAMILIES] = "supervised"
-    kind: Literal[KINDS] | None = None
+    family: Family = "supervised"
+    kind: Kind | None = None
     image_size: ImageSize | None = None
     crop_pct: CropPct | None = None
     mean: Annotated[Channels, Says("three numbers in [0, 1], one per channel")] | None = None
     std: Annotated[tuple[Positive, Positive, Positive], Field(strict=False)] | None = None
-    interpolation: Literal[INTERPOLATIONS] | None = None
-    pooling: Literal[POOLINGS] | None = None
+    interpolation: Interpolation | None = None
+    pooling: Pooling | None = None
 
     @model_validator(mode="after")
     def _one_model_and_weights(self) -> BackboneTable:
@@ -122,6 +122,7 @@ def declared_backbone(name: str, table: BackboneTable, suite: Path) -> BackboneS
     where = f"[backbones.{name}]"
     named = [s for s in SOURCES if getattr(table, s)]
     source, model = (named[0], getattr(table, named[0])) if named else (table.library, table.model)
+    assert source is not None and model is not None  # BackboneTable's validator
     if source == "vectors":
         return _vectors_backbone(name, table, suite)
     if source not in LIBRARIES:
@@ -240,7 +241,7 @@ def complete(spec: BackboneSpec) -> BackboneSpec:
     table's overrides (imports timm or open_clip); registry entries come complete."""
     if spec.preprocess is not None:
         return spec
-    overrides = dict(spec.overrides)
+    overrides: dict[str, Any] = dict(spec.overrides)  # checked by BackboneTable
     pre = library_preprocess(spec)
     pre = replace(
         pre,
@@ -275,10 +276,10 @@ def library_preprocess(spec: BackboneSpec) -> Preprocess:
     try:
         saved = json.loads(path.read_text())
         if saved["key"] == key:
-            fields = saved["preprocess"]
-            return Preprocess(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-            )
+            fields: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in saved["preprocess"].items()
+            }
+            return Preprocess(**fields)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     pre = lib.preprocess(spec)

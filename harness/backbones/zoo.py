@@ -5,11 +5,16 @@ timm 1.0.31 / open_clip 3.3.0 pretrained configs; tests/test_zoo.py checks every
 against them, so an entry that drifts from its library fails a test.
 """
 
+from typing import Any
+
 from harness.backbones.base import BACKBONES, BackboneSpec, Preprocess, Weights
 
-TF = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-OPENAI = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}
+TF: dict[str, Any] = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+IMAGENET: dict[str, Any] = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+OPENAI: dict[str, Any] = {
+    "mean": (0.48145466, 0.4578275, 0.40821073),
+    "std": (0.26862954, 0.26130258, 0.27577711),
+}
 
 
 def timm_hub(model: str) -> Weights:

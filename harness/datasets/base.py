@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 from PIL import Image
@@ -14,11 +14,18 @@ from PIL import Image
 from harness.errors import DatasetError
 from harness.registry import Registry
 
-PROTOCOLS = {
-    "split": "queries are the test split, the gallery is the train split",
-    "leave-one-out": "every test item queries all other test items",
-    "query-gallery": "test items marked as queries query the other test items, the gallery",
-}
+ProtocolName = Literal["split", "leave-one-out", "query-gallery"]
+PROTOCOLS: dict[str, str] = dict(
+    zip(
+        get_args(ProtocolName),
+        (
+            "queries are the test split, the gallery is the train split",
+            "every test item queries all other test items",
+            "test items marked as queries query the other test items, the gallery",
+        ),
+        strict=True,
+    )
+)
 
 
 def gallery_split(protocol: str) -> str:
@@ -31,9 +38,14 @@ class Split(Protocol):
     each item (a product or instance id) where it is not the label; ``query``: which items
     are queries (the query-gallery protocol)."""
 
-    labels: np.ndarray
-    ids: np.ndarray | None
-    query: np.ndarray | None
+    @property
+    def labels(self) -> np.ndarray: ...
+
+    @property
+    def ids(self) -> np.ndarray | None: ...
+
+    @property
+    def query(self) -> np.ndarray | None: ...
 
     def __len__(self) -> int: ...
 
@@ -48,7 +60,7 @@ class Dataset:
 
     name: str
     fingerprint: str
-    splits: dict[str, Split]
+    splits: Mapping[str, Split]
     classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

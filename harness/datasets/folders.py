@@ -74,11 +74,11 @@ def webdataset(
         if not shards:
             raise DatasetError(f"dataset {name!r}: no shards match {root / pattern}")
         items = []
-        for key, parts in tar_members(shards).items():
-            image = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
+        for key, members in tar_members(shards).items():
+            image = next((members[e] for e in ("jpg", "jpeg", "png", "webp") if e in members), None)
             if image is None:
                 continue
-            items.append((key, image, _tar_label(shards, parts, key, label_key)))
+            items.append((key, image, _tar_label(shards, members, key, label_key)))
         found[split] = (shards, items)
     _, classes = codes([label for _, items in found.values() for *_, label in items])
     index = {c: i for i, c in enumerate(classes)}
@@ -96,7 +96,7 @@ def webdataset(
         )
         parts += [split, *(f"{s.name}:{s.stat().st_size}:{s.stat().st_mtime_ns}" for s in shards)]
         parts.append(built[split].labels.astype("<i8").tobytes())
-    return Dataset(name, fingerprint(parts), dict(built), classes)
+    return Dataset(name, fingerprint(parts), built, classes)
 
 
 def _tar_label(

@@ -33,15 +33,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.datasets.base import DATASETS, PROTOCOLS, Dataset, DatasetSpec
+from harness.datasets.base import DATASETS, Dataset, DatasetSpec, ProtocolName
 from harness.datasets.folders import image_folder, webdataset
 from harness.datasets.manifests import Columns, manifest
 from harness.datasets.remote import Store, is_url
 from harness.errors import DatasetError
 from harness.paths import regular_file
-from harness.settings import Name, Positive, Table, listed, load, toml
+from harness.settings import Name, Names, Positive, Table, load, toml
 
-DEFAULT_SPLITS = {"train": "train", "test": "test"}
+SplitName = Literal["train", "test"]
+DEFAULT_SPLITS: dict[SplitName, str | tuple[str, ...]] = {"train": "train", "test": "test"}
 Scalar = str | int | float | bool
 
 
@@ -50,12 +51,10 @@ class DatasetTable(Table):
 
     format: str
     root: Name  # relative to the suite file, or a URL (s3://, gs://, https://, file://)
-    splits: dict[Literal["train", "test"], Name | listed(Name)] = Field(
-        default_factory=lambda: dict(DEFAULT_SPLITS)
-    )
-    protocol: Literal[tuple(PROTOCOLS)] = "split"
+    splits: dict[SplitName, Name | Names] = Field(default_factory=lambda: dict(DEFAULT_SPLITS))
+    protocol: ProtocolName = "split"
     domain: Name = "catalogue"
-    class_names: Name | listed(Name) | None = None  # a file, one name per line, or a list
+    class_names: Name | Names | None = None  # a file, one name per line, or a list
     storage_options: dict[str, Scalar] | None = None  # fsspec's, e.g. endpoint_url
     timeout: Positive = 30.0  # seconds one remote image may take
 
@@ -93,8 +92,9 @@ def loader(declared: DatasetTable, name: str, root: str) -> Callable[[], Dataset
     """What opens the declared dataset (read once per process)."""
     splits = tuple(declared.splits.items())
     store = None
-    if is_url(root) or is_url(getattr(declared, "manifest", None) or ""):
-        where = root if is_url(root) else str(declared.manifest)
+    manifest = getattr(declared, "manifest", None) or ""
+    if is_url(root) or is_url(manifest):
+        where = root if is_url(root) else manifest
         store = Store.of(where, declared.storage_options, declared.timeout)
     if isinstance(declared, ManifestTable):
         if declared.image and declared.format != "parquet":
@@ -142,9 +142,12 @@ def user_dataset(name: str, table: Mapping[str, Any], base: Path) -> DatasetSpec
         )
     declared = load(TABLES[fmt], table, where, error=DatasetError)
     root = declared.root if is_url(declared.root) else str((base / declared.root).resolve())
-    names = declared.class_names
-    if isinstance(names, str):
-        names = regular_file((base / names).resolve(), f"{where} class_names", DatasetError)
+    listed = declared.class_names
+    names = (
+        regular_file((base / listed).resolve(), f"{where} class_names", DatasetError)
+        if isinstance(listed, str)
+        else listed
+    )
     return DatasetSpec(
         name=name,
         domain=declared.domain,

@@ -30,7 +30,7 @@ def read_idx(path: Path) -> tuple[np.ndarray, str]:
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_DTYPES[raw[2]])
+    dtype = np.dtype(_DTYPES[raw[2]])  # type: ignore[call-overload]
     if len(raw) != header + dtype.itemsize * int(np.prod(shape)):
         raise DatasetError(f"{path}: truncated idx file (shape {shape}, {len(raw)} bytes)")
     data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)

@@ -8,9 +8,9 @@ archive and its checksum, and whether each was confirmed here or taken from a re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ def _lines(path: Path) -> list[list[str]]:
 
 
 def _build(
-    name: str, root: Path, rows: dict[str, list[tuple[str, str, str | None, bool]]]
+    name: str, root: Path, rows: Mapping[str, Sequence[tuple[str, str, str | None, bool]]]
 ) -> Dataset:
     """Splits from (path, label, id or None, is_query) rows; labels and ids coded once."""
     everything = [row for split in rows.values() for row in split]
@@ -293,6 +293,7 @@ def verify(name: str, root: Path | None = None) -> list[str]:
     problems = []
     for split, expected in facts.counts.items():
         data = dataset.split(split)
+        assert isinstance(data, FileSplit)  # a public dataset is local files
         if len(data) != expected:
             problems.append(f"{split}: {len(data)} images, the release has {expected}")
         ids = data.labels if data.ids is None else data.ids
@@ -314,8 +315,8 @@ for _name, (_domain, _protocol, _) in ENTRIES.items():
             classes=(),
             splits=("train", "test"),
             protocol=_protocol,
-            open=lambda n=_name: open_public(n),
+            open=partial(open_public, _name),
             source=FACTS[_name].reference,
-            fetch=lambda dest, n=_name: fetch(n, dest),
+            fetch=partial(fetch, _name),
         )
     )

@@ -6,6 +6,7 @@ what a model learns about shapes on one should carry over to the other.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache, partial
 
 import numpy as np
@@ -39,7 +40,9 @@ def classes(name: str) -> tuple[str, ...]:
     return tuple(f"{colour} {shape}" for shape in SHAPES for colour in PALETTES[name])
 
 
-def render(label: int, rng: np.random.Generator, palette: dict[str, tuple[int, ...]]) -> np.ndarray:
+def render(
+    label: int, rng: np.random.Generator, palette: Mapping[str, tuple[int, ...]]
+) -> np.ndarray:
     """One SIZE x SIZE RGB image of class ``label``, jittered in place, size, colour, noise."""
     shape = SHAPES[label // len(palette)]
     colour = np.array(list(palette.values())[label % len(palette)], dtype=np.float32)
@@ -61,7 +64,7 @@ def open_synthetic(name: str) -> Dataset:
         rng.shuffle(labels)
         images = np.stack([render(int(label), rng, palette) for label in labels])
         splits[split] = ArraySplit(images, labels)
-    parts = [name, str(VERSION)]
+    parts: list[bytes | str] = [name, str(VERSION)]
     for split, data in splits.items():
         parts += [split, data.images.tobytes(), data.labels.astype("<i8").tobytes()]
     return Dataset(name, fingerprint(parts), splits, classes(name))

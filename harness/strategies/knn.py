@@ -13,7 +13,7 @@ import numpy as np
 from harness import index
 from harness.metrics import deepest, vote_ranks
 from harness.search import Ranker, rank, relevance
-from harness.settings import Count, Positive, Table, Tolerance, listed
+from harness.settings import Count, Positive, Strings, Table, Tolerance
 from harness.stats import ranked_items, retrieval_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 
@@ -54,6 +54,7 @@ def retrieval(
     else:
         gallery = queries
         if data.protocol == "query-gallery":
+            assert data.test_query is not None  # a query-gallery dataset marks its queries
             queries, gallery = np.flatnonzero(data.test_query), np.flatnonzero(~data.test_query)
         vectors, ids, labels = test[gallery], test_ids[gallery], data.test_labels[gallery]
     self_in_gallery = data.protocol == "leave-one-out"
@@ -96,7 +97,7 @@ class KnnSettings(Table):
 
     neighbours: Count = 20
     temperature: Positive = 0.07
-    index: str | listed(str) | None = None  # "exact", "faiss:HNSW32", "milvus:HNSW"
+    index: str | Strings | None = None  # "exact", "faiss:HNSW32", "milvus:HNSW"
     search: dict[str, Any] | None = None  # the engine's search keys (harness.index)
     build: dict[str, Any] | None = None  # the engine's build keys
     options: dict[str, Any] | None = None  # the engine's connection: { uri = "..." }

@@ -10,12 +10,13 @@ import numpy as np
 
 from harness import metrics
 from harness.search import l2_normalise
-from harness.settings import Count, Positive, Seed, Share, Table, listed
+from harness.settings import Count, Positives, Seed, Share, Table
 from harness.stats import classification_items
 from harness.strategies import lbfgs
 from harness.strategies.base import CLASSIFICATION, Features, Outcome, strategy
 
-Solution = tuple[np.ndarray, np.ndarray]
+# (weights, bias): numpy arrays, or torch tensors while a solve runs on CUDA
+Solution = tuple[Any, Any]
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -165,7 +166,7 @@ class LinearSettings(Table):
     """``[strategy.linear]``: the C grid, the validation split that chooses from it, and
     when L-BFGS stops."""
 
-    C: listed(Positive) = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    C: Positives = (0.1, 1.0, 10.0, 100.0, 1000.0)
     validation: Share = 0.2
     max_iter: Count = 1000
     tol: Share = 1e-3  # relative to the gradient at zero weights

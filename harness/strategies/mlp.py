@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
 
 from harness.runtime import cpu_training
-from harness.settings import Count, Positive, Seed, Share, Table, Tolerance, listed, pair
+from harness.settings import Count, Counts, Depths, PositiveRange, Seed, Share, Table, Tolerance
 from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
 from harness.strategies.knn import retrieval
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 
 def build_head(
     d_in: int, n_classes: int, depth: int, width: int, dropout: float
-) -> torch.nn.Module:
+) -> torch.nn.Sequential:
     """``depth`` blocks of Linear → LayerNorm → GELU → Dropout, then a linear classifier."""
     import torch
 
@@ -46,7 +45,7 @@ def train_head(
     n_classes: int,
     epochs: int,
     params: Mapping[str, Any],
-) -> tuple[torch.nn.Module, float, int]:
+) -> tuple[torch.nn.Sequential, float, int]:
     """AdamW minibatch training with early stopping on validation accuracy; returns the
     best-epoch head, its validation accuracy, and the epochs run."""
     import torch
@@ -57,7 +56,8 @@ def train_head(
     opt = torch.optim.AdamW(head.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     fit_x, fit_y, val_x, val_y = x[~held], y[~held], x[held], y[held]
     generator = torch.Generator().manual_seed(params["seed"])
-    best, best_state, stale, ran = -1.0, None, 0, 0
+    best, stale, ran = -1.0, 0, 0
+    best_state: dict[str, torch.Tensor] = {}
     while ran < epochs and stale < params["patience"]:
         ran += 1
         head.train()
@@ -101,10 +101,10 @@ class MlpSettings(Table):
     batch_size: Count = 256
     validation: Share = 0.2
     seed: Seed = 0
-    lr: pair(Positive) = (1e-4, 3e-3)
-    weight_decay: pair(Positive) = (1e-5, 1e-1)
-    depth: listed(Annotated[int, Field(ge=0, le=8)]) = (1, 2, 3)
-    width: listed(Count) = (256, 512, 1024)
+    lr: PositiveRange = (1e-4, 3e-3)
+    weight_decay: PositiveRange = (1e-5, 1e-1)
+    depth: Depths = (1, 2, 3)
+    width: Counts = (256, 512, 1024)
     dropout: Tolerance = 0.2
 
 
@@ -135,7 +135,7 @@ def _mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     )
     rng = np.random.default_rng(params["seed"])
     trials: list[dict[str, Any]] = []
-    best_head = None
+    best_head: torch.nn.Sequential | None = None
     n_fit = int((~held).sum())
     flops = 0.0  # 6 FLOPs per weight per training item (forward and backward)
     for _ in range(params["trials"]):
@@ -149,6 +149,7 @@ def _mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
         trials.append({**config, "validation_accuracy": accuracy, "epochs": epochs})
     best = max(trials, key=lambda t: t["validation_accuracy"])
     config = {k: best[k] for k in ("lr", "weight_decay", "depth", "width")}
+    assert best_head is not None  # trials >= 1
     head, accuracy, epochs = best_head, best["validation_accuracy"], best["epochs"]
     if epochs >= params["search_epochs"]:
         # Still improving when its trial ended: train it longer (same seed, same start).

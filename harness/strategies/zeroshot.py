@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from harness.search import l2_normalise
-from harness.settings import Table, Template, listed
+from harness.settings import Table, Templates
 from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, Features, Outcome, strategy
 
@@ -33,7 +33,7 @@ def class_prototypes(text: np.ndarray, n_classes: int) -> np.ndarray:
 class ZeroshotSettings(Table):
     """``[strategy.zeroshot]``: the prompt templates; ``{}`` is where the class name goes."""
 
-    templates: listed(Template) = TEMPLATES
+    templates: Templates = TEMPLATES
 
 
 @strategy(

@@ -43,7 +43,8 @@ def build(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.
     if not hasattr(model, "num_features"):
         size = spec.preprocess.size if spec.preprocess else 224
         with torch.no_grad():
-            model.num_features = int(model.eval()(torch.zeros(1, 3, size, size)).shape[-1])
+            width = int(model.eval()(torch.zeros(1, 3, size, size)).shape[-1])
+            setattr(model, "num_features", width)  # noqa: B010
     return model
 
 

@@ -74,6 +74,7 @@ def _check_hf_preprocess(spec: BackboneSpec, config_path: Path) -> None:
     open_clip_config.json has the last word."""
     cfg = json.loads(config_path.read_text()).get("preprocess_cfg", {})
     pre = spec.preprocess
+    assert pre is not None  # hf-hub entries are registered with their preprocessing
     expected = {
         "mean": list(pre.mean),
         "std": list(pre.std),

@@ -8,7 +8,7 @@ import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.backbones.base import INTERPOLATIONS, BackboneSpec, Preprocess
+from harness.backbones.base import INTERPOLATIONS, BackboneSpec, Preprocess, channels
 from harness.backbones.checkpoints import load_state, strict, unwrapped
 from harness.backbones.convert import CONVERTERS
 from harness.backbones.libraries import LIBRARIES, Library, check_blocks
@@ -23,7 +23,7 @@ def build(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.
     import timm
     import torch
 
-    classes = {} if head else {"num_classes": 0}
+    classes: dict[str, Any] = {} if head else {"num_classes": 0}
     overrides = dict(spec.overrides)
     if "pooling" in overrides:
         classes["global_pool"] = overrides["pooling"]
@@ -33,7 +33,7 @@ def build(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.
     if spec.weights.source == "file":
         return team_checkpoint(spec, weights.path, classes)
     if spec.weights.convert:
-        model = timm.create_model(spec.model, pretrained=False)
+        model: Any = timm.create_model(spec.model, pretrained=False)
         state = CONVERTERS[spec.weights.convert](load_state(weights.path), list(model.state_dict()))
         strict(model, state, spec, weights.path)
         if not head:
@@ -53,7 +53,7 @@ def team_checkpoint(spec: BackboneSpec, path: Path, classes: dict[str, Any]) -> 
     pretrained head; a headless checkpoint loads as it is."""
     import timm
 
-    model = timm.create_model(spec.model, pretrained=False, **classes)
+    model: Any = timm.create_model(spec.model, pretrained=False, **classes)
     state = unwrapped(load_state(path))
     heads = model.pretrained_cfg.get("classifier") or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
@@ -80,13 +80,13 @@ def preprocess(spec: BackboneSpec) -> Preprocess:
     return Preprocess(
         size,
         interpolation,
-        mean=tuple(cfg.mean) if cfg else (0.485, 0.456, 0.406),
-        std=tuple(cfg.std) if cfg else (0.229, 0.224, 0.225),
+        mean=channels(cfg.mean) if cfg else (0.485, 0.456, 0.406),
+        std=channels(cfg.std) if cfg else (0.229, 0.224, 0.225),
         crop_pct=cfg.crop_pct if cfg else 0.875,
     )
 
 
-def unfreeze(model: torch.nn.Module, spec: BackboneSpec, blocks: int) -> None:
+def unfreeze(model: Any, spec: BackboneSpec, blocks: int) -> None:
     """timm's coarse parameter groups (those of its layer-wise decay): group 0 is the stem,
     and what follows the last block is folded into its group."""
     from timm.models import group_parameters
