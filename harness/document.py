@@ -9,7 +9,7 @@ and ``Strong`` parts: no block holds markup, so no user string (a backbone named
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,17 +208,21 @@ def build(
     return blocks + history_section(history or {}) + notes(rows)
 
 
-def text(line: Line, code: str = "`", strong: str = "**") -> str:
-    """Inline text with Markdown's marks (or none)."""
-    out = []
-    for part in line:
-        if isinstance(part, Code):
-            out.append(f"{code}{part.text}{code}")
-        elif isinstance(part, Strong):
-            out.append(f"{strong}{part.text}{strong}")
-        else:
-            out.append(part)
-    return "".join(out)
+def text(
+    line: Line,
+    code: Callable[[str], str] = "`{}`".format,
+    strong: Callable[[str], str] = "**{}**".format,
+    plain: Callable[[str], str] = str,
+) -> str:
+    """Inline text with Markdown's marks, or those ``code``, ``strong`` and ``plain`` make."""
+    return "".join(
+        code(part.text)
+        if isinstance(part, Code)
+        else strong(part.text)
+        if isinstance(part, Strong)
+        else plain(part)
+        for part in line
+    )
 
 
 def markdown(blocks: list[Block]) -> str:

@@ -16,75 +16,67 @@ from harness.baseline import BaselineError, Run, load_run
 from harness.bench import BASELINE, INCUMBENTS, Bench
 from harness.errors import ShelfbenchError
 from harness.paths import cache_root, regular_file
+from harness.settings import Count, argument
 
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("shelfbench")
-    group.addoption(
-        "--shelf-cache",
+# The plugin's options: name -> argparse keywords (each type checks its value's range).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "--shelf-cache": dict(
         type=Path,
-        default=None,
         help="embedding cache directory (default $SHELFBENCH_CACHE or ~/.cache/shelfbench)",
-    )
-    group.addoption(
-        "--shelf-reports",
+    ),
+    "--shelf-reports": dict(
+        type=Path, help="where latest.json/.md/.csv go (default <rootdir>/reports)"
+    ),
+    "--shelf-baseline": dict(
         type=Path,
-        default=None,
-        help="where latest.json/.md/.csv go (default <rootdir>/reports)",
-    )
-    group.addoption(
-        "--shelf-baseline",
-        type=Path,
-        default=None,
         help="a stored run (report .json with .items.npz beside it): fail cells that are "
         "significantly worse than it by more than the suite's max_drop",
-    )
-    group.addoption(
-        "--shelf-update-baseline",
+    ),
+    "--shelf-update-baseline": dict(
         action="store_true",
         help="write this run as the new baseline (to --shelf-baseline, default "
         "<rootdir>/reports/baseline.json)",
-    )
-    group.addoption(
-        "--shelf-profile",
+    ),
+    "--shelf-profile": dict(
         default="default",
         help="also run the cells a suite marks with this profile (e.g. full: the slow "
         "fine-tuning cells); cells without a profile always run",
-    )
-    group.addoption(
-        "--shelf-mlflow",
+    ),
+    "--shelf-mlflow": dict(
         nargs="?",
         const="sqlite:///mlflow.db",
-        default=None,
         metavar="URI",
         help="log one MLflow run per cell, and the HTML report, to URI (default "
         "sqlite:///mlflow.db; any tracking URI: http://host:5000, ./mlruns); put it after "
         "the test paths, or write --shelf-mlflow=URI",
-    )
-    group.addoption(
-        "--shelf-keep-runs",
-        type=int,
-        default=None,
+    ),
+    "--shelf-keep-runs": dict(
+        type=argument(Count),
         metavar="N",
         help="keep only the newest N run copies under <reports>/runs (default: all)",
-    )
-    group.addoption(
-        "--shelf-recompute",
+    ),
+    "--shelf-recompute": dict(
         action="store_true",
         help="compute every cell's result again, even where the outcome cache holds it "
         "(embeddings stay cached)",
-    )
-    group.addoption(
-        "--shelf-require",
+    ),
+    "--shelf-require": dict(
         action="store_true",
         help="fail, instead of skip, a cell whose data or weights are missing",
-    )
+    ),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("shelfbench")
+    for name, keywords in OPTIONS.items():
+        group.addoption(name, **keywords)
 
 
 # Every cell carries its backbone's family and kind as markers, and "clip" for open_clip
 # models, so `-k clip`, `-k ssl` or `-k vit` select the way the study groups backbones.
 CELL_MARKERS = {
-    "shelfbench": "a benchmark cell",
+    "shelfbench": "every benchmark cell",
     "supervised": "a cell of a supervised backbone",
     "ssl": "a cell of a self-supervised backbone",
     "contrastive": "a cell of a text-image contrastive backbone",
@@ -98,7 +90,7 @@ CELL_MARKERS = {
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in CELL_MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {description}")
+        config.addinivalue_line("markers", f"{name}: shelfbench: {description}")
     worker = getattr(config, "workerinput", {}).get("workerid")
     if worker:
         from harness.runtime import configure_worker
@@ -115,12 +107,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def check_options(config: pytest.Config, controller: bool) -> Run | None:
-    """Check every path the options name before any cell runs (the cache, the reports
-    directory, the baseline to read or the run to write, the MLflow server), and read
-    the baseline once; returns it."""
+    """Check the runtime variables and every path the options name before any cell runs
+    (the cache, the reports directory, the baseline to read or the run to write, the
+    MLflow server), and read the baseline once; returns it."""
     from harness.ownership import check_reports_dir, check_run_target
     from harness.paths import directory
+    from harness.runtime import check_environment
 
+    check_environment()
     directory(config.getoption("--shelf-cache") or cache_root(), "the embedding cache")
     baseline = config.getoption("--shelf-baseline")
     if not controller:
@@ -131,9 +125,6 @@ def check_options(config: pytest.Config, controller: bool) -> Run | None:
         )
     if (reports := config.getoption("--shelf-reports")) is not None:
         check_reports_dir(reports, "--shelf-reports")
-    keep = config.getoption("--shelf-keep-runs")
-    if keep is not None and keep < 1:
-        raise ShelfbenchError(f"--shelf-keep-runs {keep}: must be an integer >= 1")
     if config.getoption("--shelf-update-baseline"):
         check_run_target(baseline or config.rootpath / "reports" / "baseline.json")
         return None

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
 
@@ -29,11 +28,6 @@ class Registry(Generic[T]):
         self._entries[entry.name] = entry
         return entry
 
-    def register(self, factory: Callable[[], T]) -> Callable[[], T]:
-        """Decorator: register the entry that ``factory()`` returns."""
-        self.add(factory())
-        return factory
-
     def get(self, name: str) -> T:
         try:
             return self._entries[name]
@@ -41,9 +35,9 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._entries)) or "none"
             raise self._error(f"unknown {self.kind} {name!r}; registered: {known}") from None
 
-    def names(self, pattern: str = "*") -> list[str]:
-        """Sorted names matching a shell-style glob, e.g. ``'effnet-*'``."""
-        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+    def names(self) -> list[str]:
+        """The names, sorted."""
+        return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -18,15 +18,14 @@ from typing import Any
 from harness.document import (
     Block,
     Bullets,
-    Code,
     Heading,
     History,
     Line,
     Paragraph,
     Plot,
-    Strong,
     Table,
     build,
+    text,
 )
 from harness.report import compute_seconds, pareto_front
 from harness.row import CellRow
@@ -174,15 +173,7 @@ def esc(value: Any) -> str:
 
 
 def inline(line: Line) -> str:
-    parts = []
-    for part in line:
-        if isinstance(part, Code):
-            parts.append(f"<code>{esc(part.text)}</code>")
-        elif isinstance(part, Strong):
-            parts.append(f"<b>{esc(part.text)}</b>")
-        else:
-            parts.append(esc(part))
-    return "".join(parts)
+    return text(line, lambda t: f"<code>{esc(t)}</code>", lambda t: f"<b>{esc(t)}</b>", esc)
 
 
 def table(block: Table) -> str:

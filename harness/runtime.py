@@ -13,20 +13,40 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from filelock import FileLock
+from pydantic import Field
 
 from harness.errors import EmbeddingError
+from harness.settings import Count, environment
 
 PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 # Overrides what ``auto`` resolves to on this machine (a suite's explicit precision wins).
 PRECISION_ENV = "SHELFBENCH_PRECISION"
+# The variables that set runtime policy, with their kinds and ranges.
+ENVIRONMENT: dict[str, Any] = {
+    "SHELFBENCH_THREADS": Count,
+    "SHELFBENCH_WORKERS": Annotated[int, Field(ge=0)],
+    PRECISION_ENV: Literal["fp32", "bf16", "tf32"],
+}
+
+
+def setting(name: str) -> Any:
+    """The variable ``name`` of ``ENVIRONMENT``, checked; None where unset."""
+    return environment(name, ENVIRONMENT[name])
+
+
+def check_environment() -> None:
+    """Check every runtime variable before any cell runs: one line for a bad one."""
+    for name in ENVIRONMENT:
+        setting(name)
 
 
 def cpu_threads() -> int:
     """``$SHELFBENCH_THREADS``, else the usable cores shared among pytest-xdist workers."""
-    if os.environ.get("SHELFBENCH_THREADS"):
-        return max(1, int(os.environ["SHELFBENCH_THREADS"]))
+    if (threads := setting("SHELFBENCH_THREADS")) is not None:
+        return int(threads)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     return max(1, len(os.sched_getaffinity(0)) // workers)
 
@@ -36,8 +56,8 @@ def training_threads() -> int:
     whatever the number of pytest-xdist workers. Training sums floats in an order that
     depends on the thread count, so a fixed count makes a serial run and an ``-n 2`` run
     learn the same model."""
-    if os.environ.get("SHELFBENCH_THREADS"):
-        return max(1, int(os.environ["SHELFBENCH_THREADS"]))
+    if (threads := setting("SHELFBENCH_THREADS")) is not None:
+        return int(threads)
     return len(os.sched_getaffinity(0))
 
 
@@ -65,8 +85,8 @@ def loader_workers() -> int:
     two (the GPU's feeding thread and the pin-memory thread: on one H200 with 16 cores, 14
     workers decoded 8,100-9,300 images/s at 224 px where 8 decoded 5,900-6,100); on the
     CPU half the cores (the model's threads get the rest), none with two cores or fewer."""
-    if os.environ.get("SHELFBENCH_WORKERS"):
-        return max(0, int(os.environ["SHELFBENCH_WORKERS"]))
+    if (workers := setting("SHELFBENCH_WORKERS")) is not None:
+        return int(workers)
     cores = cpu_threads()
     if device() == "cuda":
         return max(0, cores - 2)
@@ -109,13 +129,9 @@ def resolve_precision(requested: str) -> str:
     (TensorFloat-32 matmuls) exists on CUDA only."""
     dev = device()
     if requested == "auto":
-        requested = os.environ.get(PRECISION_ENV) or (
+        requested = setting(PRECISION_ENV) or (
             "bf16" if dev == "cuda" or cpu_has_bf16() else "fp32"
         )
-        if requested not in PRECISIONS[1:]:
-            raise EmbeddingError(
-                f"${PRECISION_ENV} = {requested!r}: must be one of {', '.join(PRECISIONS[1:])}"
-            )
     if requested == "tf32" and dev != "cuda":
         raise EmbeddingError(
             "precision tf32 is a CUDA precision and this machine has no GPU; use fp32, bf16 "

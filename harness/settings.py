@@ -10,15 +10,17 @@ the key, the value and what the key takes, e.g.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import string
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 import annotated_types
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from harness.errors import ShelfbenchError, SuiteError
@@ -48,6 +50,7 @@ def _one_field(text: str) -> str:
 
 Count = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=0)]
+Resamples = Annotated[int, Field(ge=100, le=1_000_000)]  # bootstrap resamples
 Positive = Annotated[float, Field(gt=0)]
 Share = Annotated[float, Field(gt=0, lt=1)]  # a part of a set: a validation split
 Tolerance = Annotated[float, Field(ge=0, lt=1)]  # a metric drop tolerated (metrics are 0..1)
@@ -95,6 +98,7 @@ NOUNS = {
     float: ("a number", "numbers"),
     str: ("a string", "strings"),
     bool: ("true or false", "true or false values"),
+    Any: ("any value", "any values"),
 }
 
 
@@ -102,6 +106,9 @@ def plural(text: str) -> str:
     """``an integer >= 1`` → ``integers >= 1``."""
     if text.startswith("a non-empty "):
         return "non-empty " + plural("a " + text.removeprefix("a non-empty "))
+    for container in ("a table ", "a list "):
+        if text.startswith(container):
+            return container[2:-1] + "s " + text.removeprefix(container)
     for singular, many in NOUNS.values():
         if text.startswith(singular):
             return many + text[len(singular) :]
@@ -126,6 +133,13 @@ def _bounds(metadata: list[Any]) -> str:
     return f" {signs[bound[0]]} {bound[1]}" if bound else ""
 
 
+def many(annotation: Any) -> str:
+    """What several values of ``annotation`` are: ``strings or numbers``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(many(a) for a in typing.get_args(annotation)))
+    return plural(describe(annotation))
+
+
 def describe(annotation: Any, metadata: tuple[Any, ...] = ()) -> str:
     """What a value of ``annotation`` is, in words: ``an integer >= 1``, ``one of 'avg',
     'token'``, ``a list of numbers > 0``."""
@@ -146,9 +160,9 @@ def describe(annotation: Any, metadata: tuple[Any, ...] = ()) -> str:
         return "one of " + ", ".join(json.dumps(a) for a in args)
     if origin in (list, tuple) and (origin is list or args[-1] is Ellipsis):
         empty = "a non-empty" if any(isinstance(m, annotated_types.MinLen) for m in flat) else "a"
-        return f"{empty} list of {plural(describe(args[0]))}"
+        return f"{empty} list of {many(args[0])}"
     if origin in (dict, Mapping):
-        return f"a table of {plural(describe(args[1]))}"
+        return f"a table of {many(args[1])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"a table of {', '.join(annotation.model_fields)}"
     noun = NOUNS.get(annotation, (getattr(annotation, "__name__", str(annotation)), ""))[0]
@@ -203,6 +217,33 @@ def load(
         return model.model_validate(dict(table))
     except ValidationError as exc:
         raise error(explain(model, exc, table, where, prefix)) from None
+
+
+def argument(kind: Any) -> Callable[[str], Any]:
+    """An argparse ``type`` for an option of ``kind`` (``Count``, ``Tolerance``, ...): a
+    value out of its range is a usage error that says what the option takes."""
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+    words = describe(kind)
+
+    def parse(text: str) -> Any:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {words}") from None
+
+    return parse
+
+
+def environment(name: str, kind: Any) -> Any:
+    """``$name`` as a value of ``kind``; None where it is unset or empty, one line where
+    it is out of its kind or range."""
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        return TypeAdapter(kind).validate_python(text)
+    except ValidationError:
+        raise ShelfbenchError(f"${name} = {text!r}: must be {describe(kind)}") from None
 
 
 def rule(model: type[Table], key: str) -> str:

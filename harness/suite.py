@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ from harness.datasets import DATASETS
 from harness.datasets.formats import register_user_dataset, user_dataset
 from harness.errors import ShelfbenchError, SuiteError
 from harness.metrics import METRICS
-from harness.paths import regular_file
 from harness.settings import (
     Count,
     CropPct,
@@ -37,12 +35,14 @@ from harness.settings import (
     ImageSize,
     Name,
     Names,
+    Resamples,
     Seed,
     Table,
     Tolerance,
     load,
 )
 from harness.strategies import STRATEGIES, StrategySpec, parse_strategy
+from harness.suite_file import SuiteMeta, read_suite
 
 TABLES = {
     "suite",
@@ -75,7 +75,7 @@ class Gate(Table):
     comparisons, the drop tolerated even when significant (``max_drop``), and how close to
     the best a cheaper cell must be to be recommended (``epsilon``)."""
 
-    resamples: Annotated[int, Field(ge=100, le=1_000_000)] = 1000
+    resamples: Resamples = 1000
     seed: Seed = 0
     max_drop: Tolerance = 0.01
     epsilon: Tolerance = 0.01
@@ -133,16 +133,6 @@ class FloorSpec(Table):
     machine: Name
 
 
-class SuiteMeta(Table):
-    """``[suite]``: the suite's name (default: the file's stem), protocol version, and the
-    files it extends (``include``, relative to it: their tables are merged under this
-    file's, key by key, and their ``[[cells]]`` come first)."""
-
-    name: Name | None = None
-    version: Count = 1
-    include: Names | None = None
-
-
 @dataclass(frozen=True)
 class Cell:
     """One benchmark cell: a dataset, a backbone and a strategy under a suite's profile."""
@@ -183,69 +173,6 @@ class Suite:
             if cell.id == cell_id:
                 return cell
         raise SuiteError(f"suite {self.name!r} ({self.path}) has no cell {cell_id!r}")
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """A suite file's tables; one line if it is not a readable TOML file."""
-    regular_file(Path(path), "suite file", SuiteError)
-    try:
-        return tomllib.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SuiteError(f"{path}: {exc}") from None
-
-
-# Keys whose values are paths relative to the file that declares them: (table, key).
-PATH_KEYS = (
-    ("datasets", "root"),
-    ("datasets", "class_names"),
-    ("backbones", "weights"),
-    ("backbones", "vectors"),
-)
-
-
-def _absolute(raw: dict[str, Any], base: Path) -> None:
-    """Make a file's own relative paths absolute (URLs and "random" stay), so that a
-    table an including suite takes keeps pointing where its own file meant."""
-    for table, key in PATH_KEYS:
-        for entry in raw.get(table, {}).values() if isinstance(raw.get(table), dict) else ():
-            value = entry.get(key) if isinstance(entry, dict) else None
-            if isinstance(value, str) and value != "random" and "://" not in value:
-                entry[key] = str((base / value).resolve())
-
-
-def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``, table by table and key by key (``top`` wins); ``[[cells]]``
-    groups add up, the included file's first."""
-    out = dict(base)
-    for key, value in top.items():
-        if key == "cells" and isinstance(value, list) and isinstance(base.get(key), list):
-            out[key] = [*base[key], *value]
-        elif isinstance(value, dict) and isinstance(base.get(key), dict):
-            out[key] = merge(base[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def read_suite(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A suite file's tables with those of the files its ``[suite] include`` names
-    (relative to it) merged under them; an include cycle is one line."""
-    path = Path(path).resolve()
-    raw = read_toml(path)
-    _absolute(raw, path.parent)
-    meta = raw.get("suite", {})
-    includes = meta.get("include", []) if isinstance(meta, dict) else []
-    load(SuiteMeta, meta if isinstance(meta, dict) else {}, f"{path}: [suite]")
-    merged: dict[str, Any] = {}
-    for name in includes:
-        included = (path.parent / name).resolve()
-        if included in (*chain, path):
-            loop = " → ".join(p.name for p in (*chain, path, included))
-            raise SuiteError(f"{path}: [suite] include = {name!r} makes a cycle: {loop}")
-        tables = read_suite(included, (*chain, path))
-        tables.pop("suite", None)  # the including file's name and version are its own
-        merged = merge(merged, tables)
-    return merge(merged, raw)
 
 
 def load_suite(path: Path) -> Suite:

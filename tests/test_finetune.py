@@ -9,7 +9,7 @@ import timm  # noqa: F401  (imported up front: pytester runs drop modules import
 import torch  # noqa: F401
 from PIL import Image
 
-from harness import cost, finetune, report
+from harness import augment, cost, finetune, report, training
 from harness.backbones import BACKBONES
 from harness.backbones.build import build_model
 from harness.backbones.weights import resolve
@@ -37,7 +37,7 @@ def make_cell(strategy, params=None, dataset="synthetic-products", n_train=96):
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    factors = [finetune.learning_rate(step, 100, 10) for step in range(100)]
+    factors = [training.learning_rate(step, 100, 10) for step in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
     assert factors[-1] < 0.001
@@ -48,7 +48,7 @@ def test_augmentation_is_seeded_and_sized():
     pre = BACKBONES.get("test-efficientnet").preprocess.resized(24)
 
     def draw(seed):
-        return finetune.augment(image, pre, np.random.default_rng(seed), (0.35, 1.0))
+        return augment.augment(image, pre, np.random.default_rng(seed), (0.35, 1.0))
 
     assert draw(1).shape == (24, 24, 3)
     np.testing.assert_array_equal(draw(1), draw(1))
@@ -56,8 +56,8 @@ def test_augmentation_is_seeded_and_sized():
 
 
 @pytest.mark.parametrize("name", ["synthetic-products", "products-10k"])
-@pytest.mark.parametrize("augment", [True, False])
-def test_training_batches_hold_the_pixels_augment_draws(name, augment, monkeypatch):
+@pytest.mark.parametrize("augmented", [True, False])
+def test_training_batches_hold_the_pixels_augment_draws(name, augmented, monkeypatch):
     """In-memory images are cropped, resized and flipped by per-image weights, files by PIL
     in the loader: either way each item gets exactly ``augment``'s pixels from its own
     seeded draws (or ``transform``'s without augmentation), in the epoch's order."""
@@ -69,16 +69,15 @@ def test_training_batches_hold_the_pixels_augment_draws(name, augment, monkeypat
     data = dataset.split("train")
     spec = BACKBONES.get("test-efficientnet")
     pre = spec.preprocess.resized(40, 0.875)
-    settings = {**finetune.TRAIN_DEFAULTS, "batch_size": 3, "augment": augment, "seed": 7}
+    settings = {**finetune.TRAIN_DEFAULTS, "batch_size": 3, "augment": augmented, "seed": 7}
     indices = np.arange(min(8, len(data)))
-    run = finetune.Run(dataset, indices, spec, resolve(spec), pre, None, settings)
     order = np.random.default_rng(0).permutation(len(indices))
-    batches = list(finetune.train_batches(run, data, order, epoch=2))
+    batches = list(augment.train_batches(data, indices, pre, settings, order, epoch=2))
     assert np.concatenate([b.rows for b in batches]).tolist() == indices[order].tolist()
     for loaded in batches:
         expected = [
-            finetune.augment(data.image(i), pre, finetune.item_rng(7, 2, i), (0.35, 1.0))
-            if augment
+            augment.augment(data.image(i), pre, augment.item_rng(7, 2, i), (0.35, 1.0))
+            if augmented
             else transform(data.image(i), pre)
             for i in loaded.rows
         ]
@@ -96,19 +95,19 @@ def test_training_batches_hold_the_pixels_augment_draws(name, augment, monkeypat
 def test_partial_trains_only_the_last_blocks(backbone, blocks, trains):
     spec = BACKBONES.get(backbone)
     model = build_model(spec, resolve(spec))
-    finetune.trainable(model, spec, blocks)
+    training.trainable(model, spec, blocks)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert names and all(n.startswith(trains) or n == "clip.visual.proj" for n in names)
     assert all(any(n.startswith(t) for n in names) for t in trains)
-    everything = finetune.trainable(model, spec, None)
-    image = finetune.image_model(model, spec)
+    everything = training.trainable(model, spec, None)
+    image = training.image_model(model, spec)
     assert sum(p.numel() for p in everything) == sum(p.numel() for p in image.parameters())
 
 
 def test_partial_refuses_more_blocks_than_the_model_has():
     spec = BACKBONES.get("test-vit")
     with pytest.raises(SuiteError, match=r"test-vit has 6 blocks; use 1\.\.6"):
-        finetune.trainable(build_model(spec, resolve(spec)), spec, 7)
+        training.trainable(build_model(spec, resolve(spec)), spec, 7)
 
 
 def test_a_changed_setting_is_a_new_run():
@@ -153,20 +152,20 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     cell = make_cell("finetune", {"epochs": 3})
     whole = run_cell(cell, tmp_path / "whole")
 
-    real_save = finetune.save_checkpoint
+    real_save = training.save_checkpoint
     saved = []
 
     def killed_after_first_epoch(run_dir, state):
         real_save(run_dir, state)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(finetune, "save_checkpoint", killed_after_first_epoch)
+    monkeypatch.setattr(training, "save_checkpoint", killed_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         run_cell(cell, tmp_path / "resumed")
     assert len(list((tmp_path / "resumed").glob("finetune/*/*/epoch-0001.pt"))) == 1
 
     monkeypatch.setattr(
-        finetune,
+        training,
         "save_checkpoint",
         lambda d, state: saved.append(state["epoch"]) or real_save(d, state),
     )

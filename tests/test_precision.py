@@ -12,10 +12,12 @@ from harness.backbones import BACKBONES, resolve
 from harness.cell import run_cell
 from harness.datasets import open_dataset
 from harness.embeddings import load_model
-from harness.errors import EmbeddingError
+from harness.errors import EmbeddingError, ShelfbenchError
 from harness.extract import embed_batches, load_batches, to_tensor, transform
 from harness.runtime import resolve_precision
 from harness.suite import load_suite
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.mark.parametrize("backbone", ["test-efficientnet", "test-vit"])
@@ -108,8 +110,28 @@ def test_the_environment_says_what_auto_is_and_a_suite_still_wins(monkeypatch):
     monkeypatch.setenv(runtime.PRECISION_ENV, "bf16")
     assert resolve_precision("auto") == "bf16" and resolve_precision("fp32") == "fp32"
     monkeypatch.setenv(runtime.PRECISION_ENV, "fp16")
-    with pytest.raises(EmbeddingError, match=r"SHELFBENCH_PRECISION = 'fp16': must be one of"):
+    with pytest.raises(ShelfbenchError, match=r"SHELFBENCH_PRECISION = 'fp16': must be one of"):
         resolve_precision("auto")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("SHELFBENCH_THREADS", "0", "an integer >= 1"),
+        ("SHELFBENCH_THREADS", "two", "an integer >= 1"),
+        ("SHELFBENCH_WORKERS", "-1", "an integer >= 0"),
+        ("SHELFBENCH_PRECISION", "fp16", 'one of "fp32", "bf16", "tf32"'),
+    ],
+)
+def test_a_runtime_variable_out_of_range_is_refused_before_any_cell_runs(
+    pytester, monkeypatch, name, value, rule
+):
+    pytester.makefile(".toml", s='[suite]\n[[cells]]\ndatasets = ["synthetic-products"]\n'
+                      'backbones = ["test-vit"]\nstrategies = ["knn"]\n')  # fmt: skip
+    monkeypatch.setenv(name, value)
+    result = pytester.runpytest("s.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*shelfbench: ${name} = {value!r}: must be {rule}*"])
 
 
 def casts_per_batch(model, x, grad) -> int:

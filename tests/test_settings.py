@@ -19,7 +19,8 @@ from harness.datasets.formats import ImageFolderTable, ManifestTable, WebDataset
 from harness.index import ENGINES
 from harness.settings import Says, Table, describe, load
 from harness.strategies import STRATEGIES
-from harness.suite import CellGroup, FloorSpec, Gate, Profile, SuiteMeta, Upgrade
+from harness.suite import CellGroup, FloorSpec, Gate, Profile, Upgrade
+from harness.suite_file import SuiteMeta
 
 KNN = "synthetic-products/test-vit/knn"
 BASE: dict[str, Any] = {
@@ -297,3 +298,25 @@ def test_the_line_names_file_table_key_value_and_range(suite_dir, capsys, where,
 def test_describe_states_kind_and_range():
     assert describe(Profile.model_fields["crop_pct"].annotation) == "a number in (0, 1]"
     assert load(Gate, {"max_drop": 0.5}, "g").max_drop == 0.5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "a.json", "b.json", "--resamples", "0"], "'0': must be an integer in"),
+        (["compare", "a.json", "b.json", "--max-drop", "2"], "'2': must be a number in [0, 1)"),
+        (["history", "--last", "-1"], "'-1': must be an integer >= 1"),
+    ],
+)
+def test_command_options_have_the_ranges_of_the_suite_keys(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_documented_keys_are_the_keys_suites_take():
+    """docs/keys.md is `shelfbench keys`: regenerate it when a table changes."""
+    from harness.keys import markdown
+
+    documented = Path(__file__).parents[1] / "docs" / "keys.md"
+    assert documented.read_text() == markdown(), "run: shelfbench keys > docs/keys.md"

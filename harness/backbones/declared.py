@@ -84,7 +84,14 @@ class BackboneTable(Table):
     image_size: ImageSize | None = None
     crop_pct: CropPct | None = None
     mean: Annotated[Channels, Says("three numbers in [0, 1], one per channel")] | None = None
-    std: Annotated[tuple[Positive, Positive, Positive], Field(strict=False)] | None = None
+    std: (
+        Annotated[
+            tuple[Positive, Positive, Positive],
+            Field(strict=False),
+            Says("three numbers > 0, one per channel"),
+        ]
+        | None
+    ) = None
     interpolation: Interpolation | None = None
     pooling: Pooling | None = None
 

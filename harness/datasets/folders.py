@@ -48,17 +48,23 @@ def image_folder(
             for path in sorted(base.glob("*/*"))
             if path.suffix.lower() in IMAGE_SUFFIXES
         ]
+    labelled, classes = by_class(found)
+    built = {split: file_split(root, *items) for split, items in labelled.items()}
+    return Dataset(name, files_fingerprint(name, built), built, classes)
+
+
+def by_class(
+    found: Mapping[str, list[tuple[str, str]]],
+) -> tuple[dict[str, tuple[list[str], np.ndarray]], tuple[str, ...]]:
+    """Each split's items (where, class folder) as where they are and label codes, and
+    the class names: sorted, shared by all splits."""
     _, classes = codes([label for items in found.values() for _, label in items])
     index = {c: i for i, c in enumerate(classes)}
-    built = {
-        split: file_split(
-            root,
-            [p for p, _ in items],
-            np.array([index[label] for _, label in items], dtype=np.int64),
-        )
+    labelled = {
+        split: ([w for w, _ in items], np.array([index[c] for _, c in items], dtype=np.int64))
         for split, items in found.items()
     }
-    return Dataset(name, files_fingerprint(name, built), built, classes)
+    return labelled, classes
 
 
 def webdataset(
@@ -139,16 +145,9 @@ def remote_folder(name: str, root: str, splits: Mapping[str, str], store: Store)
             for url in urls
             if Path(url).suffix.lower() in IMAGE_SUFFIXES and url.count("/") > base.count("/") + 1
         ]
-    _, classes = codes([label for items in found.values() for _, label in items])
-    index = {c: i for i, c in enumerate(classes)}
+    labelled, classes = by_class(found)
     built = {
-        split: remote_split(
-            store,
-            [url for url, _ in items],
-            None,
-            None,
-            labels=np.array([index[label] for _, label in items], dtype=np.int64),
-        )
-        for split, items in found.items()
+        split: remote_split(store, urls, None, None, labels=labels)
+        for split, (urls, labels) in labelled.items()
     }
     return Dataset(name, split_fingerprint(name, built), built, classes)

@@ -47,7 +47,11 @@ Scalar = str | int | float | bool
 
 
 class DatasetTable(Table):
-    """What every ``[datasets.NAME]`` table takes, whatever its format."""
+    """What every ``[datasets.NAME]`` table takes, whatever its format: ``root`` (relative
+    to the suite file, or a URL: s3://, gs://, https://, file://), each split's folder,
+    manifest value or shard glob, the retrieval protocol, ``class_names`` (a file, one
+    name per line, or a list), and for a URL fsspec's ``storage_options`` and the seconds
+    one remote image may take."""
 
     format: str
     root: Name  # relative to the suite file, or a URL (s3://, gs://, https://, file://)
@@ -60,10 +64,18 @@ class DatasetTable(Table):
 
 
 class ImageFolderTable(DatasetTable):
+    """``root/<split>/<class>/<image>``: labels are the class folder names."""
+
     format: Literal["imagefolder"]
 
 
 class ManifestTable(DatasetTable):
+    """A CSV, JSONL or Parquet manifest (``manifest``: relative to root, or a URL; default
+    ``manifest.<format>``), a row per image: its ``path`` (relative to the manifest),
+    ``label``, and optionally ``split_column``, ``id`` (relevance by this column instead of
+    the label), ``key`` (each item's name, which precomputed vectors find it by), ``image``
+    (Parquet: the image's bytes) and ``sha256``."""
+
     format: Literal["csv", "jsonl", "parquet"]
     manifest: Name | None = None  # relative to root, or a URL; default manifest.<format>
     label: Name = "label"
@@ -75,6 +87,9 @@ class ManifestTable(DatasetTable):
 
 
 class WebDatasetTable(DatasetTable):
+    """WebDataset tar shards: each sample's image and its ``.cls`` label, or the
+    ``label_key`` of its ``.json``."""
+
     format: Literal["webdataset"]
     label_key: Name = "label"  # the label's key in a sample's .json
 

@@ -173,6 +173,33 @@ class LinearSettings(Table):
     seed: Seed = 0
 
 
+def regularisation_path(
+    x: np.ndarray, y: np.ndarray, held: np.ndarray, n_classes: int, params: Mapping[str, Any]
+) -> tuple[dict[float, Solution], dict[float, float], float, list[int]]:
+    """Fit each C of ``params["C"]`` on the items not ``held`` out, strongest first, each
+    from the last solution; return the solutions, their validation accuracies, the
+    gradient tolerance every fit used, and the objective's evaluations per fit."""
+    path: dict[float, Solution] = {}
+    val_accuracy: dict[float, float] = {}
+    solution = None
+    fit_x, fit_y = on_device(x[~held], y[~held])
+    n_fit = len(fit_y)
+    size = x.shape[1] * n_classes + n_classes
+    zero_grad = objective_for(fit_x, fit_y, n_classes, 0.0)(flat(fit_x, None, size))[1]
+    gtol = params["tol"] * float(abs(zero_grad).max())
+    fit_passes: list[int] = [1]
+    for c in sorted(params["C"]):
+        decay = 1 / (c * n_fit)
+        solution = fit_softmax(
+            fit_x, fit_y, n_classes, decay, params["max_iter"], solution, gtol, fit_passes
+        )
+        path[c] = solution
+        w, b = host(solution)
+        predicted = np.argmax(x[held] @ w.astype(np.float32) + b.astype(np.float32), axis=1)
+        val_accuracy[c] = float(metrics.correct(y[held], predicted).mean())
+    return path, val_accuracy, gtol, fit_passes
+
+
 @strategy("linear", CLASSIFICATION, main_metric="accuracy", settings=LinearSettings)
 def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     """A softmax linear probe (L-BFGS) on L2-normalised embeddings: scikit-learn's
@@ -193,45 +220,15 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     start = time.perf_counter()
     x, y = l2_normalise(data.train), data.train_labels
     held = stratified_holdout(y, params["validation"], params["seed"])
-    path: dict[float, Solution] = {}
-    val_accuracy: dict[float, float] = {}
-    solution = None
-    fit_x, fit_y = on_device(x[~held], y[~held])
-    n_fit = len(fit_y)
-    size = x.shape[1] * data.n_classes + data.n_classes
-    zero_grad = objective_for(fit_x, fit_y, data.n_classes, 0.0)(flat(fit_x, None, size))[1]
-    gtol = params["tol"] * float(abs(zero_grad).max())
-    fit_passes: list[int] = [1]
-    for c in sorted(params["C"]):
-        decay = 1 / (c * n_fit)
-        solution = fit_softmax(
-            fit_x,
-            fit_y,
-            data.n_classes,
-            decay,
-            params["max_iter"],
-            solution,
-            gtol,
-            fit_passes,
-        )
-        path[c] = solution
-        w, b = host(solution)
-        predicted = np.argmax(x[held] @ w.astype(np.float32) + b.astype(np.float32), axis=1)
-        val_accuracy[c] = float(metrics.correct(y[held], predicted).mean())
+    path, val_accuracy, gtol, fit_passes = regularisation_path(x, y, held, data.n_classes, params)
+    n_fit = int((~held).sum())
     best = max(val_accuracy, key=lambda c: (val_accuracy[c], -c))
     refit_passes: list[int] = []
     decay = 1 / (best * len(y))
     all_x, all_y = on_device(x, y)
     w, b = host(
         fit_softmax(
-            all_x,
-            all_y,
-            data.n_classes,
-            decay,
-            params["max_iter"],
-            path[best],
-            gtol,
-            refit_passes,
+            all_x, all_y, data.n_classes, decay, params["max_iter"], path[best], gtol, refit_passes
         )
     )
     fitted = time.perf_counter()

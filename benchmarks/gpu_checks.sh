@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A GPU session's checks in one command (not part of CI):
+# The checks of the CUDA code paths, in one command on a GPU machine (not part of CI):
 #
-#   bash benchmarks/device_session.sh [OUT_DIR]
+#   bash benchmarks/gpu_checks.sh [OUT_DIR]
 #
 # 1. the unit tests whose code paths differ on a GPU (Pillow-exact resize and ranking on
 #    CUDA, bf16 agreement, training batches);

@@ -1,0 +1,294 @@
+"""The training loop of a fine-tuning run (``harness.finetune``): the backbone with a
+linear head, AdamW with warmup and cosine decay, one checkpoint per epoch, resumable.
+Every epoch draws its order, augmentation and dropout from seeds derived from
+``(seed, epoch)``, so a resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness.augment import train_batches
+from harness.backbones.base import BackboneSpec
+from harness.backbones.libraries import library
+from harness.cache import atomic_write
+from harness.errors import DatasetError, SuiteError, TrainingError
+from harness.extract import Loaded, progress, to_tensor
+from harness.runtime import device
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.finetune import Run
+
+# Steps between reads of the running loss (each read waits for the GPU to catch up).
+SYNC_STEPS = 20
+
+
+def trainable(model: torch.nn.Module, spec: BackboneSpec, blocks: int | None) -> list[Any]:
+    """Mark what trains (all of the image model, or its last ``blocks`` blocks and what
+    follows them, as the model library defines blocks) and return those parameters."""
+    model.requires_grad_(False)
+    lib = library(spec)
+    if blocks is None:
+        lib.image_model(model).requires_grad_(True)
+    elif lib.unfreeze is None:
+        raise SuiteError(
+            f"partial:{blocks}: {spec.name} is not a timm or open_clip model, so its blocks "
+            "are unknown; fine-tune all of it (finetune) instead"
+        )
+    else:
+        lib.unfreeze(model, spec, blocks)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def image_model(model: torch.nn.Module, spec: BackboneSpec) -> torch.nn.Module:
+    """The part of ``model`` that embeds images (an open_clip model's visual tower)."""
+    return library(spec).image_model(model)
+
+
+def learning_rate(step: int, total: int, warmup: int) -> float:
+    """The schedule's factor: linear warmup over ``warmup`` steps, then cosine to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write epoch ``state["epoch"]``'s checkpoint atomically, then drop older ones."""
+    import torch
+
+    path = run_dir / f"epoch-{state['epoch']:04d}.pt"
+    atomic_write(path, lambda p: torch.save(state, p))
+    for old in run_dir.glob("epoch-*.pt"):
+        if old != path:
+            old.unlink()
+
+
+class Tally:
+    """An epoch's loss and accuracy, summed on the device: reading them waits for the GPU
+    to catch up, so the loop reads every ``SYNC_STEPS`` steps, not every step."""
+
+    def __init__(self, dev: str) -> None:
+        import torch
+
+        self.loss = torch.zeros((), dtype=torch.float64, device=dev)
+        self.correct = torch.zeros((), dtype=torch.int64, device=dev)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += loss.detach().double() * len(labels)
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.seen += len(labels)
+
+    def mean_loss(self, where: str) -> float:
+        """The mean loss so far; a run whose loss is not finite stops here."""
+        mean = self.loss.item() / max(1, self.seen)
+        if not math.isfinite(mean):
+            raise TrainingError(f"{where} diverged: the mean loss is {mean}; lower lr or head_lr")
+        return mean
+
+    def accuracy(self) -> float:
+        return self.correct.item() / max(1, self.seen)
+
+
+@dataclass
+class Trainer:
+    """A run's model, head and optimiser, and what its steps need to know."""
+
+    run: Run
+    model: torch.nn.Module
+    head: torch.nn.Linear
+    net: torch.nn.Sequential
+    optimiser: torch.optim.Optimizer
+    base_lrs: list[float]
+    trained: list[Any]  # the backbone's trainable parameters
+    frozen_norms: Sequence[torch.nn.Module]
+    smallest: int  # a batch norm that trains cannot normalise one image: skip such batches
+    steps: int  # per epoch
+    amp: bool
+
+    def where(self, epoch: int, step: int) -> str:
+        run, settings = self.run, self.run.settings
+        return (
+            f"{describe(run)} (epoch {epoch + 1}, by step {step}; "
+            f"lr {settings['lr']:g}, head_lr {settings['head_lr']:g})"
+        )
+
+
+def describe(run: Run) -> str:
+    """What the run trains, for progress bars and errors."""
+    what = "finetune" if run.blocks is None else f"partial:{run.blocks}"
+    return f"{what} {run.spec.name} on {run.dataset.name}"
+
+
+def trainer(run: Run) -> Trainer:
+    """The run's backbone with a new head (seeded), on the device, and its optimiser."""
+    import torch
+
+    from harness.backbones.build import build_model, width
+
+    settings = run.settings
+    model = build_model(run.spec, run.weights)
+    torch.manual_seed(settings["seed"])
+    head = torch.nn.Linear(width(model), len(run.dataset.classes))
+    trained = trainable(model, run.spec, run.blocks)
+    net = torch.nn.Sequential(model, head).to(device(), memory_format=torch.channels_last)  # type: ignore[call-overload]
+    groups = [
+        {
+            "params": [p for p in trained if p.ndim > 1],
+            "lr": settings["lr"],
+            "weight_decay": settings["weight_decay"],
+        },
+        {"params": [p for p in trained if p.ndim <= 1], "lr": settings["lr"], "weight_decay": 0.0},
+        {"params": list(head.parameters()), "lr": settings["head_lr"], "weight_decay": 0.0},
+    ]
+    optimiser = torch.optim.AdamW([g for g in groups if g["params"]])
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    frozen = [m for m in norms if not any(p.requires_grad for p in m.parameters())]
+    return Trainer(
+        run,
+        model,
+        head,
+        net,
+        optimiser,
+        [g["lr"] for g in optimiser.param_groups],
+        trained,
+        frozen,
+        2 if len(frozen) < len(norms) else 1,
+        math.ceil(len(run.indices) / settings["batch_size"]),
+        device() == "cuda" and settings["amp"],
+    )
+
+
+def resume(run_dir: Path, t: Trainer) -> dict[str, Any]:
+    """The state of the run's last finished epoch (loaded into ``t``), or a fresh one."""
+    import torch
+
+    done = sorted(run_dir.glob("epoch-*.pt"))
+    if not done:
+        return {"epoch": 0, "history": [], "seconds": 0.0, "images_seen": 0, "unreadable": []}
+    state: dict[str, Any] = torch.load(done[-1], map_location=device(), weights_only=True)
+    t.net.load_state_dict(state.pop("model"))
+    t.optimiser.load_state_dict(state.pop("optimizer"))
+    return state
+
+
+def step(t: Trainer, loaded: Loaded, labels: torch.Tensor, factor: float, tally: Tally) -> None:
+    """One optimiser step on a batch, at ``factor`` times the base learning rates."""
+    import torch
+    import torch.nn.functional as F
+
+    dev, settings = device(), t.run.settings
+    x = to_tensor(loaded.pixels(dev), t.run.pre, dev)
+    y = labels[loaded.rows].to(dev, non_blocking=True)
+    for group, base in zip(t.optimiser.param_groups, t.base_lrs, strict=True):
+        group["lr"] = base * factor
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=t.amp):
+        logits = t.net(x).float()
+    loss = F.cross_entropy(logits, y, label_smoothing=settings["label_smoothing"])
+    t.optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(
+        [p for g in t.optimiser.param_groups for p in g["params"]], settings["clip_grad"]
+    )
+    t.optimiser.step()
+    tally.add(loss, logits, y)
+
+
+def epoch(t: Trainer, number: int, unreadable: set[int]) -> tuple[Tally, float]:
+    """Train epoch ``number`` (from 0); the epoch's tally and mean loss. Unreadable
+    items are added to ``unreadable`` (or stop the run if it may not skip them)."""
+    import torch
+
+    run, settings = t.run, t.run.settings
+    data = run.dataset.split("train")
+    labels = torch.tensor(data.labels, dtype=torch.long)
+    total = settings["epochs"] * t.steps
+    warmup = max(1, round(settings["warmup"] * total))
+    order = np.random.default_rng([settings["seed"], number]).permutation(len(run.indices))
+    torch.manual_seed(settings["seed"] * 100_003 + number)
+    t.net.train()
+    for m in t.frozen_norms:  # frozen blocks keep their running statistics
+        m.eval()
+    tally = Tally(device())
+    bar = progress(len(order), f"{describe(run)}, epoch {number + 1}/{settings['epochs']}")
+    with bar:
+        batches = train_batches(data, run.indices, run.pre, settings, order, number)
+        for i, loaded in enumerate(batches):
+            if loaded.bad and not run.skip_unreadable:
+                raise DatasetError(next(iter(loaded.bad.values())))
+            unreadable.update(loaded.bad)
+            bar.update(len(loaded.rows) + len(loaded.bad))
+            if len(loaded.rows) < t.smallest:
+                continue
+            step(t, loaded, labels, learning_rate(number * t.steps + i, total, warmup), tally)
+            if (i + 1) % SYNC_STEPS == 0:
+                mean = tally.mean_loss(t.where(number, i + 1))
+                bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
+        if not tally.seen:
+            raise DatasetError(
+                f"{run.dataset.name}: none of the {len(order)} train images could be read"
+            )
+        return tally, tally.mean_loss(t.where(number, t.steps))  # waits for the last step
+
+
+def train(run_dir: Path, run: Run) -> None:
+    """Train (or resume) ``run`` in ``run_dir`` to its last epoch and write its results."""
+    t = trainer(run)
+    state = resume(run_dir, t)
+    unreadable = set(state["unreadable"])
+    for number in range(state["epoch"], run.settings["epochs"]):
+        start = time.perf_counter()
+        tally, mean = epoch(t, number, unreadable)
+        state["seconds"] += time.perf_counter() - start
+        state["history"].append(
+            {"epoch": number + 1, "loss": mean, "train_accuracy": tally.accuracy()}
+        )
+        state["epoch"] = number + 1
+        state["images_seen"] += tally.seen
+        state["unreadable"] = sorted(unreadable)
+        save_checkpoint(
+            run_dir, {**state, "model": t.net.state_dict(), "optimizer": t.optimiser.state_dict()}
+        )
+    finish(run_dir, t, state)
+
+
+def finish(run_dir: Path, t: Trainer, state: dict[str, Any]) -> None:
+    """Keep the tuned backbone, its head and the run's summary; drop the checkpoints."""
+    import torch
+
+    def save_head(path: Path) -> None:
+        with path.open("wb") as f:
+            np.savez(
+                f,
+                weight=t.head.weight.detach().float().cpu().numpy(),
+                bias=t.head.bias.detach().float().cpu().numpy(),
+            )
+
+    atomic_write(run_dir / "tuned.pt", lambda p: torch.save(t.model.state_dict(), p))
+    atomic_write(run_dir / "head.npz", save_head)
+    summary = {
+        "epochs": state["epoch"],
+        "history": state["history"],
+        "seconds": state["seconds"],
+        "images_seen": state["images_seen"],
+        "unreadable": len(state["unreadable"]),
+        "trainable_params": sum(p.numel() for p in t.trained)
+        + sum(p.numel() for p in t.head.parameters()),
+        "backbone_params": sum(p.numel() for p in image_model(t.model, t.run.spec).parameters()),
+        "blocks": t.run.blocks,
+        "device": device(),
+        "amp": "bfloat16" if t.amp else None,
+    }
+    text = json.dumps(summary, indent=1)
+    atomic_write(run_dir / "summary.json", lambda p: p.write_text(text))
+    for old in run_dir.glob("epoch-*.pt"):
+        old.unlink()
