@@ -21,7 +21,6 @@ from pydantic import Field
 from harness.errors import EmbeddingError
 from harness.settings import Count, environment
 
-PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 # Overrides what ``auto`` resolves to on this machine (a suite's explicit precision wins).
 PRECISION_ENV = "SHELFBENCH_PRECISION"
 # The variables that set runtime policy, with their kinds and ranges.
