@@ -262,7 +262,6 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
         precision=str(test.key["precision"]),
         index=index_report(cell, outcome, metrics),
         gallery=sample_and_worst(outcome.items) if has_gallery(outcome.items) else {},
-        computed_seconds=seconds,
     )
 
 

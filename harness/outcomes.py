@@ -17,7 +17,6 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 from filelock import FileLock
 
 from harness.cache import atomic_write, digest
+from harness.provenance import version
 
 OUTCOME_VERSION = 1
 # Distributions whose versions change a metric computed from the same embeddings.
@@ -32,13 +32,7 @@ NUMBER_LIBRARIES = ("numpy", "scipy", "scikit-learn", "faiss-cpu", "torch", "pym
 
 
 def library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for dist in NUMBER_LIBRARIES:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    return versions
+    return {dist: version(dist) for dist in NUMBER_LIBRARIES}
 
 
 @functools.cache

@@ -25,14 +25,17 @@ LIBRARIES = {
 
 
 @cache
+def version(distribution: str) -> str | None:
+    """An installed distribution's version (None if it is not installed)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@cache
 def library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for key, dist in LIBRARIES.items():
-        try:
-            versions[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[key] = None
-    return versions
+    return {key: version(dist) for key, dist in LIBRARIES.items()}
 
 
 def git_commit(root: Path) -> str | None:

@@ -219,17 +219,24 @@ def load(
         raise error(explain(model, exc, table, where, prefix)) from None
 
 
+def value_of(kind: Any, text: str) -> Any:
+    """``text`` (an option's or a variable's) as a value of ``kind``; ValueError saying
+    what the kind takes."""
+    try:
+        return TypeAdapter(kind).validate_python(text)
+    except ValidationError:
+        raise ValueError(f"{text!r}: must be {describe(kind)}") from None
+
+
 def argument(kind: Any) -> Callable[[str], Any]:
     """An argparse ``type`` for an option of ``kind`` (``Count``, ``Tolerance``, ...): a
     value out of its range is a usage error that says what the option takes."""
-    adapter: TypeAdapter[Any] = TypeAdapter(kind)
-    words = describe(kind)
 
     def parse(text: str) -> Any:
         try:
-            return adapter.validate_python(text)
-        except ValidationError:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be {words}") from None
+            return value_of(kind, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
 
@@ -241,9 +248,9 @@ def environment(name: str, kind: Any) -> Any:
     if not text:
         return None
     try:
-        return TypeAdapter(kind).validate_python(text)
-    except ValidationError:
-        raise ShelfbenchError(f"${name} = {text!r}: must be {describe(kind)}") from None
+        return value_of(kind, text)
+    except ValueError as exc:
+        raise ShelfbenchError(f"${name} = {exc}") from None
 
 
 def rule(model: type[Table], key: str) -> str:

@@ -104,7 +104,7 @@ def test_the_librarys_preprocessing_is_remembered_per_library_version(checkpoint
     saved["key"]["model"] = "resnet50"
     path.write_text(json.dumps(saved))
     assert module.library_preprocess(spec) == first and len(computed) == 1
-    monkeypatch.setattr(module.metadata, "version", lambda distribution: "0.0.1")
+    monkeypatch.setattr(module, "version", lambda distribution: "0.0.1")
     assert module.library_preprocess(spec) == first and len(computed) == 2
 
 

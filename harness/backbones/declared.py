@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import replace
-from importlib import metadata
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,6 +37,7 @@ from harness.backbones.libraries import LIBRARIES, library
 from harness.cache import atomic_write, digest
 from harness.errors import SuiteError
 from harness.paths import cache_root, regular_file
+from harness.provenance import version
 from harness.settings import CropPct, ImageSize, Name, Positive, Says, Table, Unit
 
 ENTRY_POINTS = "shelfbench.backbones"
@@ -268,15 +268,11 @@ def library_preprocess(spec: BackboneSpec) -> Preprocess:
     not match, or that cannot be read, is recomputed."""
     lib = library(spec)
     assert lib.preprocess is not None  # declared entries of libraries without one say it
-    try:
-        version = metadata.version(lib.distribution)
-    except metadata.PackageNotFoundError:
-        version = None
     key = {
         "source": spec.source,
         "model": spec.model,
         "pretrained": spec.pretrained,
-        "version": version,
+        "version": version(lib.distribution),
         **lib.preprocess_key(spec),
     }
     path = cache_root() / "library-preprocess" / f"{digest(key)}.json"
