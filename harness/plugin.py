@@ -125,13 +125,13 @@ def check_options(config: pytest.Config, controller: bool) -> Run | None:
         )
     if (reports := config.getoption("--shelf-reports")) is not None:
         check_reports_dir(reports, "--shelf-reports")
-    if config.getoption("--shelf-update-baseline"):
-        check_run_target(baseline or config.rootpath / "reports" / "baseline.json")
-        return None
     if uri := config.getoption("--shelf-mlflow"):
         from harness.tracking import check_server
 
         check_server(uri)
+    if config.getoption("--shelf-update-baseline"):
+        check_run_target(baseline or config.rootpath / "reports" / "baseline.json")
+        return None
     if baseline is not None:
         regular_file(baseline, "--shelf-baseline", BaselineError)
         return load_run(baseline)

@@ -49,10 +49,11 @@ def test_a_tracking_uri_mlflow_cannot_use_is_one_line(pytester, write_suite):
     )
 
 
-def test_a_server_that_does_not_answer_fails_before_any_cell_runs(pytester, write_suite):
+@pytest.mark.parametrize("also", [[], ["--shelf-update-baseline"]])
+def test_a_server_that_does_not_answer_fails_before_any_cell_runs(pytester, write_suite, also):
     write_suite(TINY)
     start = time.perf_counter()
-    result = pytester.runpytest_subprocess("--shelf-mlflow=http://127.0.0.1:9")
+    result = pytester.runpytest_subprocess("--shelf-mlflow=http://127.0.0.1:9", *also)
     assert time.perf_counter() - start < 60
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.lines if "shelfbench" in line]
