@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,12 @@ def save_items(report: Path, rows: list[CellRow]) -> Path:
 
 @dataclass(frozen=True)
 class Run:
-    """A stored run: its rows by cell id and their per-item results."""
+    """A stored run: its rows by cell id, their per-item results, and its provenance."""
 
     path: Path
     rows: dict[str, CellRow]
     items: dict[str, Items]
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def load_run(path: Path) -> Run:
@@ -83,7 +84,9 @@ def load_run(path: Path) -> Run:
         if not bar:
             raise BaselineError(f"{items_path(path)}: array {key!r} is not named CELL|METRIC")
         items.setdefault(cell, {})[name] = values
-    return Run(path, {row["id"]: CellRow.from_json(row) for row in cells}, items)
+    rows = {row["id"]: CellRow.from_json(row) for row in cells}
+    provenance = report.get("provenance")
+    return Run(path, rows, items, provenance if isinstance(provenance, dict) else {})
 
 
 SCORED_FIELDS = ("main_metric", *IDENTITY)
@@ -146,11 +149,11 @@ def compare_cell(
     seed: int,
 ) -> list[Comparison]:
     """Paired comparison of ``metrics``; refuses rows that scored different test sets."""
-    for field in IDENTITY:
-        old, new = getattr(old_row, field), getattr(new_row, field)
+    for identity in IDENTITY:
+        old, new = getattr(old_row, identity), getattr(new_row, identity)
         if old != new:
             raise BaselineError(
-                f"{new_row.id}: the baseline was measured with another {field} "
+                f"{new_row.id}: the baseline was measured with another {identity} "
                 f"({str(old)[:16]} vs {str(new)[:16]}); "
                 "comparing different test sets means nothing: refresh it with "
                 "--shelf-update-baseline"

@@ -9,7 +9,6 @@ baseline gate uses; otherwise it is shown without a verdict.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,7 @@ def from_reports(reports: Path, last: int | None = SHOWN_RUNS) -> dict[str, list
             run = load_run(folder / "latest.json")
         except BaselineError:
             continue
-        provenance = json.loads((folder / "latest.json").read_text()).get("provenance", {})
+        provenance = run.provenance
         for cell, row in run.rows.items():
             metric = row.main_metric
             if not metric or metric not in row.metrics:
