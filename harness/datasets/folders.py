@@ -58,12 +58,11 @@ def by_class(
 ) -> tuple[dict[str, tuple[list[str], np.ndarray]], tuple[str, ...]]:
     """Each split's items (where, class folder) as where they are and label codes, and
     the class names: sorted, shared by all splits."""
-    _, classes = codes([label for items in found.values() for _, label in items])
-    index = {c: i for i, c in enumerate(classes)}
-    labelled = {
-        split: ([w for w, _ in items], np.array([index[c] for _, c in items], dtype=np.int64))
-        for split, items in found.items()
-    }
+    label_codes, classes = codes([label for items in found.values() for _, label in items])
+    labelled, start = {}, 0
+    for split, items in found.items():
+        labelled[split] = ([w for w, _ in items], label_codes[start : start + len(items)])
+        start += len(items)
     return labelled, classes
 
 

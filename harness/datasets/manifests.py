@@ -162,7 +162,7 @@ def manifest(
     required = (source, columns.label, *(c for c in (columns.id, columns.key) if c))
     hashed = _check(file, numbered, required)
     rows = [row for _, row in numbered]
-    _, classes = codes([str(row[columns.label]) for row in rows])
+    label_codes, classes = codes([str(row[columns.label]) for row in rows])
     all_ids = codes([str(row[columns.id]) for row in rows])[0] if columns.id else None
     built: dict[str, Any] = {}
     for split, values in splits.items():
@@ -174,9 +174,8 @@ def manifest(
         ]
         if not chosen:
             raise DatasetError(f"{file}: no rows with {columns.split} in {sorted(wanted)}")
-        index = {c: i for i, c in enumerate(classes)}
         common = {
-            "labels": np.array([index[str(rows[i][columns.label])] for i in chosen], np.int64),
+            "labels": label_codes[chosen],
             "ids": None if all_ids is None else all_ids[chosen],
             "query": np.array([rows[i].get(columns.split) == "query" for i in chosen]),
         }
