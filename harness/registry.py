@@ -1,8 +1,11 @@
-"""A registry is a dict plus a decorator plus a glob (after timm's ``_registry.py``)."""
+"""A registry is named entries of one kind, each added by the module that defines it
+(after timm's ``_registry.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+import pkgutil
+from collections.abc import Iterable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 
@@ -48,3 +51,10 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         return iter(self._entries[n] for n in sorted(self._entries))
+
+
+def import_modules(package: str, path: Iterable[str]) -> None:
+    """Import every module of ``package`` (its ``__name__`` and ``__path__``): each adds
+    its own entries to a registry, so a new entry is one new file there."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")

@@ -12,9 +12,7 @@ the index costs. Every engine searches by inner product on L2-normalised vectors
 
 from __future__ import annotations
 
-import importlib
 import itertools
-import pkgutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from harness.errors import SuiteError, blame
-from harness.registry import Registry
+from harness.registry import Registry, import_modules
 from harness.search import l2_normalise
 from harness.settings import Table, load
 
@@ -225,5 +223,4 @@ class Searcher:
 
 # Each module of this package registers its engine (importing faiss or pymilvus only when
 # it builds an index), so a new engine is one new module here.
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_modules(__name__, __path__)

@@ -1,9 +1,7 @@
 """Strategies: each module of this package registers its own with the ``@strategy``
 decorator when the package is imported, so a new strategy is one new module here."""
 
-import importlib
-import pkgutil
-
+from harness.registry import import_modules
 from harness.strategies.base import (
     STRATEGIES,
     Features,
@@ -14,8 +12,7 @@ from harness.strategies.base import (
     strategy,
 )
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_modules(__name__, __path__)
 
 __all__ = [
     "STRATEGIES",

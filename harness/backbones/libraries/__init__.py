@@ -11,8 +11,6 @@ new library (Hugging Face transformers, say) is one new module here; a suite nam
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import ResolvedWeights
 from harness.errors import SuiteError
-from harness.registry import Registry
+from harness.registry import Registry, import_modules
 
 if TYPE_CHECKING:
     import torch
@@ -81,5 +79,4 @@ def check_blocks(spec: BackboneSpec, blocks: int, available: int) -> None:
         )
 
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_modules(__name__, __path__)
