@@ -199,11 +199,10 @@ def plot(block: Plot) -> str:
     """A plot as an embedded PNG, drawn once per content: a warm run whose plots show the
     same numbers reads them from ``$SHELFBENCH_CACHE/plots/`` and never imports
     matplotlib (most of a warm run's seconds otherwise)."""
-    from importlib.metadata import version
-
     from harness.cache import atomic_write, digest
     from harness.outcomes import harness_digest
     from harness.paths import cache_root
+    from harness.provenance import version
 
     shown = [{k: v for k, v in r.to_json().items() if k not in NOT_PLOTTED} for r in block.rows]
     key = {
