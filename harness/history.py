@@ -107,15 +107,9 @@ def from_reports(reports: Path, last: int | None = SHOWN_RUNS) -> dict[str, list
 def from_mlflow(uri: str) -> dict[str, list[Point]]:
     """Per cell, one point per MLflow cell run of the ``shelfbench`` experiment (no
     per-item results there, so changes carry no verdict)."""
-    import os
+    from harness.tracking import EXPERIMENT, connect
 
-    import mlflow
-
-    from harness.tracking import EXPERIMENT, HTTP_LIMITS, tracking_uri
-
-    for variable, limit in HTTP_LIMITS.items():
-        os.environ.setdefault(variable, limit)
-    mlflow.set_tracking_uri(tracking_uri(uri))
+    mlflow = connect(uri)
     runs = mlflow.search_runs(experiment_names=[EXPERIMENT], order_by=["start_time ASC"])
     out: dict[str, list[Point]] = {}
     if runs.empty or "params.cell" not in runs:

@@ -101,9 +101,9 @@ def cell_metrics(row: CellRow) -> dict[str, float]:
     return {k.replace("@", "_at_"): float(v) for k, v in metrics.items()}
 
 
-def log_run(uri: str, provenance: dict[str, Any], rows: list[CellRow], html: Path) -> str:
-    """Log a parent run (provenance tags, the HTML report as an artifact) with one nested
-    run per cell; return the parent run's id."""
+def connect(uri: str) -> Any:
+    """mlflow, pointed at ``uri`` with its HTTP retries and timeout bounded (unless the
+    environment sets them)."""
     try:
         import mlflow
     except ImportError:
@@ -113,6 +113,13 @@ def log_run(uri: str, provenance: dict[str, Any], rows: list[CellRow], html: Pat
     for name, value in HTTP_LIMITS.items():
         os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(tracking_uri(uri))
+    return mlflow
+
+
+def log_run(uri: str, provenance: dict[str, Any], rows: list[CellRow], html: Path) -> str:
+    """Log a parent run (provenance tags, the HTML report as an artifact) with one nested
+    run per cell; return the parent run's id."""
+    mlflow = connect(uri)
     mlflow.set_experiment(EXPERIMENT)
     commit = str(provenance.get("git_commit", ""))
     suites = sorted({str(row.suite) for row in rows})
