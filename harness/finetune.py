@@ -13,6 +13,7 @@ keeps ``tuned.pt`` (backbone weights, hashed into the embedding key), ``head.npz
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from harness.backbones.weights import ResolvedWeights, file_sha256
 from harness.cache import atomic_write, digest
 from harness.datasets.base import Dataset
 from harness.embeddings import Checkpoint, model_key
-from harness.runtime import cpu_training, device, training_threads
+from harness.paths import may_write
+from harness.runtime import cpu_training, device, torch_paths, training_threads
 from harness.settings import Count, CropRange, Positive, Seed, Table, Tolerance, Unit
 from harness.training import train
 
@@ -97,6 +99,7 @@ class Run:
             "blocks": self.blocks,
             # What training learns depends on the CPU thread count (not on xdist workers).
             "cpu_threads": training_threads() if device() == "cpu" else None,
+            "autocast": torch_paths() and self.params["amp"],  # bf16 where it ran
             "settings": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()
             },
@@ -105,10 +108,17 @@ class Run:
 
 def finetune(run: Run, cache_root: Path) -> Tuned:
     """The fine-tuned backbone of ``run``: read if finished, resumed if interrupted,
-    trained otherwise (one process at a time per run)."""
+    trained otherwise (one process at a time per run); under a read-only cache, trained
+    in a scratch folder for this run only."""
     key = run.key()
     name = digest(key)
     run_dir = cache_root / "finetune" / name[:2] / name
+    if not may_write(run_dir / "lock"):  # a read-only cache: a finished run, or one for now
+        if not (run_dir / "summary.json").exists():
+            run_dir = Path(tempfile.mkdtemp(prefix="shelfbench-finetune-"))
+            with cpu_training():
+                train(run_dir, run)
+        return tuned_from(run_dir, name)
     run_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(run_dir / "lock"):
         if not (run_dir / "summary.json").exists():
@@ -116,6 +126,11 @@ def finetune(run: Run, cache_root: Path) -> Tuned:
             atomic_write(run_dir / "key.json", lambda p: p.write_text(text))
             with cpu_training():
                 train(run_dir, run)
+    return tuned_from(run_dir, name)
+
+
+def tuned_from(run_dir: Path, name: str) -> Tuned:
+    """A finished run's checkpoint, head and summary."""
     summary = json.loads((run_dir / "summary.json").read_text())
     with np.load(run_dir / "head.npz") as head:
         weight, bias = head["weight"], head["bias"]

@@ -23,11 +23,15 @@ from harness.settings import Count, environment
 
 # Overrides what ``auto`` resolves to on this machine (a suite's explicit precision wins).
 PRECISION_ENV = "SHELFBENCH_PRECISION"
+# Runs the code paths written for a GPU (torch ranking, the torch L-BFGS probe, autocast in
+# training) on whatever device there is, so that CI exercises them on the CPU.
+TORCH_PATHS_ENV = "SHELFBENCH_TORCH_PATHS"
 # The variables that set runtime policy, with their kinds and ranges.
 ENVIRONMENT: dict[str, Any] = {
     "SHELFBENCH_THREADS": Count,
     "SHELFBENCH_WORKERS": Annotated[int, Field(ge=0)],
     PRECISION_ENV: Literal["fp32", "bf16", "tf32"],
+    TORCH_PATHS_ENV: bool,
 }
 
 
@@ -99,6 +103,13 @@ def device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_paths() -> bool:
+    """Whether the code paths written for a GPU run: on CUDA, and on the CPU where
+    ``$SHELFBENCH_TORCH_PATHS`` asks for them (CI runs them there, so that a bug on a path
+    only a GPU takes fails on a machine without one)."""
+    return device() == "cuda" or bool(setting(TORCH_PATHS_ENV))
 
 
 def cpu_has_bf16() -> bool:

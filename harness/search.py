@@ -41,18 +41,24 @@ def _ordered(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarra
     return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
 
 
+# The packages each exact ranking engine (``engine()``) computes with.
+ENGINE_DISTRIBUTIONS = {"faiss": ("faiss-cpu",), "torch": ("torch",), "numpy": ("numpy",)}
+
 # OpenBLAS's fallback kernel for an x86-64 CPU it does not recognise.
 GENERIC_KERNELS = {"Prescott"}
 
 
-@functools.cache
 def engine() -> str:
-    """``torch`` on a GPU; else ``faiss``, or ``numpy`` where faiss's own OpenBLAS runs a
-    generic kernel on this CPU (read with threadpoolctl after faiss is loaded)."""
-    from harness.runtime import device
+    """``torch`` on a GPU (and where ``runtime.torch_paths()`` asks for the GPU's paths);
+    else ``faiss``, or ``numpy`` where faiss's own OpenBLAS runs a generic kernel on this
+    CPU (read with threadpoolctl after faiss is loaded)."""
+    from harness.runtime import torch_paths
 
-    if device() == "cuda":
-        return "torch"
+    return "torch" if torch_paths() else _host_engine()
+
+
+@functools.cache
+def _host_engine() -> str:
     import faiss
     from threadpoolctl import threadpool_info
 
@@ -75,7 +81,9 @@ def rank(
     """
     chosen = engine()
     if chosen == "torch":
-        return torch_rank(queries, gallery, k, "cuda", block)
+        from harness.runtime import device
+
+        return torch_rank(queries, gallery, k, device(), block)
     if chosen == "numpy":
         return numpy_rank(queries, gallery, k)
     return faiss_rank(queries, gallery, k, block)

@@ -21,7 +21,7 @@ from harness.backbones.libraries import library
 from harness.cache import atomic_write
 from harness.errors import DatasetError, SuiteError, TrainingError
 from harness.extract import Loaded, progress, to_tensor
-from harness.runtime import device
+from harness.runtime import device, torch_paths
 
 if TYPE_CHECKING:
     import torch
@@ -164,7 +164,7 @@ def trainer(run: Run) -> Trainer:
         frozen,
         2 if len(frozen) < len(norms) else 1,
         math.ceil(len(run.indices) / settings["batch_size"]),
-        device() == "cuda" and settings["amp"],
+        torch_paths() and settings["amp"],
     )
 
 
@@ -191,7 +191,7 @@ def step(t: Trainer, loaded: Loaded, labels: torch.Tensor, factor: float, tally:
     y = labels[loaded.rows].to(dev, non_blocking=True)
     for group, base in zip(t.optimiser.param_groups, t.base_lrs, strict=True):
         group["lr"] = base * factor
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=t.amp):
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=t.amp):
         logits = t.net(x).float()
     loss = F.cross_entropy(logits, y, label_smoothing=settings["label_smoothing"])
     t.optimiser.zero_grad(set_to_none=True)

@@ -73,16 +73,16 @@ def test_faiss_ranks_unless_its_blas_runs_the_generic_kernel(monkeypatch):
 
     monkeypatch.setattr("harness.runtime.device", lambda: "cpu")
     for kernel, expected in (("SkylakeX", "faiss"), ("Prescott", "numpy")):
-        search.engine.cache_clear()
+        search._host_engine.cache_clear()
         monkeypatch.setattr(threadpoolctl, "threadpool_info", info(kernel))
         assert search.engine() == expected
-    search.engine.cache_clear()
+    search._host_engine.cache_clear()
 
 
-def test_a_gpu_ranks_with_torch(monkeypatch):
+def test_a_gpu_ranks_with_torch_and_so_does_the_cpu_when_asked(monkeypatch):
     monkeypatch.setattr("harness.runtime.device", lambda: "cuda")
-    search.engine.cache_clear()
-    try:
-        assert search.engine() == "torch"
-    finally:
-        search.engine.cache_clear()
+    assert search.engine() == "torch"
+    monkeypatch.setattr("harness.runtime.device", lambda: "cpu")
+    assert search.engine() != "torch"
+    monkeypatch.setenv("SHELFBENCH_TORCH_PATHS", "1")
+    assert search.engine() == "torch"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,11 @@ class Dataset:
                     f"dataset {self.name!r}: split {name!r} is empty; check that its "
                     "folder, shards or manifest rows hold images"
                 )
+        where = f"dataset {self.name!r}"
+        canonical = {
+            name: coded(split, f"{where} split {name!r}") for name, split in self.splits.items()
+        }
+        object.__setattr__(self, "splits", canonical)
 
     def split(self, name: str) -> Split:
         try:
@@ -78,6 +84,34 @@ class Dataset:
             raise DatasetError(
                 f"dataset {self.name!r} has no split {name!r}; it has {sorted(self.splits)}"
             ) from None
+
+
+def codes_of(values: np.ndarray, what: str) -> np.ndarray:
+    """``values`` as int64 codes, the one dtype every layer after the datasets reads
+    labels and relevance ids in (uint8 labels once turned "not found", -1, into 255);
+    one line where they are not non-negative integers."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu":
+        raise DatasetError(
+            f"{what} are {array.dtype}, not integer codes; number the classes 0..C-1 "
+            "(harness.datasets.files.codes does that for names)"
+        )
+    if array.size and int(array.min()) < 0:
+        raise DatasetError(f"{what} hold {int(array.min())}; codes are 0 or more")
+    return array.astype(np.int64, copy=False)
+
+
+def coded(split: Split, where: str) -> Split:
+    """``split`` with its labels and ids as int64 codes (``codes_of``): converted once,
+    here, where a dataset is opened. A split that is not a dataclass must hand int64 codes
+    itself."""
+    labels = codes_of(split.labels, f"{where}: labels")
+    ids = None if split.ids is None else codes_of(split.ids, f"{where}: ids")
+    if labels is split.labels and ids is split.ids:
+        return split
+    if not dataclasses.is_dataclass(split):
+        raise DatasetError(f"{where}: labels and ids must be int64 codes, not {split.labels.dtype}")
+    return dataclasses.replace(split, labels=labels, ids=ids)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,15 @@ class Features:
     test_ids: np.ndarray | None = None
     test_query: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("train_labels", "test_labels", "train_ids", "test_ids"):
+            codes = getattr(self, name)
+            if codes is not None and codes.dtype != np.int64:
+                raise TypeError(
+                    f"Features.{name} is {codes.dtype}; strategies read int64 codes, which "
+                    "a Dataset hands out (harness.datasets.base.codes_of)"
+                )
+
 
 @dataclass
 class Outcome:

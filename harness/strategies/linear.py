@@ -106,15 +106,16 @@ def objective_for(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfgs.
 
 
 def on_device(*arrays: np.ndarray) -> tuple[Any, ...]:
-    """The arrays as torch tensors on the GPU where there is one (the probe then runs
-    there, L-BFGS state included); unchanged on the CPU, where numpy's BLAS is as fast."""
-    from harness.runtime import device
+    """The arrays as torch tensors on the device where the GPU's paths run
+    (``runtime.torch_paths()``: the probe then runs there, L-BFGS state included);
+    unchanged otherwise, where numpy's BLAS is as fast."""
+    from harness.runtime import device, torch_paths
 
-    if device() != "cuda":
+    if not torch_paths():
         return arrays
     import torch
 
-    return tuple(torch.from_numpy(np.ascontiguousarray(a)).to("cuda") for a in arrays)
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device()) for a in arrays)
 
 
 def host(solution: Solution) -> Solution:
