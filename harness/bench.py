@@ -44,12 +44,18 @@ class Bench:
         try:
             with self._terminal():
                 result = self._run(cell)
-        except Unavailable as exc:
-            if not self.config.getoption("--shelf-require"):
-                pytest.skip(str(exc))
-            pytest.fail(str(exc), pytrace=False)
-        except ShelfbenchError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        except ShelfbenchError as exc:  # one line, raised outside this block: no chain
+            unavailable, message = isinstance(exc, Unavailable), str(exc)
+        else:
+            unavailable, message = False, ""
+        if unavailable and (gating := self._gating(cell)) is None:
+            pytest.skip(message)
+        if unavailable:
+            pytest.fail(
+                f"{message}; a cell that could not run does not pass {gating}", pytrace=False
+            )
+        if message:
+            pytest.fail(message, pytrace=False)
         row = result.copy()
         failures = result.below_floor(cell) + self._against_baseline(cell, result, row)
         failures += self._against_incumbent(cell, result, row)
@@ -65,6 +71,32 @@ class Bench:
         if failures:
             pytest.fail("\n".join(failures + result.warnings), pytrace=False)
         return row
+
+    def _gating(self, cell: Any) -> str | None:
+        """Why a cell that cannot run fails instead of being skipped (None: it is skipped).
+        A gate that could not judge must not pass: under a baseline, an [upgrade] or $CI,
+        a missing dataset or weights file fails the cell unless the suite's ``[gate]
+        unavailable = "skip"`` or ``--shelf-allow-missing`` says skipping is fine."""
+        if self.config.getoption("--shelf-require"):
+            return "under --shelf-require"
+        policy = cell.gate.unavailable
+        if policy == "skip" or self.config.getoption("--shelf-allow-missing"):
+            return None
+        if policy == "fail":
+            return 'where the suite says [gate] unavailable = "fail"'
+        reasons = []
+        if self.config.stash.get(BASELINE, None) is not None:
+            reasons.append("--shelf-baseline")
+        if cell.incumbent is not None or cell.upgrade_from:
+            reasons.append("[upgrade]")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            reasons.append("$CI")
+        if not reasons:
+            return None
+        return (
+            f"in a run that gates ({', '.join(reasons)}): provide it, or allow skipping "
+            'with [gate] unavailable = "skip" or --shelf-allow-missing'
+        )
 
     def _run(self, cell: Any) -> Any:
         """The cell's result; an incumbent's is computed once per process and kept, since

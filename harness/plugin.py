@@ -64,6 +64,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
         action="store_true",
         help="fail, instead of skip, a cell whose data or weights are missing",
     ),
+    "--shelf-allow-missing": dict(
+        action="store_true",
+        help="skip a cell whose data or weights are missing even where the run gates (a "
+        "baseline, an [upgrade], $CI), which otherwise fails it",
+    ),
 }
 
 
@@ -111,11 +116,16 @@ def check_options(config: pytest.Config, controller: bool) -> Run | None:
     (the cache, the reports directory, the baseline to read or the run to write, the
     MLflow server), and read the baseline once; returns it."""
     from harness.ownership import check_reports_dir, check_run_target
-    from harness.paths import directory
+    from harness.paths import check_cache
     from harness.runtime import check_environment
 
     check_environment()
-    directory(config.getoption("--shelf-cache") or cache_root(), "the embedding cache")
+    cache = config.getoption("--shelf-cache") or cache_root()
+    if check_cache(cache) and controller:
+        print(
+            f"shelfbench: the cache {cache} is read-only: what it holds is served, and "
+            "nothing computed in this run is kept"
+        )
     baseline = config.getoption("--shelf-baseline")
     if not controller:
         return (

@@ -42,19 +42,7 @@ from harness.settings import (
     load,
 )
 from harness.strategies import STRATEGIES, StrategySpec, parse_strategy
-from harness.suite_file import SuiteMeta, read_suite
-
-TABLES = {
-    "suite",
-    "profile",
-    "gate",
-    "cells",
-    "strategy",
-    "floors",
-    "datasets",
-    "backbones",
-    "upgrade",
-}
+from harness.suite_file import TABLES, SuiteMeta, read_suite
 
 
 class Profile(Table):
@@ -79,6 +67,9 @@ class Gate(Table):
     seed: Seed = 0
     max_drop: Tolerance = 0.01
     epsilon: Tolerance = 0.01
+    # A cell whose data or weights are not on the machine: skipped, failed, or (auto)
+    # failed where the run gates (a baseline, an [upgrade], $CI) and skipped elsewhere.
+    unavailable: Literal["auto", "skip", "fail"] = "auto"
 
 
 class Upgrade(Table):

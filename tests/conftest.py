@@ -18,6 +18,9 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SHELFBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    # A run under $CI fails cells it cannot run; tests that skip on purpose set it
+    # themselves, so CI and a laptop run the same tests.
+    monkeypatch.delenv("CI", raising=False)
 
 
 @pytest.fixture

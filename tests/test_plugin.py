@@ -154,6 +154,37 @@ def test_missing_data_skips_with_how_to_and_require_fails(pytester, suite, monke
 
 
 @pytest.mark.parametrize(
+    ("env", "args", "table", "outcome"),
+    [
+        ({"CI": "true"}, [], "", "failed"),
+        ({"CI": "true"}, ["--shelf-allow-missing"], "", "skipped"),
+        ({"CI": "true"}, [], '[gate]\nunavailable = "skip"\n', "skipped"),
+        ({}, [], '[gate]\nunavailable = "fail"\n', "failed"),
+        ({}, ["--shelf-baseline", "base.json"], "", "failed"),
+        ({}, [], "", "skipped"),
+    ],
+)
+def test_a_gate_that_could_not_judge_does_not_pass(
+    pytester, suite, monkeypatch, env, args, table, outcome
+):
+    """Under $CI, a baseline or [upgrade], a cell whose data is missing fails unless the
+    suite or a flag says skipping is fine; the line says which and how to allow it."""
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", pytester.path / "absent")
+    monkeypatch.setenv("SHELFBENCH_DATA", str(pytester.path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if args[:1] == ["--shelf-baseline"]:
+        suite(TINY)
+        pytester.runpytest("--shelf-update-baseline", "--shelf-baseline=base.json")
+    suite(MISSING_DATA + table)
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(**{outcome: 1})
+    if outcome == "failed":
+        result.stdout.fnmatch_lines(["*apt-get install dataset-fashion-mnist*does not pass*"])
+        assert table or "--shelf-allow-missing" in result.stdout.str()
+
+
+@pytest.mark.parametrize(
     ("edit", "message"),
     [
         (lambda t: t.replace('"test-efficientnet"', '"nope"'), "unknown backbone 'nope'"),

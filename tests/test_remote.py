@@ -50,7 +50,7 @@ def write_parquet(path: Path, inline: bool = False) -> None:
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; /denied/ answers 403 and /slow/ answers after 3 s."""
+    """Serves a folder; /denied/ answers 403, /broken/ 500, and /slow/ answers after 3 s."""
 
     def log_message(self, *args):
         pass
@@ -58,6 +58,8 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         if "/denied/" in self.path:
             self.send_error(403)
+        elif "/broken/" in self.path:
+            self.send_error(500)
         elif "/slow/" in self.path:
             time.sleep(3)
             with contextlib.suppress(OSError):  # the client has given up by now
@@ -168,7 +170,7 @@ def test_a_missing_denied_or_slow_object_is_one_unreadable_image(tmp_path, http_
         reasons.append(str(caught.value))
     assert reasons[0].endswith("nowhere/x.png: not found")
     assert reasons[1].endswith("denied/x.png: access denied (HTTP 403)")
-    assert reasons[2].endswith("slow/x.png: timed out after 1 s")
+    assert reasons[2].endswith("slow/x.png: no answer within 1 s (the dataset's timeout)")
     assert all("\n" not in r for r in reasons)
 
 
@@ -194,3 +196,41 @@ def test_a_changed_object_changes_the_fingerprint(s3):
     finally:
         fs.pipe(path, original)  # other tests read the original
     assert before != after and fingerprint() == before
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("where", "error", "said"),
+    [
+        ("{url}/broken", "DatasetError", "/broken/items.csv: the store answered HTTP 500"),
+        ("{url}/slow", "DatasetError", "/slow/items.csv: no answer within 1 s"),
+        ("http://127.0.0.1:{closed}/c", "DatasetError", "the connection was refused"),
+        ("{url}/nowhere", "DatasetUnavailable", "/nowhere/items.csv does not exist"),
+    ],
+)
+def test_a_root_that_cannot_answer_fails_and_only_a_missing_one_is_unavailable(
+    tmp_path, http_root, where, error, said
+):
+    """A server error, a stall or a refused connection is a failure naming the URL and
+    what happened; only a definite 404 is 'does not exist' (a skip where skips are fine)."""
+    from harness.errors import DatasetError, DatasetUnavailable
+
+    url, _ = http_root
+    root = where.format(url=url, closed=closed_port())
+    table = {"format": "csv", "root": root, "manifest": "items.csv", "timeout": 1}
+    spec = user_dataset("unanswered", table, tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(DatasetError) as caught:
+        spec.open()
+    assert type(caught.value).__name__ == error
+    assert isinstance(caught.value, DatasetUnavailable) == (error == "DatasetUnavailable")
+    message = str(caught.value)
+    assert said in message and f"manifest {root}/items.csv" in message and "\n" not in message
+    assert time.perf_counter() - start < 10  # the timeout bounds a stall

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.backbones.base import BackboneSpec
-from harness.cache import atomic_write
+from harness.cache import keep
 from harness.errors import WeightsError, WeightsUnavailable
 from harness.paths import cache_root, regular_file
 
@@ -86,8 +86,7 @@ def file_sha256(path: Path) -> str:
         return entry[2]
     sha256 = hash_file(real)
     memo[str(real)] = [*stamp, sha256]
-    memo_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(memo_path, lambda p: p.write_text(json.dumps(memo, indent=0)))
+    keep(memo_path, lambda p: p.write_text(json.dumps(memo, indent=0)))
     return sha256
 
 
@@ -186,10 +185,11 @@ def resolve(spec: BackboneSpec) -> ResolvedWeights:
         return ResolvedWeights(None, f"random-init:seed={weights.seed}", "random")
     if weights.source == "file":
         path = Path(weights.files[0])
+        key = "vectors" if spec.kind == "vectors" else "weights"  # the suite key that named it
         if not path.exists():
             raise WeightsUnavailable(
-                f"weights for {spec.name}: {path} does not exist; the suite's "
-                f"[backbones.{spec.name}] weights = ... names it, relative to the suite file"
+                f"{key} for {spec.name}: {path} does not exist; the suite's "
+                f"[backbones.{spec.name}] {key} = ... names it, relative to the suite file"
             )
         return _found(spec, path, "suite")
     if weights.source == "hub":

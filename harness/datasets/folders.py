@@ -18,7 +18,7 @@ from harness.datasets.files import (
     safe_path,
     tar_members,
 )
-from harness.datasets.remote import Store, is_url, split_fingerprint
+from harness.datasets.remote import Store, is_url, split_fingerprint, unreachable
 from harness.errors import DatasetError, DatasetUnavailable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -132,11 +132,9 @@ def remote_folder(name: str, root: str, splits: Mapping[str, str], store: Store)
         base = f"{root.rstrip('/')}/{sub}"
         try:
             listed = sorted(fs.find(base))
-        except FileNotFoundError:
-            raise DatasetError(f"dataset {name!r}: no folder {base} for split {split!r}") from None
-        except Exception as exc:  # a store that cannot be reached
-            raise DatasetUnavailable(
-                f"dataset {name!r}: {base}: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # missing (a skip), or a store that cannot answer (a failure)
+            raise unreachable(
+                f"dataset {name!r}: the folder {base} of split {split!r}", exc, store.timeout
             ) from None
         urls = [fs.unstrip_protocol(p) if not is_url(p) else p for p in listed]
         found[split] = [

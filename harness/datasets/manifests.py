@@ -25,6 +25,7 @@ from harness.datasets.remote import (
     is_url,
     join,
     split_fingerprint,
+    unreachable,
     versions,
 )
 from harness.errors import DatasetError, DatasetUnavailable
@@ -39,10 +40,8 @@ def _open(location: str, store: Store | None) -> Any:
         assert store is not None
         try:
             return store.fs().open(location, "rb")
-        except FileNotFoundError:
-            raise DatasetUnavailable(f"manifest {location} does not exist") from None
-        except Exception as exc:  # a store that cannot be reached
-            raise DatasetUnavailable(f"manifest {location}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # fsspec's backends raise their own
+            raise unreachable(f"manifest {location}", exc, store.timeout) from None
     regular_file(Path(location), "manifest", DatasetError, DatasetUnavailable)
     return Path(location).open("rb")
 
@@ -201,6 +200,13 @@ def _split(
     where = [f"{file} {numbered[i][0]}" for i in chosen]
     keys = [str(row[columns.key]) for row in rows] if columns.key else None
     if columns.image:
+        for at, row in zip(where, rows, strict=True):
+            if not isinstance(row[columns.image], bytes):
+                raise DatasetError(
+                    f"{at}: column {columns.image!r} holds {type(row[columns.image]).__name__}, "
+                    "not image bytes; an image column is binary (file paths go in the path "
+                    "column)"
+                )
         images = np.empty(len(rows), dtype=object)
         images[:] = [row[columns.image] for row in rows]
         names = np.array(keys or where, dtype=np.bytes_)

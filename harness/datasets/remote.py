@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from harness.cache import atomic_write, digest
+from harness.cache import digest, keep
 from harness.datasets.base import fingerprint
 from harness.datasets.files import BadImage, decode
 from harness.errors import DatasetError, DatasetUnavailable
@@ -100,10 +100,10 @@ def versions(store: Store, urls: list[str]) -> list[str]:
         if version is None:
             try:
                 version = _version(fs.info(url))
-            except FileNotFoundError:
+            except FileNotFoundError:  # or denied, or slow: read as unreadable, saying why
                 version = ""
             except Exception as exc:  # a store that cannot be reached at all
-                raise DatasetUnavailable(f"{url}: {type(exc).__name__}: {exc}") from None
+                raise unreachable(url, exc, store.timeout) from None
         out.append(version)
     return out
 
@@ -118,24 +118,75 @@ def fetch(store: Store, url: str, version: str) -> bytes:
         pass
     try:
         data = store.fs().cat_file(url)
-    except FileNotFoundError:
-        raise BadImage(f"{url}: not found") from None
     except PermissionError as exc:
         raise BadImage(f"{url}: access denied ({exc})") from None
     except Exception as exc:  # fsspec's backends raise their own (HTTP status, timeouts)
-        raise BadImage(f"{url}: {_reason(exc, store.timeout)}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: p.write_bytes(data))
+        why = "not found" if not_there(exc) else reason(exc, store.timeout)
+        raise BadImage(f"{url}: {why}") from None
+    keep(path, lambda p: p.write_bytes(data))
     return data
 
 
-def _reason(exc: Exception, timeout: float) -> str:
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it (fsspec's HTTP backend wraps every failure, a refused
+    connection or an HTTP 500 too, in a FileNotFoundError)."""
+    out = [exc]
+    while (cause := out[-1].__cause__) is not None and len(out) < 10:
+        out.append(cause)
+    return out
+
+
+def _status(exc: BaseException) -> str | None:
+    """An HTTP status (aiohttp, fsspec) or an object store's error code (botocore)."""
     status = getattr(exc, "status", None) or getattr(exc, "code", None)
-    if status in (401, 403):
-        return f"access denied (HTTP {status})"
-    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
-        return f"timed out after {timeout:g} s"
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    response = getattr(exc, "response", None)
+    if status is None and isinstance(response, dict):
+        status = response.get("Error", {}).get("Code")
+    return None if status is None else str(status)
+
+
+# What a store says when the object definitely is not there.
+NOT_THERE = {"404", "410", "NoSuchKey", "NotFound"}
+
+
+def not_there(exc: BaseException) -> bool:
+    """Whether ``exc`` says the object is not there (HTTP 404 or 410, NoSuchKey, a plain
+    FileNotFoundError), not that the store could not be asked (a refused connection, a
+    timeout, a server error)."""
+    for link in _chain(exc):
+        if (status := _status(link)) is not None:
+            return status in NOT_THERE
+        if link is not exc and not isinstance(link, FileNotFoundError):
+            return False
+    return isinstance(exc, FileNotFoundError)
+
+
+def reason(exc: BaseException, timeout: float) -> str:
+    """Why the store could not answer, in a few words: the HTTP status or store code,
+    the timeout that passed, or the refused connection."""
+    links = _chain(exc)
+    for link in links:
+        if (status := _status(link)) is None:
+            continue
+        said = f"HTTP {status}" if status.isdigit() else status
+        if status in ("401", "403", "AccessDenied"):
+            return f"access denied ({said})"
+        return f"the store answered {said}"
+    for link in links:
+        if isinstance(link, TimeoutError) or "Timeout" in type(link).__name__:
+            return f"no answer within {timeout:g} s (the dataset's timeout)"
+        if isinstance(link, ConnectionRefusedError):
+            return "the connection was refused (is the server running?)"
+    root = links[-1]
+    return f"{type(root).__name__}: {' '.join(str(root).split())[:200]}"
+
+
+def unreachable(what: str, exc: BaseException, timeout: float) -> DatasetError:
+    """The error for ``what`` (a manifest, an image) that a store did not serve: missing
+    (a skip where the run allows it) only when the store said so; else a failure."""
+    if not_there(exc):
+        return DatasetUnavailable(f"{what} does not exist")
+    return DatasetError(f"{what}: {reason(exc, timeout)}")
 
 
 @dataclass(frozen=True)
