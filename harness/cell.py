@@ -19,20 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from harness import cost, outcomes, search
+from harness import cost, index, outcomes, search
 from harness.backbones import BACKBONES
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.declared import complete
 from harness.backbones.libraries import has_text, library
 from harness.backbones.weights import resolve
 from harness.cache import digest
-from harness.data_checks import check_classes, drop_unreadable, sanity_warnings
+from harness.data_checks import check_classes, drop_unreadable, sanity_warnings, shared_images
 from harness.datasets import DATASETS, Dataset, open_dataset, subset
 from harness.datasets.base import gallery_split
 from harness.embeddings import Embedded, embed, embed_texts
 from harness.finetune import Run, Tuned, finetune
 from harness.gallery import has_gallery, sample_and_worst
 from harness.metrics import METRICS
+from harness.provenance import versions
 from harness.row import CellRow
 from harness.runtime import device, resolve_precision
 from harness.stats import bootstrap_ci, paired_difference, summarise
@@ -168,7 +169,13 @@ def outcome_key(
         "gate": {"resamples": cell.gate.resamples, "seed": cell.gate.seed},
         "bad_images": cell.profile.bad_images,
         "precision": ctx.precision,
-        "libraries": outcomes.library_versions(),
+        "libraries": versions(
+            (
+                *outcomes.STRATEGY_LIBRARIES,
+                *search.ENGINE_DISTRIBUTIONS[search.engine()],
+                *index.distributions(cell.params),
+            )
+        ),
         "device": device(),
         "ranking": search.engine(),
     }
@@ -216,6 +223,8 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
     train = kept.get("train") or unused(test)
     classes = ctx.dataset.classes
     warnings = check_classes(cell, train, test, classes, strategy.learns(ctx.protocol))
+    if ctx.protocol == "split" and "train" in kept:
+        warnings += shared_images(ctx.dataset, train, test)
     outcome = strategy.run(features(ctx, train, test, tuned), cell.params)
     gallery = train if gallery_split(ctx.protocol) == "train" else test
     for found in (outcome.items, outcome.reference):

@@ -19,15 +19,16 @@ from harness.cache import EMBEDDING_VERSION, Batches, CacheEntry
 from harness.datasets.base import Dataset
 from harness.errors import WeightsError, blame
 from harness.extract import embed_batches, text_batches
-from harness.provenance import library_versions
+from harness.provenance import versions
 from harness.runtime import device
 from harness.vectors import VECTORS_VERSION, changed_since_last_read, vectors_for
 
 if TYPE_CHECKING:
     import torch
 
-# The model-side libraries whose version can change an embedding.
-KEY_LIBRARIES = ("torch", "torchvision", "timm", "open_clip", "pillow")
+# What every embedding is computed with, whatever the library: torch runs the model,
+# Pillow decodes and resizes (the library's own packages come from its record).
+EXTRACTION = ("torch", "pillow")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,6 @@ class Embedded:
 
 def model_key(spec: BackboneSpec, weights: ResolvedWeights, device: str) -> dict[str, object]:
     """The model side of every cache key, image or text: which weights, run how."""
-    versions = library_versions()
     return {
         "embedding_version": EMBEDDING_VERSION,
         "backbone": spec.name,
@@ -67,7 +67,7 @@ def model_key(spec: BackboneSpec, weights: ResolvedWeights, device: str) -> dict
         "quick_gelu": spec.quick_gelu,
         "weights_sha256": weights.sha256,
         "device": device,
-        "libraries": {name: versions[name] for name in KEY_LIBRARIES},
+        "libraries": versions((*EXTRACTION, *library(spec).distributions)),
     }
 
 

@@ -24,15 +24,12 @@ import numpy as np
 from filelock import FileLock
 
 from harness.cache import atomic_write, digest
-from harness.provenance import version
+from harness.paths import may_write
 
-OUTCOME_VERSION = 1
-# Distributions whose versions change a metric computed from the same embeddings.
-NUMBER_LIBRARIES = ("numpy", "scipy", "scikit-learn", "faiss-cpu", "torch", "pymilvus")
-
-
-def library_versions() -> dict[str, str | None]:
-    return {dist: version(dist) for dist in NUMBER_LIBRARIES}
+OUTCOME_VERSION = 2
+# What every strategy computes with (its heads, probes, metrics and bootstrap); the
+# ranking engine's and an index engine's packages come from their records.
+STRATEGY_LIBRARIES = ("numpy", "torch")
 
 
 @functools.cache
@@ -81,7 +78,8 @@ class OutcomeCache:
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
         if not ok:
-            path.unlink(missing_ok=True)
+            if may_write(path):
+                path.unlink(missing_ok=True)
             print(
                 f"shelfbench: outcome {path} failed its content check (changed, or not this "
                 "cell's); it was removed and the cell is computed again",
@@ -105,6 +103,11 @@ class OutcomeCache:
         ``compute`` and stored (``recompute``: computed and stored even on a hit). One
         process at a time computes a key; the others then read what it wrote."""
         path = self._path(key)
+        if not may_write(path):  # a read-only cache: served, or computed and not kept
+            stored = None if recompute or not path.exists() else self.read(key)
+            return (
+                (stored, True) if stored is not None else (json.loads(json.dumps(compute())), False)
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(path.with_suffix(".lock")):
             if not recompute and (stored := self.read(key)) is not None:

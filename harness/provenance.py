@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
@@ -31,6 +32,11 @@ def version(distribution: str) -> str | None:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
+
+
+def versions(distributions: Iterable[str]) -> dict[str, str | None]:
+    """Each distribution's installed version (None where it is not installed)."""
+    return {name: version(name) for name in sorted(set(distributions))}
 
 
 @cache

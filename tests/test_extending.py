@@ -11,6 +11,7 @@ import pytest
 import timm  # noqa: F401  (see test_plugin.py: keep extension modules loaded once)
 import torch
 
+from harness import provenance
 from harness.backbones.base import Preprocess
 from harness.backbones.libraries import LIBRARIES, Library
 from harness.cell import run_cell
@@ -53,11 +54,22 @@ def test_a_model_library_is_one_record(tmp_path, monkeypatch):
     def preprocess(spec: Any) -> Preprocess:
         return Preprocess(16, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
-    toy = Library("toy", build, preprocess, distribution="numpy")
+    toy = Library("toy", build, preprocess, distributions=("toy-models",))
     monkeypatch.setitem(LIBRARIES._entries, "toy", toy)
     table = '[backbones.toy-model]\nlibrary = "toy"\nmodel = "mean-colour"\nweights = "random"\n'
     result = run(tmp_path, table, backbone="toy-model", strategy="knn")
     assert result.metrics["accuracy"] > 0.3  # colour alone tells half the classes apart
+
+    # Its package's version keys what it computed: an upgrade embeds and judges again.
+    installed = {"toy-models": "1.0"}
+    real = provenance.version
+    monkeypatch.setattr(provenance, "version", lambda name: installed.get(name) or real(name))
+    first = run(tmp_path, table, backbone="toy-model", strategy="knn")
+    again = run(tmp_path, table, backbone="toy-model", strategy="knn")
+    installed["toy-models"] = "1.1"
+    upgraded = run(tmp_path, table, backbone="toy-model", strategy="knn")
+    assert (first.cache, again.cache, again.result_cache) == ("miss", "hit", "hit")
+    assert (upgraded.cache, upgraded.result_cache) == ("miss", "miss")
 
 
 @dataclasses.dataclass

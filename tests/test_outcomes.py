@@ -9,7 +9,7 @@ import pytest
 import timm  # noqa: F401  (see test_plugin.py: keep extension modules loaded once)
 import torch
 
-from harness import outcomes
+from harness import outcomes, provenance
 from harness.cell import run_cell
 from harness.metrics import METRICS, Metric, recall_at_k
 from harness.suite import load_suite
@@ -74,8 +74,8 @@ def test_code_libraries_metrics_and_embeddings_are_in_the_key(tmp_path, monkeypa
     if what == "harness":
         monkeypatch.setattr(outcomes, "harness_digest", lambda: "another harness")
     elif what == "libraries":
-        real = outcomes.library_versions()
-        monkeypatch.setattr(outcomes, "library_versions", lambda: {**real, "numpy": "0.0"})
+        real = provenance.version
+        monkeypatch.setattr(provenance, "version", lambda d: "0.0" if d == "numpy" else real(d))
     elif what == "metrics":
         recall3 = Metric("recall@3", "retrieval", per_item=lambda r, n: recall_at_k(r, 3))
         monkeypatch.setitem(METRICS._entries, recall3.name, recall3)

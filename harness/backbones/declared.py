@@ -34,7 +34,7 @@ from harness.backbones.base import (
     Weights,
 )
 from harness.backbones.libraries import LIBRARIES, library
-from harness.cache import atomic_write, digest
+from harness.cache import digest, keep
 from harness.errors import SuiteError
 from harness.paths import cache_root, regular_file
 from harness.provenance import version
@@ -272,7 +272,7 @@ def library_preprocess(spec: BackboneSpec) -> Preprocess:
         "source": spec.source,
         "model": spec.model,
         "pretrained": spec.pretrained,
-        "version": version(lib.distribution),
+        "version": version(lib.distributions[0]),
         **lib.preprocess_key(spec),
     }
     path = cache_root() / "library-preprocess" / f"{digest(key)}.json"
@@ -286,7 +286,6 @@ def library_preprocess(spec: BackboneSpec) -> Preprocess:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     pre = lib.preprocess(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"key": key, "preprocess": pre.as_dict()}, indent=1)
-    atomic_write(path, lambda p: p.write_text(text))
+    keep(path, lambda p: p.write_text(text))
     return pre

@@ -80,6 +80,7 @@ class Engine:
     build_keys: type[Table] = field(repr=False)
     options: type[Table] = field(repr=False)
     check: Callable[[dict[str, Any], str], None] = field(default=lambda options, where: None)
+    distributions: tuple[str, ...] = ()  # its packages: their versions key a cell's outcome
 
 
 ENGINES: Registry[Engine] = Registry("index engine", SuiteError)
@@ -136,6 +137,13 @@ def settings(params: Mapping[str, Any], where: str = "[strategy.knn]") -> list[I
                 load(engine.search, chosen, at, prefix="search.")
                 out.append(IndexSetting(engine.name, spec, chosen, build, options, swept))
     return out
+
+
+def distributions(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The packages of the engines a knn cell's parameters search through (none for
+    exact search)."""
+    engines = {s.engine for s in settings(params) if s is not None}
+    return tuple(d for name in sorted(engines) for d in ENGINES.get(name).distributions)
 
 
 def variants(

@@ -99,5 +99,6 @@ ENGINES.add(
         FaissSearch,
         FaissBuild,
         FaissOptions,
+        distributions=("faiss-cpu",),
     )
 )

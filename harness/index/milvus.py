@@ -157,5 +157,6 @@ ENGINES.add(
         MilvusBuild,
         MilvusOptions,
         _check,
+        distributions=("pymilvus", "milvus-lite"),
     )
 )

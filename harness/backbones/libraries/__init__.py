@@ -39,7 +39,8 @@ class Library:
     pretrained preprocessing, for a declared entry (None where the table says it);
     ``preprocess_key(spec)``: what else that preprocessing depends on (a config file);
     ``hub_files``: the weight files its hub repos hold, in the order tried;
-    ``distribution``: the package whose version keys its preprocessing; ``image_model``:
+    ``distributions``: the packages whose versions change what its models compute (they
+    key every embedding it makes; the first keys its preprocessing); ``image_model``:
     the module that embeds images (the one fine-tuning trains); ``unfreeze``: its last N
     blocks and what follows them (None where blocks are unknown); ``text``: its text
     tower's encoder (zero-shot); ``pooling``: a declared entry's default; ``runs_model``:
@@ -52,7 +53,7 @@ class Library:
         default=lambda spec: {}, repr=False
     )
     hub_files: tuple[str, ...] = ()
-    distribution: str = ""
+    distributions: tuple[str, ...] = ()
     image_model: Callable[[Any], Any] = field(default=_itself, repr=False)
     unfreeze: Callable[[Any, BackboneSpec, int], None] | None = field(default=None, repr=False)
     text: TextEncoder | None = field(default=None, repr=False)

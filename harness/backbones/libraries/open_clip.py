@@ -158,7 +158,7 @@ LIBRARIES.add(
         preprocess,
         preprocess_key,
         hub_files=("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
-        distribution="open_clip_torch",
+        distributions=("open_clip_torch", "timm", "torchvision"),  # timm: its timm towers
         image_model=lambda tower: tower.clip.visual,
         unfreeze=unfreeze,
         text=text,

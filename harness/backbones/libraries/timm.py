@@ -104,7 +104,7 @@ LIBRARIES.add(
         build,
         preprocess,
         hub_files=("model.safetensors", "pytorch_model.bin"),
-        distribution="timm",
+        distributions=("timm", "torchvision"),
         unfreeze=unfreeze,
     )
 )
