@@ -84,6 +84,13 @@ def load_run(path: Path) -> Run:
         if not bar:
             raise BaselineError(f"{items_path(path)}: array {key!r} is not named CELL|METRIC")
         items.setdefault(cell, {})[name] = values
+    for row in cells:
+        for name, value in (row.get("metrics") or {}).items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise BaselineError(
+                    f"{path}: cell {row['id']}: metric {name!r} is {value!r}, not a number; "
+                    "the file was edited or is not a shelfbench run"
+                )
     rows = {row["id"]: CellRow.from_json(row) for row in cells}
     provenance = report.get("provenance")
     return Run(path, rows, items, provenance if isinstance(provenance, dict) else {})

@@ -17,6 +17,7 @@ again; it is never served.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,11 +29,13 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
 from harness.errors import CacheError
+from harness.paths import may_write
 
 # Bump when extraction changes in a way the other key fields do not show.
 EMBEDDING_VERSION = 3  # 3: non-square images resized and cropped exactly as timm's eval transform
@@ -59,6 +62,15 @@ def atomic_write(path: Path, write: Callable[[Path], object], mode: int = 0o600)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def keep(path: Path, write: Callable[[Path], object]) -> None:
+    """Keep a file under the cache (its folders made, written atomically); nothing where
+    the cache is read-only (``paths.cache_read_only``)."""
+    if not may_write(path):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
 
 
 class StalePart(CacheError):
@@ -97,13 +109,18 @@ class CacheEntry:
         self.n_items = n_items
         self.digest = digest(key)
         self.dir = root / "embeddings" / self.digest[:2] / self.digest
-        self._lock = FileLock(self.dir / lock)
+        self.read_only = not may_write(self.dir / lock)
+        self._lock: Any = contextlib.nullcontext() if self.read_only else FileLock(self.dir / lock)
 
     def _parts(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.npz"))
 
     def _discard(self, part: Path, why: str) -> None:
         """Remove a part that failed its check, saying so once."""
+        if self.read_only:
+            print(f"shelfbench: cache part {part} {why}; its rows are computed again, "
+                  "for this run only (the cache is read-only)", file=sys.stderr)  # fmt: skip
+            return
         with self._lock:
             if part.exists():
                 part.unlink()
@@ -190,7 +207,10 @@ class CacheEntry:
     def get(self, indices: np.ndarray, produce: Callable[[np.ndarray], Batches]) -> Got:
         """The embeddings of ``indices``: the cached rows, checked, and the missing ones
         computed by ``produce`` (which is not called when nothing is missing). A part that
-        fails its check is recomputed once; a second failure is an error."""
+        fails its check is recomputed once; a second failure is an error. A read-only
+        cache serves what it holds and keeps nothing (``served``)."""
+        if self.read_only:
+            return self.served(indices, produce)
         self.dir.mkdir(parents=True, exist_ok=True)
         computed = 0
         with self._lock:
@@ -205,6 +225,31 @@ class CacheEntry:
             f"{self.dir}: parts written just now fail their check; the disk may be failing: "
             "delete the directory and run again"
         )
+
+    def served(self, indices: np.ndarray, produce: Callable[[np.ndarray], Batches]) -> Got:
+        """From a read-only cache: the rows it holds (checked), the others computed by
+        ``produce`` for this run only."""
+        held = self.done()[indices] if self.dir.is_dir() else np.zeros(len(indices), bool)
+        cached, per_item = np.zeros((0, 0), np.float32), 0.0
+        if held.any():
+            try:
+                cached, per_item = self._read(indices[held])
+            except StalePart:
+                held[:] = False
+        start = time.monotonic()
+        computed = list(produce(indices[~held])) if not held.all() else []
+        width = cached.shape[1] if held.any() else computed[0][1].shape[1]
+        out = np.empty((len(indices), width), np.float32)
+        if held.any():
+            out[held] = cached
+        position = np.full(self.n_items, -1)
+        position[indices] = np.arange(len(indices))
+        for rows, batch in computed:
+            out[position[rows]] = batch
+        n_new = int((~held).sum())
+        if n_new:
+            per_item = (per_item * held.sum() + time.monotonic() - start) / len(indices)
+        return Got(out, n_new, per_item)
 
     def fill(self, indices: np.ndarray, produce: Callable[[np.ndarray], Batches]) -> int:
         """Compute the missing rows among ``indices`` with ``produce``; return how many."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from harness import search
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.weights import resolve
-from harness.cache import atomic_write, digest
+from harness.cache import digest, keep
 from harness.embeddings import Embedded, load_model, model_key
 from harness.errors import blame
 from harness.runtime import device
@@ -49,9 +49,8 @@ def gflops_per_image(spec: BackboneSpec, pre: Preprocess | None, cache_root: Pat
     with torch.inference_mode(), counter, blame(f"backbone {spec.name} on a {pre.size}-px image"):
         model(x)
     gflops = counter.get_total_flops() / 1e9
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"gflops": gflops, "key": key}, indent=1)
-    atomic_write(path, lambda p: p.write_text(text))
+    keep(path, lambda p: p.write_text(text))
     return gflops
 
 

@@ -5,6 +5,7 @@ near-chance accuracy that is more often a label-mapping bug than a bad model."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,36 @@ def check_classes(
         f"{n_items} of {len(test.labels)} test items can never be classified right, and "
         "have nothing relevant to retrieve from the train split"
     ]
+
+
+def shared_images(dataset: Dataset, train: Embedded, test: Embedded) -> list[str]:
+    """Warn when test items show the same image (the same decoded pixels) as train items:
+    a query then retrieves its own copy and a probe is scored on what it was fitted to,
+    so every metric is inflated. Only what the cell reads is compared; an unreadable
+    image is left out."""
+    if not len(train.indices):
+        return []
+    seen = {_pixels(dataset.split("train"), int(i)) for i in train.indices}
+    seen.discard(None)
+    copies = [int(i) for i in test.indices if _pixels(dataset.split("test"), int(i)) in seen]
+    if not copies:
+        return []
+    return [
+        f"{len(copies)} of {len(test.indices)} test items show an image that is also a train "
+        f"item's (the same pixels; e.g. test item {copies[0]}): every metric is inflated; "
+        "keep each image in one split"
+    ]
+
+
+def _pixels(split: Any, index: int) -> bytes | None:
+    """A digest of an item's decoded pixels and size; None for an unreadable image."""
+    try:
+        image = split.image(index)
+    except Exception:  # unreadable images are counted and reported elsewhere
+        return None
+    digest = hashlib.sha256(f"{image.size}".encode())
+    digest.update(np.asarray(image).tobytes())
+    return digest.digest()
 
 
 def sanity_warnings(metrics: dict[str, float], n_classes: int) -> list[str]:

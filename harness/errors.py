@@ -66,4 +66,19 @@ def blame(setting: str, error: type[ShelfbenchError] = ShelfbenchError) -> Itera
     except ShelfbenchError:
         raise
     except Exception as exc:
-        raise error(f"{setting}: {type(exc).__name__}: {one_line(str(exc))}") from exc
+        said = f"{setting}: {type(exc).__name__}: {one_line(str(exc))}"
+        raise error(f"{said}{raised_at(exc)}") from exc
+
+
+def raised_at(exc: BaseException) -> str:
+    """`` (raised at FILE:LINE in FUNCTION)``: the innermost frame of ``exc``'s traceback
+    that is not in an installed package, so that an error in a team's own code (a model
+    factory) points into their file; "" where every frame is a library's."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if "site-packages" not in f.filename and "/harness/" not in f.filename]
+    if not own:
+        return ""
+    frame = own[-1]
+    return f" (raised at {frame.filename}:{frame.lineno} in {frame.name})"

@@ -9,6 +9,7 @@ baseline gate uses; otherwise it is shown without a verdict.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,14 @@ class Point:
         return self.verdict == "worse"
 
 
-def run_dirs(reports: Path) -> list[Path]:
-    """The run folders under ``reports/runs`` that hold a shelfbench run, oldest first."""
+def run_dirs(reports: Path, damaged: bool = False) -> list[Path]:
+    """The run folders under ``reports/runs`` that hold a shelfbench run, oldest first
+    (with ``damaged``, also those whose ``latest.json`` is no longer readable as one)."""
     runs = reports / "runs"
     if not runs.is_dir():
         return []
-    return sorted(p for p in runs.iterdir() if is_run(p / "latest.json"))
+    found = (p / "latest.json" for p in sorted(runs.iterdir()))
+    return [f.parent for f in found if (damaged and f.is_file()) or is_run(f)]
 
 
 def _verdict(previous: Any, current: Any, cell: str, metric: str) -> str:
@@ -71,10 +74,11 @@ def from_reports(reports: Path, last: int | None = SHOWN_RUNS) -> dict[str, list
     (all of them if None)."""
     out: dict[str, list[Point]] = {}
     previous_run: dict[str, Any] = {}
-    for folder in run_dirs(reports)[-last if last else 0 :]:
+    for folder in run_dirs(reports, damaged=True)[-last if last else 0 :]:
         try:
             run = load_run(folder / "latest.json")
-        except BaselineError:
+        except BaselineError as exc:  # a damaged copy: said, and the others are shown
+            print(f"shelfbench: history leaves out the run copy {folder}: {exc}", file=sys.stderr)
             continue
         provenance = run.provenance
         for cell, row in run.rows.items():

@@ -14,6 +14,46 @@ def cache_root() -> Path:
     return Path(os.environ.get("SHELFBENCH_CACHE", Path.home() / ".cache" / "shelfbench"))
 
 
+def cache_read_only(root: Path | None = None) -> bool:
+    """Whether the cache exists but is not to be written: this user may not write it, or
+    its directory has no write permission for anyone (a CI job that restores its cache
+    read-only; as root, only the mode tells). Its entries are then served, and nothing
+    computed is kept."""
+    root = cache_root() if root is None else root
+    try:
+        mode = root.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) and (not mode & 0o222 or not os.access(root, os.W_OK | os.X_OK))
+
+
+def may_write(path: Path) -> bool:
+    """Whether a cache file may be written at ``path``: its nearest existing folder is not
+    read-only (``cache_read_only``)."""
+    existing = Path(path).parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return not cache_read_only(existing)
+
+
+# The folders shelfbench keeps under the cache; each must be one where it exists.
+CACHE_FOLDERS = (
+    "embeddings", "outcomes", "finetune", "remote", "library-preprocess", "flops", "plots",
+    "data",
+)  # fmt: skip
+
+
+def check_cache(root: Path) -> bool:
+    """Check the cache before any cell runs: a directory (or one that can be made), whose
+    folders are folders; True where it is read-only (``cache_read_only``)."""
+    if cache_read_only(root):
+        return True
+    directory(root, "the cache")
+    for name in CACHE_FOLDERS:
+        directory(root / name, f"the cache's {name} folder")
+    return False
+
+
 def data_roots() -> list[Path]:
     """Directories searched for datasets, in order: ``$SHELFBENCH_DATA``, then downloads."""
     roots = [Path(os.environ["SHELFBENCH_DATA"])] if os.environ.get("SHELFBENCH_DATA") else []

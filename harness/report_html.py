@@ -199,7 +199,7 @@ def plot(block: Plot) -> str:
     """A plot as an embedded PNG, drawn once per content: a warm run whose plots show the
     same numbers reads them from ``$SHELFBENCH_CACHE/plots/`` and never imports
     matplotlib (most of a warm run's seconds otherwise)."""
-    from harness.cache import atomic_write, digest
+    from harness.cache import digest, keep
     from harness.outcomes import harness_digest
     from harness.paths import cache_root
     from harness.provenance import version
@@ -218,8 +218,7 @@ def plot(block: Plot) -> str:
     except OSError:
         pass
     drawn = PLOTS[block.kind](block.rows, block.subject)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: p.write_text(drawn))
+    keep(path, lambda p: p.write_text(drawn))
     return drawn
 
 

@@ -26,10 +26,12 @@ class ShelfReport:
         self.started = now()
         self.paths: list[Path] = []
         self.mlflow = ""
+        self.notes: list[str] = []  # what could not be done at the end, one line each
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
         if CELL_PROPERTY not in props:
+            self._checked(report)
             return
         static = json.loads(str(props[CELL_PROPERTY]))
         row = self.rows.setdefault(static["id"], CellRow(**static))
@@ -41,6 +43,17 @@ class ShelfReport:
             row.outcome = _outcome(report)
         if report.outcome != "passed":
             row.message = _message(report)
+
+    def _checked(self, report: pytest.TestReport) -> None:
+        """The rows of the cells a test function ran with the ``shelfbench`` fixture
+        (``Bench.check``), one per call; a failure of the test is its last cell's."""
+        if report.when != "call":
+            return
+        results = [json.loads(str(v)) for k, v in report.user_properties if k == RESULT_PROPERTY]
+        for number, result in enumerate(results, 1):
+            row = self.rows[result["id"]] = CellRow.from_json(result)
+            if number == len(results) and report.outcome != "passed":
+                row.outcome, row.message = _outcome(report), _message(report)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.rows:
@@ -69,6 +82,8 @@ class ShelfReport:
             terminalreporter.write_line(f"wrote {path}")
         if self.mlflow:
             terminalreporter.write_line(self.mlflow)
+        for note in filter(None, self.notes):
+            terminalreporter.write_line(note, yellow=True)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -85,15 +100,27 @@ class ShelfReport:
         keep = self.config.getoption("--shelf-keep-runs")
         self.paths = write_reports(directory, provenance, list(self.rows.values()), keep)
         if summary_file := os.environ.get("GITHUB_STEP_SUMMARY"):
-            from harness.document import step_summary
-
-            with open(summary_file, "a", encoding="utf-8") as f:  # the job's page: appended
-                f.write(step_summary(list(self.rows.values())) + "\n")
+            self.notes.append(self._append_summary(Path(summary_file)))
         if self.config.getoption("--shelf-update-baseline"):
             target = self.config.getoption("--shelf-baseline") or directory / "baseline.json"
             self.paths += copy_run(directory / "latest.json", target)
         if uri := self.config.getoption("--shelf-mlflow"):
             self.mlflow = self._log_mlflow(uri, provenance, directory / "latest.html")
+
+    def _append_summary(self, path: Path) -> str:
+        """Append the results to the CI job's summary page (``$GITHUB_STEP_SUMMARY``); a
+        line saying why not where it cannot be written (the run's verdict stands)."""
+        from harness.document import step_summary
+
+        try:
+            with path.open("a", encoding="utf-8") as f:
+                f.write(step_summary(list(self.rows.values())) + "\n")
+        except OSError as exc:
+            return (
+                f"shelfbench: $GITHUB_STEP_SUMMARY = {path}: the job summary was not "
+                f"written ({exc.strerror or exc}); it must name a file that can be appended to"
+            )
+        return ""
 
     def _log_mlflow(self, uri: str, provenance: dict[str, Any], html: Path) -> str:
         """Log the run to MLflow; a line saying where, or why not (never a traceback)."""

@@ -188,7 +188,7 @@ def explain(
     loc, kind = error["loc"], error["type"]
     if kind == "extra_forbidden":
         return f"{where}: unknown key {prefix + str(loc[0])!r}; it takes {takes(model)}"
-    if kind == "missing":
+    if kind == "missing" and str(loc[0]) not in table:
         return f"{where}: the key {prefix + str(loc[0])!r} is missing"
     if not loc:  # a rule between keys
         return f"{where}: {error['ctx']['error'] if 'ctx' in error else error['msg']}"

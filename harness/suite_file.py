@@ -11,6 +11,19 @@ from harness.errors import SuiteError
 from harness.paths import regular_file
 from harness.settings import Count, Name, Names, Table, load
 
+# The tables a suite file (and a file it includes) may hold.
+TABLES = {
+    "suite",
+    "profile",
+    "gate",
+    "cells",
+    "strategy",
+    "floors",
+    "datasets",
+    "backbones",
+    "upgrade",
+}
+
 
 class SuiteMeta(Table):
     """``[suite]``: the suite's name (default: the file's stem), protocol version, and the
@@ -50,6 +63,19 @@ def _absolute(raw: dict[str, Any], base: Path) -> None:
                 entry[key] = str((base / value).resolve())
 
 
+def missing_paths(path: Path) -> list[str]:
+    """One line per local path a suite file's tables name (``PATH_KEYS``) that does not
+    exist: a dataset root, class names, weights or vectors."""
+    raw = read_suite(path)
+    lines = []
+    for table, key in PATH_KEYS:
+        for name, entry in (raw.get(table) or {}).items():
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(value, str) and Path(value).is_absolute() and not Path(value).exists():
+                lines.append(f"[{table}.{name}] {key} {value} does not exist")
+    return lines
+
+
 def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """``top`` over ``base``, table by table and key by key (``top`` wins); ``[[cells]]``
     groups add up, the included file's first."""
@@ -80,6 +106,11 @@ def read_suite(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
             loop = " → ".join(p.name for p in (*chain, path, included))
             raise SuiteError(f"{path}: [suite] include = {name!r} makes a cycle: {loop}")
         tables = read_suite(included, (*chain, path))
+        if unknown := sorted(set(tables) - TABLES):
+            raise SuiteError(
+                f"{path}: [suite] include = {name!r}: {included} is not a suite's tables "
+                f"(it has [{unknown[0]}]; a suite has {sorted(TABLES)})"
+            )
         tables.pop("suite", None)  # the including file's name and version are its own
         merged = merge(merged, tables)
     return merge(merged, raw)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.cache import atomic_write
+from harness.cache import atomic_write, keep
 from harness.datasets.base import Dataset
 from harness.errors import EmbeddingError
 
@@ -45,6 +45,7 @@ class Table:
 def read_table(path: str, sha256: str) -> Table:
     """The table at ``path`` (whose content is ``sha256``), checked: an ``id`` and a
     ``vector`` column, no id twice, every vector of one width, no NaN or inf."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -55,6 +56,20 @@ def read_table(path: str, sha256: str) -> Table:
             f"vectors {path}: {' '.join(str(exc).split())[:200]}; a vectors table has the "
             "columns id (each item's key) and vector (a list of numbers)"
         ) from None
+    if table.num_rows == 0:
+        raise EmbeddingError(f"vectors {path} has no rows; export the embeddings again")
+    kind = table.schema.field("vector").type
+    is_list = any(
+        test(kind)
+        for test in (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    )
+    if not is_list or not (
+        pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)
+    ):
+        raise EmbeddingError(
+            f"vectors {path}: the vector column is {kind}, not a list of numbers "
+            "(list<float>); write each vector as a list of floats"
+        )
     ids = [str(i) for i in table.column("id").to_pylist()]
     rows: dict[str, int] = {}
     for row, item in enumerate(ids):
@@ -120,8 +135,7 @@ def changed_since_last_read(path: str, sha256: str, memo_dir: Path) -> str:
     before = seen.get(path)
     if before != sha256:
         seen[path] = sha256
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(memo, lambda p: p.write_text(json.dumps(seen, indent=0)))
+        keep(memo, lambda p: p.write_text(json.dumps(seen, indent=0)))
     if before is None or before == sha256:
         return ""
     return (

@@ -96,3 +96,44 @@ def test_concurrent_processes_compute_each_row_once(tmp_path):
     np.testing.assert_array_equal(
         CacheEntry(tmp_path, KEY, 8).read(np.arange(8)), np.outer(np.arange(8), [1, 2, 3])
     )
+
+
+def snapshot(root):
+    return sorted((str(p), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def read_only(root):
+    for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        folder.chmod(0o555)
+
+
+def test_a_read_only_cache_serves_what_it_holds_and_writes_nothing(tmp_path, monkeypatch):
+    """A CI job that restores its cache read-only still runs: cached embeddings and
+    outcomes are served, the rest is computed for this run and kept nowhere."""
+    import timm  # noqa: F401  (see test_plugin.py)
+
+    from harness.cell import run_cell
+    from harness.suite import load_suite
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SHELFBENCH_CACHE", str(cache))
+    suite = tmp_path / "s.toml"
+    text = '[suite]\n[profile]\nimage_size = 32\n[[cells]]\ndatasets = ["synthetic-products"]\n'
+    suite.write_text(text + 'backbones = ["test-efficientnet"]\nstrategies = ["knn"]\n')
+    (cached,) = load_suite(suite).cells
+    first = run_cell(cached, cache)
+    suite.write_text(text + 'backbones = ["test-vit"]\nstrategies = ["knn", "finetune"]\n')
+    new = load_suite(suite).cells
+    writable = {c.id: run_cell(c, tmp_path / "elsewhere").metrics for c in new}
+    read_only(cache)
+    before = snapshot(cache)
+    try:
+        again = run_cell(cached, cache)
+        assert (again.cache, again.result_cache, again.metrics) == ("hit", "hit", first.metrics)
+        for cell in new:  # nothing cached: computed, and the same as in a writable cache
+            row = run_cell(cell, cache)
+            assert (row.cache, row.metrics) == ("miss", writable[cell.id])
+        assert snapshot(cache) == before
+    finally:
+        for folder in [cache, *(p for p in cache.rglob("*") if p.is_dir())]:
+            folder.chmod(0o755)

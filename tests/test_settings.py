@@ -221,7 +221,9 @@ def with_value(where: tuple[Any, ...], key: str, bad: Any) -> dict[str, Any]:
 def suite_dir(tmp_path_factory):
     """One folder for every suite here: a declared dataset's root is relative to its suite
     file, and a name declared twice with two roots is a clash."""
-    return tmp_path_factory.mktemp("suites")
+    folder = tmp_path_factory.mktemp("suites")
+    (folder / "data").mkdir()  # the declared datasets' root: `check` fails a missing one
+    return folder
 
 
 def test_the_base_suite_is_valid(suite_dir, capsys):
