@@ -1,10 +1,12 @@
-"""A short check of the CUDA paths, for a machine with a GPU (not part of CI):
+"""A short check of the CUDA paths, for a machine with a GPU:
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/cuda_check.py
 
 It runs the smoke suite's training cells on the synthetic set (random-init timm test
 models, no downloads) and prints, per cell, the device, autocast, accuracy, cost and peak
-CUDA memory; it exits non-zero if any cell did not run on the GPU.
+CUDA memory; it exits non-zero if any cell did not run on the GPU. CI runs it on the CPU
+with ``SHELFBENCH_TORCH_PATHS=1`` (the same paths, on the CPU device): then it exits
+non-zero if any cell did not take them (autocast in training, the torch probe).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 from harness.cell import run_cell
-from harness.runtime import device
+from harness.runtime import device, torch_paths
 from harness.suite import load_suite
 
 CELLS = (
@@ -32,9 +34,11 @@ def main() -> int:
     import torch
 
     print(f"torch {torch.__version__}, device() = {device()}", flush=True)
-    if device() != "cuda":
+    if not torch_paths():
+        print("no GPU: set SHELFBENCH_TORCH_PATHS=1 to check its paths on the CPU")
         return 1
-    print(torch.cuda.get_device_name(), flush=True)
+    if device() == "cuda":
+        print(torch.cuda.get_device_name(), flush=True)
     suite = load_suite(Path(__file__).parents[1] / "suites" / "smoke.toml")
     ok = True
     with tempfile.TemporaryDirectory() as cache:
@@ -52,7 +56,9 @@ def main() -> int:
                 "seconds": result.cost["seconds"],
             }
             print(json.dumps(row), flush=True)
-            ok &= result.cost["device"] == "cuda" and result.cost["peak_cuda_mb"] is not None
+            on_gpu = result.cost["peak_cuda_mb"] is not None
+            ok &= result.cost["device"] == device() and (on_gpu or device() == "cpu")
+            ok &= tuned.get("amp", "bfloat16") == "bfloat16"  # autocast, where it trained
     return 0 if ok else 1
 
 

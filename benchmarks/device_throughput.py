@@ -34,6 +34,7 @@ from harness.backbones import BACKBONES
 from harness.backbones.base import BackboneSpec, Preprocess, Weights
 from harness.backbones.weights import resolve
 from harness.datasets import open_dataset
+from harness.datasets.base import Split
 from harness.embeddings import embed, load_model
 from harness.extract import load_batches, to_tensor
 from harness.finetune import TRAIN_DEFAULTS, Run, finetune
@@ -43,7 +44,7 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
 BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 256
 DEV = device()
 WHERE = torch.cuda.get_device_name() if DEV == "cuda" else f"cpu, native bf16: {cpu_has_bf16()}"
-IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MODELS = [
     BackboneSpec(
         name="lite0-random",
@@ -63,7 +64,7 @@ MODELS = [
         source="timm",
         model="vit_base_patch16_224",
         weights=Weights(source="random", seed=0),
-        preprocess=Preprocess(224, "bicubic", crop_pct=0.9, **IMAGENET),
+        preprocess=Preprocess(224, "bicubic", crop_pct=0.9, mean=IMAGENET_MEAN, std=IMAGENET_STD),
         embed_dim=768,
         pooling="token",
     ),
@@ -81,7 +82,7 @@ def sync() -> None:
 
 def model_only(model: torch.nn.Module, px: int, precision: str) -> float:
     x = torch.randn(BATCH, 3, px, px, device=DEV).contiguous(memory_format=torch.channels_last)
-    model = model.to(DEV, memory_format=torch.channels_last).eval()
+    model = model.to(DEV, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     reps = max(3, min(30, N // BATCH))
     with torch.inference_mode(), computing_at(precision, DEV):
         for _ in range(2):
@@ -94,7 +95,7 @@ def model_only(model: torch.nn.Module, px: int, precision: str) -> float:
     return BATCH * reps / (time.perf_counter() - start)
 
 
-def data_only(pre: Preprocess, split: object, rows: np.ndarray) -> float:
+def data_only(pre: Preprocess, split: Split, rows: np.ndarray) -> float:
     start, n = time.perf_counter(), 0
     for batch in load_batches(split, rows, pre, BATCH):
         to_tensor(batch.pixels(DEV), pre, DEV)
@@ -109,6 +110,7 @@ def main() -> None:
     auto = resolve_precision("auto")
     for spec in MODELS:
         BACKBONES.add(spec)
+        assert spec.preprocess is not None
         pre = spec.preprocess.resized(224, 1.0)
         model = load_model(spec, resolve(spec))
         ceiling = {}
@@ -125,6 +127,7 @@ def main() -> None:
         say(model=spec.name, px=224, what="embed", precision=auto, img_s=round(rate, 1),
             share_of_model_only=round(rate / ceiling[auto], 3))  # fmt: skip
     lite0 = MODELS[0]
+    assert lite0.preprocess is not None
     pre = lite0.preprocess.resized(128, 1.0)
     params = {**TRAIN_DEFAULTS, "epochs": 1, "batch_size": BATCH}
     with tempfile.TemporaryDirectory() as cache:

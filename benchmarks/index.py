@@ -19,9 +19,12 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
-from harness.index import IndexSetting, build, measure, neighbour_recall
+import numpy as np
+
+from harness.index import Built, IndexSetting, build, measure, neighbour_recall
 from harness.search import l2_normalise
 from harness.stats import bootstrap_ci, paired_difference, summarise
 from harness.strategies import STRATEGIES, Features
@@ -105,7 +108,8 @@ def main() -> None:
     )
     depth = exact.neighbours.shape[1]
     gallery = l2_normalise(data.train)
-    built, built_as = None, None
+    built: Built | None = None
+    built_as = None
     for text in args.index or default_settings(len(data.train)):
         setting = parse(text)
         same = (setting.engine, setting.spec, str(setting.options))
@@ -114,10 +118,13 @@ def main() -> None:
                 built.close()
             built, build_seconds = build(gallery, setting)
             built_as = same
+        assert built is not None
         built.tune(setting.search)
-        cost = {}
+        cost: dict[str, Any] = {}
 
-        def ranker(queries, _, k, built=built, cost=cost):
+        def ranker(
+            queries: np.ndarray, _: np.ndarray, k: int, built: Built = built, cost: dict = cost
+        ) -> tuple[np.ndarray, np.ndarray]:
             scores, indices, measured = measure(built, l2_normalise(queries), k)
             cost.update(measured)
             return scores, indices

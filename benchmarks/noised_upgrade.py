@@ -1,7 +1,7 @@
 """An [upgrade] gate on real data: EfficientNet-Lite0 against a copy of itself with noise on
 its weights, both declared as a team's checkpoints in a suite file.
 
-    python benchmarks/noised_upgrade.py OUT [--sigma 0.1]
+    python benchmarks/noised_upgrade.py OUT [--sigma 0.1] [--n-train 10000 --n-test 2000]
     pytest OUT/upgrade.toml --shelf-reports OUT/reports
 
 writes OUT/models/lite0.safetensors (the package's ImageNet weights in timm's key names),
@@ -19,8 +19,8 @@ SUITE = """[suite]
 name = "upgrade"
 
 [profile]
-n_train = 10000
-n_test = 2000
+n_train = {n_train}
+n_test = {n_test}
 image_size = 128
 crop_pct = 1.0
 batch_size = 32
@@ -49,6 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--sigma", type=float, default=0.1)
+    parser.add_argument("--n-train", type=int, default=10_000, help="10000: the default suite's")
+    parser.add_argument("--n-test", type=int, default=2_000)
     args = parser.parse_args()
     import torch
     from safetensors.torch import save_file
@@ -66,7 +68,7 @@ def main() -> None:
     (args.out / "models").mkdir(parents=True, exist_ok=True)
     save_file(state, args.out / "models" / "lite0.safetensors")
     save_file(noised, args.out / "models" / "lite0-noised.safetensors")
-    (args.out / "upgrade.toml").write_text(SUITE)
+    (args.out / "upgrade.toml").write_text(SUITE.format(n_train=args.n_train, n_test=args.n_test))
     print(f"pytest {args.out / 'upgrade.toml'} --shelf-reports {args.out / 'reports'}")
 
 

@@ -8,6 +8,8 @@ under ``torch.no_grad()`` on an AMX Xeon (2026-11-30). shelfbench's ``grad_off``
 no_grad where it autocasts. Read the ratios within a group.
 """
 
+from typing import Any
+
 import pytest
 
 from harness.runtime import computing_at, cpu_has_bf16, grad_off
@@ -16,13 +18,13 @@ pytestmark = pytest.mark.skipif(not cpu_has_bf16(), reason="bf16 is native only 
 ROUNDS = {"rounds": 3, "iterations": 1, "warmup_rounds": 1}
 
 
-def timm_vit():
+def timm_vit() -> Any:
     import timm
 
     return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).eval()
 
 
-def open_clip_vit():
+def open_clip_vit() -> Any:
     import open_clip
 
     from harness.backbones.libraries.open_clip import image_tower
@@ -34,14 +36,14 @@ MODELS = {"timm vit_base_patch16_224": timm_vit, "open_clip ViT-B-32": open_clip
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
-def model(request):
+def model(request: Any) -> tuple[str, Any]:
     return request.param, MODELS[request.param]()
 
 
 @pytest.mark.parametrize(
     "mode", ["fp32 (shelfbench)", "bf16 (shelfbench)", "bf16 under inference_mode (the trap)"]
 )
-def test_embed_32_images_at_224_px(benchmark, model, mode):
+def test_embed_32_images_at_224_px(benchmark: Any, model: tuple[str, Any], mode: str) -> None:
     import torch
 
     name, net = model
@@ -50,7 +52,7 @@ def test_embed_32_images_at_224_px(benchmark, model, mode):
     precision = "fp32" if mode.startswith("fp32") else "bf16"
     grad = torch.inference_mode if "trap" in mode else lambda: grad_off(precision)
 
-    def run():
+    def run() -> Any:
         with grad(), computing_at(precision, "cpu"):
             return net(x)
 
