@@ -12,8 +12,9 @@ images (default 20,000), batch 256:
   for bit as PIL would, and normalised on the device);
 - ``embed``: ``harness.embeddings.embed`` end to end into a fresh cache, at ``auto``
   precision, and its share of model-only at that precision;
-- ``finetune``: Lite0 at 128 px, one epoch of ``harness.finetune`` over N images (random
-  crops, resizes and flips drawn on the host, applied on the device).
+- ``finetune``: Lite0 at 128 px, one epoch of ``harness.finetune`` over up to 4,096 images
+  (random crops, resizes and flips drawn on the host, applied on the device), at batch 32
+  (the suites' default) and at BATCH.
 
 Each line names the device, the precision and (on the CPU) whether bf16 is native, so a
 figure is never read without what produced it.
@@ -129,13 +130,16 @@ def main() -> None:
     lite0 = MODELS[0]
     assert lite0.preprocess is not None
     pre = lite0.preprocess.resized(128, 1.0)
-    params = {**TRAIN_DEFAULTS, "epochs": 1, "batch_size": BATCH}
-    with tempfile.TemporaryDirectory() as cache:
-        run = Run(dataset, rows, lite0, resolve(lite0), pre, None, params)
-        tuned = finetune(run, Path(cache))
-    seconds, seen = tuned.summary["seconds"], tuned.summary["images_seen"]
-    say(model=lite0.name, px=128, what="finetune", precision=tuned.summary["amp"] or "fp32",
-        img_s=round(seen / seconds, 1), seconds=round(seconds, 1))  # fmt: skip
+    rows = np.arange(min(N, 4096))  # one epoch of up to 4,096 images per batch size
+    for batch in sorted({32, BATCH}):
+        params = {**TRAIN_DEFAULTS, "epochs": 1, "batch_size": batch}
+        with tempfile.TemporaryDirectory() as cache:
+            run = Run(dataset, rows, lite0, resolve(lite0), pre, None, params)
+            tuned = finetune(run, Path(cache))
+        seconds, seen = tuned.summary["seconds"], tuned.summary["images_seen"]
+        say(model=lite0.name, px=128, what="finetune", batch=batch,
+            precision=tuned.summary["amp"] or "fp32", img_s=round(seen / seconds, 1),
+            seconds=round(seconds, 1))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,14 @@ def atomic_write(path: Path, write: Callable[[Path], object], mode: int = 0o600)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _in_order(indices: np.ndarray, batches: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The rows of ``batches`` (item indices, vectors) in the order of ``indices``."""
+    rows = np.concatenate([r for r, _ in batches])
+    vectors = np.concatenate([v for _, v in batches]).astype(np.float32, copy=False)
+    order = np.argsort(rows, kind="stable")
+    return vectors[order[np.searchsorted(rows[order], indices)]]
 
 
 def keep(path: Path, write: Callable[[Path], object]) -> None:
@@ -214,6 +223,12 @@ class CacheEntry:
         self.dir.mkdir(parents=True, exist_ok=True)
         computed = 0
         with self._lock:
+            start, fresh = time.monotonic(), list[tuple[np.ndarray, np.ndarray]]()
+            computed += self.fill(indices, produce, fresh)
+            if computed == len(indices):  # all of it computed now: served as computed
+                return Got(
+                    _in_order(indices, fresh), computed, (time.monotonic() - start) / computed
+                )
             for _ in range(2):
                 computed += self.fill(indices, produce)
                 try:
@@ -251,8 +266,15 @@ class CacheEntry:
             per_item = (per_item * held.sum() + time.monotonic() - start) / len(indices)
         return Got(out, n_new, per_item)
 
-    def fill(self, indices: np.ndarray, produce: Callable[[np.ndarray], Batches]) -> int:
-        """Compute the missing rows among ``indices`` with ``produce``; return how many."""
+    def fill(
+        self,
+        indices: np.ndarray,
+        produce: Callable[[np.ndarray], Batches],
+        fresh: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> int:
+        """Compute the missing rows among ``indices`` with ``produce``; return how many
+        (and add them to ``fresh``, if given). Parts are hashed and written by a thread
+        of their own, so that the device computes the next batches meanwhile."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
             missing = indices[~self.done()[indices]]
@@ -263,15 +285,22 @@ class CacheEntry:
                 atomic_write(self.dir / "key.json", lambda p: p.write_text(text))
             buffered: list[tuple[np.ndarray, np.ndarray]] = []
             last = time.monotonic()
-            try:
-                for rows, batch in produce(missing):
-                    buffered.append((rows, batch))
-                    full = sum(len(r) for r, _ in buffered) >= PART_ROWS
-                    if full or time.monotonic() - last > PART_SECONDS:
-                        self._write_part(buffered, time.monotonic() - last)
-                        buffered, last = [], time.monotonic()
-            finally:
-                self._write_part(buffered, time.monotonic() - last)
+            with ThreadPoolExecutor(1, thread_name_prefix="shelfbench-cache") as writer:
+                written = []
+                try:
+                    for rows, batch in produce(missing):
+                        buffered.append((rows, batch))
+                        if fresh is not None:
+                            fresh.append((rows, batch))
+                        full = sum(len(r) for r, _ in buffered) >= PART_ROWS
+                        if full or time.monotonic() - last > PART_SECONDS:
+                            seconds = time.monotonic() - last
+                            written.append(writer.submit(self._write_part, buffered, seconds))
+                            buffered, last = [], time.monotonic()
+                finally:  # an interrupted run keeps every batch it finished
+                    self._write_part(buffered, time.monotonic() - last)
+                    for part in written:
+                        part.result()
             return len(missing)
 
     def _write_part(self, buffered: list[tuple[np.ndarray, np.ndarray]], seconds: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,6 +21,10 @@ from harness.runtime import computing_at, cpu_threads, device, grad_off, loader_
 
 if TYPE_CHECKING:
     import torch
+
+# Batches queued on the device beyond the one being read back (a hiccup of the host, a
+# cache part being written, does not leave the device idle).
+IN_FLIGHT = 2
 
 RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -209,8 +214,9 @@ def embed_batches(
     """Yield ``(indices, float32 embeddings)`` per batch, without autograd (``grad_off``)
     at ``precision`` (``resolve_precision``'s answer). An item that cannot be read gets a row
     of NaN (the cache then knows it was tried), and a warning with its path. A batch's
-    embeddings are read back after the next batch is queued, so that the device computes
-    while this process prepares batches and writes the cache."""
+    embeddings are read back once ``IN_FLIGHT`` later batches are queued, so that the
+    device computes while this process prepares batches and writes the cache (on one
+    stream, a batch's input buffer is overwritten only after its forward has run)."""
     import torch
 
     torch.set_num_threads(cpu_threads())
@@ -218,7 +224,7 @@ def embed_batches(
     model = model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
     buffer = batch_buffer(batch_size, pre, dev)
     bar = progress(len(indices), desc)
-    pending: tuple[np.ndarray, torch.Tensor] | None = None
+    pending: collections.deque[tuple[np.ndarray, torch.Tensor]] = collections.deque()
     with grad_off(precision), computing_at(precision, dev), bar:
         for batch in load_batches(split, indices, pre, batch_size):
             for message in batch.bad.values():
@@ -228,13 +234,12 @@ def embed_batches(
                 yield bad, np.full((len(bad), width(model)), np.nan, np.float32)
             if len(batch.rows):
                 x = to_tensor(batch.pixels(dev), pre, dev, buffer)
-                out = _forward(model, x, desc)
-                if pending is not None:
-                    yield _on_host(*pending, desc)
-                pending = batch.rows, out
+                pending.append((batch.rows, _forward(model, x, desc)))
+                if len(pending) > IN_FLIGHT:
+                    yield _on_host(*pending.popleft(), desc)
             bar.update(len(batch.rows) + len(batch.bad))
-        if pending is not None:
-            yield _on_host(*pending, desc)
+        while pending:
+            yield _on_host(*pending.popleft(), desc)
 
 
 def _on_host(rows: np.ndarray, out: torch.Tensor, desc: str) -> tuple[np.ndarray, np.ndarray]:

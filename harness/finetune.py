@@ -99,7 +99,7 @@ class Run:
             "blocks": self.blocks,
             # What training learns depends on the CPU thread count (not on xdist workers).
             "cpu_threads": training_threads() if device() == "cpu" else None,
-            "autocast": torch_paths() and self.params["amp"],  # bf16 where it ran
+            "torch_paths": torch_paths(),  # bf16 autocast (with amp) and the fused optimiser
             "settings": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()
             },

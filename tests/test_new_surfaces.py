@@ -88,11 +88,11 @@ def test_test_images_that_are_also_train_images_are_warned_about(tmp_path):
     suite = (ROOT / "fixtures" / "suites" / "catalogue.toml").read_text()
     suite = suite.replace("../datasets/catalogue/csv", str(tmp_path / "csv"))
     suite = suite.replace("../datasets/", str(ROOT / "fixtures" / "datasets") + "/")
-    (tmp_path / "s.toml").write_text(suite)
+    (tmp_path / "s.toml").write_text(suite.replace("catalogue-", "leaky-"))  # names its own
     cells = {c.id: c for c in load_suite(tmp_path / "s.toml").cells}
-    row = run_cell(cells["catalogue-csv/test-efficientnet/knn"], tmp_path / "cache")
+    row = run_cell(cells["leaky-csv/test-efficientnet/knn"], tmp_path / "cache")
     assert any("3 of " in w and "also a train item's" in w for w in row.warnings), row.warnings
-    clean = run_cell(cells["catalogue-folder/test-efficientnet/knn"], tmp_path / "cache")
+    clean = run_cell(cells["leaky-folder/test-efficientnet/knn"], tmp_path / "cache")
     assert not any("also a train item's" in w for w in clean.warnings)
 
 
