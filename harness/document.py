@@ -79,7 +79,67 @@ class History:
     points: list[Any] = field(compare=False)
 
 
-Block = Heading | Paragraph | Bullets | Table | Plot | Gallery | History
+@dataclass(frozen=True)
+class Folded:
+    """Blocks a reader opens when wanted (HTML: a ``<details>``; Markdown: a section)."""
+
+    title: str
+    blocks: Sequence[Heading | Paragraph | Bullets | Table]
+
+
+Block = Heading | Paragraph | Bullets | Table | Plot | Gallery | History | Folded
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def verdict(rows: list[CellRow]) -> list[Block]:
+    """What a reviewer reads first: passed, failed and skipped counts, every cell that did
+    not pass with its one-line reason (a floor, a baseline or an upgrade verdict with the
+    difference and its interval), and the upgrade table when there is one."""
+    from harness.report import upgrade_table
+
+    counts = {
+        o: sum(r.outcome == o for r in rows) for o in ("passed", "failed", "error", "skipped")
+    }
+    failed = counts["failed"] + counts["error"]
+    head = "FAILED" if failed else "PASSED"
+    said = [f"{counts['passed']} passed, {failed} failed, {counts['skipped']} skipped"]
+    blocks: list[Block] = [
+        Heading(2, "Verdict"),
+        Paragraph([Strong(head), ": ", *said, f" ({len(rows)} cells)"]),
+    ]
+    failures: list[Line] = [
+        [f"{r.outcome} ", Code(r.id), f": {first_line(r.message) or 'see the log'}"]
+        for r in rows
+        if r.outcome in ("failed", "error")
+    ]
+    if failures:
+        blocks.append(Bullets(failures))
+    reasons: dict[str, list[str]] = {}
+    for r in rows:
+        if r.outcome == "skipped":
+            reasons.setdefault(first_line(r.message), []).append(r.id)
+    skipped: list[Line] = [
+        ["skipped ", *(part for i in ids for part in (", " if i != ids[0] else "", Code(i))),
+         f": {why}"]
+        for why, ids in reasons.items()
+    ]  # fmt: skip
+    if skipped:
+        blocks.append(Bullets(skipped))
+    if any(row.upgrade for row in rows):
+        blocks += [
+            Paragraph(
+                [
+                    "Upgrade: each candidate cell against the incumbent's on the same test "
+                    "items (paired bootstrap; a regression is significantly worse by more than "
+                    "the tolerance):"
+                ]
+            ),
+            upgrade_table(rows),
+        ]
+    return blocks
 
 
 def dataset_section(subset: list[CellRow], dataset: str) -> list[Block]:
@@ -173,27 +233,15 @@ def build(
     history: dict[str, list[Any]] | None = None,
 ) -> list[Block]:
     """The whole report, in the one order every renderer shows."""
-    from harness.report import recommendation_lines, upgrade_table
+    from harness.report import recommendation_lines
 
     blocks: list[Block] = [
         Heading(1, "shelfbench results"),
-        Bullets([[f"{key}: {value}"] for key, value in provenance.items()]),
-        Paragraph(["✓ / ✗: at / below the suite's floor for that metric."]),
+        *verdict(rows),
         Heading(2, "Recommendation"),
         Bullets([[Strong(dataset), ": ", *line] for dataset, line in recommendation_lines(rows)]),
+        Paragraph(["✓ / ✗: at / below the suite's floor for that metric."]),
     ]
-    if any(row.upgrade for row in rows):
-        blocks += [
-            Heading(2, "Upgrade"),
-            Paragraph(
-                [
-                    "Each candidate cell against the incumbent's on the same test items "
-                    "(paired bootstrap; a regression is significantly worse by more than the "
-                    "tolerance):"
-                ]
-            ),
-            upgrade_table(rows),
-        ]
     exact = [r for r in rows if "accuracy" in r.metrics and not r.index]
     mapped = [  # a heat map needs two backbones or two datasets to compare
         strategy
@@ -205,7 +253,9 @@ def build(
         blocks += [Plot("heat_map", strategy, exact) for strategy in mapped]
     for dataset in sorted({row.dataset for row in rows}):
         blocks += dataset_section([r for r in rows if r.dataset == dataset], dataset)
-    return blocks + history_section(history or {}) + notes(rows)
+    provenance_lines: list[Line] = [[f"{key}: {value}"] for key, value in provenance.items()]
+    folded = Folded("Provenance", [Bullets(provenance_lines)])
+    return blocks + history_section(history or {}) + notes(rows) + [folded]
 
 
 def text(
@@ -240,6 +290,8 @@ def markdown(blocks: list[Block]) -> str:
         elif isinstance(block, History):
             lines += [f"{text([Code(block.cell)])} ({block.points[0].metric}):", ""]
             lines += [tabulate(*history_table(block), "github", disable_numparse=True), ""]
+        elif isinstance(block, Folded):
+            lines += [markdown([Heading(2, block.title), *block.blocks])]
     return "\n".join(lines)
 
 
@@ -259,10 +311,10 @@ def history_table(block: History) -> tuple[list[list[str]], list[str]]:
 
 
 def summary(rows: list[CellRow]) -> list[Block]:
-    """The short form (the terminal, a CI job's summary page): per dataset its headline
-    metrics (✓/✗ against floors, the baseline verdict) and index table, then the upgrade
-    table; with ``notes`` for a page."""
-    from harness.report import index_rows, index_table, metric_columns, table, upgrade_table
+    """The short form (the terminal, a CI job's summary page), after the ``verdict``: per
+    dataset its headline metrics (✓/✗ against floors, the baseline verdict) and index
+    table."""
+    from harness.report import index_rows, index_table, metric_columns, table
 
     blocks: list[Block] = []
     for dataset in dict.fromkeys(row.dataset for row in rows):
@@ -273,18 +325,19 @@ def summary(rows: list[CellRow]) -> list[Block]:
                 Heading(3, f"{dataset}: each index against exact search"),
                 index_table(subset),
             ]
-    if any(row.upgrade for row in rows):
-        blocks += [Heading(3, "upgrade: each candidate cell against the incumbent's")]
-        blocks.append(upgrade_table(rows))
     return blocks
 
 
 def terminal(rows: list[CellRow]) -> str:
-    """``summary`` as plain text: each table under its title."""
+    """The verdict, then ``summary``, as plain text: each table under its title."""
     out: list[str] = []
-    for block in summary(rows):
+    for block in [*verdict(rows), *summary(rows)]:
         if isinstance(block, Heading):
             out.append(("\n" if out else "") + block.text)
+        elif isinstance(block, Paragraph):
+            out.append(text(block.line, code=str, strong=str))
+        elif isinstance(block, Bullets):
+            out += [text(item, code=str, strong=str) for item in block.items]
         elif isinstance(block, Table):
             out.append(tabulate(block.rows, block.headers, "simple", disable_numparse=True))
     return "\n".join(out)
@@ -293,4 +346,4 @@ def terminal(rows: list[CellRow]) -> str:
 def step_summary(rows: list[CellRow]) -> str:
     """The Markdown a CI job's summary page shows (``$GITHUB_STEP_SUMMARY``): the
     summary's tables, the warnings, and why cells failed or were skipped."""
-    return markdown([Heading(2, "shelfbench"), *summary(rows), *notes(rows)])
+    return markdown([Heading(2, "shelfbench"), *verdict(rows), *summary(rows), *notes(rows)])

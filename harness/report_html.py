@@ -18,6 +18,7 @@ from typing import Any
 from harness.document import (
     Block,
     Bullets,
+    Folded,
     Heading,
     History,
     Line,
@@ -31,11 +32,15 @@ from harness.report import compute_seconds, pareto_front
 from harness.row import CellRow
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
-table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;overflow-x:auto}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}img{max-width:100%}
+p,li,summary{overflow-wrap:anywhere}
+table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;overflow-x:auto;
+max-width:100%}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;background:#fff}
+td:first-child,th:first-child{text-align:left;position:sticky;left:0;z-index:1}
+img{max-width:100%}
+details{margin:1em 0}summary{cursor:pointer;font-weight:600}
 .row{display:flex;align-items:flex-end;gap:6px;margin:4px 0}
-.row figure{margin:0;text-align:center;font-size:10px}
+.row figure{margin:0;text-align:center;font-size:10px;width:76px;overflow-wrap:anywhere}
 .thumb{border:3px solid;display:block;image-rendering:pixelated}
 .note{width:150px;font-size:11px;align-self:center}
 .pair{border-top:1px solid #ccc;padding:4px 0}"""
@@ -285,6 +290,9 @@ def render(block: Block) -> str:
         return plot(block)
     if isinstance(block, History):
         return history_chart(block)
+    if isinstance(block, Folded):
+        inner = "".join(render(b) for b in block.blocks)
+        return f"<details><summary>{esc(block.title)}</summary>{inner}</details>"
     return galleries(block.row)
 
 
@@ -317,13 +325,18 @@ def _thumbnail(image: Any, border: str) -> str:
 def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, note: str) -> str:
     """One query and its top five neighbours: green border where relevant, red where not."""
     test, gallery = dataset.split("test"), dataset.split(gallery_split)
+
+    def name(split: Any, item: int) -> str:
+        label = split.labels[item]
+        return str(dataset.classes[label]) if label < len(dataset.classes) else str(label)
+
     query = shown["queries"][i]
-    name = dataset.classes[test.labels[query]] if dataset.classes else test.labels[query]
     first = shown["first_hit"][i]
     hit = f"first relevant at rank {first + 1}" if first >= 0 else "no relevant item ranked"
     cells = [
-        f"<figure>{_thumbnail(test.image(query), '#888')}"
-        f"<figcaption>query {esc(query)}<br>{esc(name)}</figcaption></figure>"
+        f"<figure title='query: test item {esc(query)}'>{_thumbnail(test.image(query), '#888')}"
+        f"<figcaption>query: {esc(name(test, query))}<br><small>#{esc(query)}</small>"
+        "</figcaption></figure>"
     ]
     for rank, (item, relevant) in enumerate(
         zip(shown["top5"][i], shown["relevant"][i], strict=True)
@@ -333,8 +346,9 @@ def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, 
             continue
         colour = "#2a2" if relevant else "#d33"
         cells.append(
-            f"<figure>{_thumbnail(gallery.image(item), colour)}"
-            f"<figcaption>{rank + 1}: {esc(item)}</figcaption></figure>"
+            f"<figure title='{esc(gallery_split)} item {esc(item)}'>"
+            f"{_thumbnail(gallery.image(item), colour)}<figcaption>{rank + 1}: "
+            f"{esc(name(gallery, item))}<br><small>#{esc(item)}</small></figcaption></figure>"
         )
     note = f'<span class="note">{esc(note)}: {esc(hit)}</span>'
     return f'<div class="row">{note}{"".join(cells)}</div>'

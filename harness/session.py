@@ -63,13 +63,6 @@ class ShelfReport:
 
         terminalreporter.write_sep("=", "shelfbench")
         terminalreporter.write_line(terminal(list(self.rows.values())))
-        reasons: dict[tuple[str, str], list[str]] = {}
-        for row in self.rows.values():
-            if row.message:
-                key = (row.outcome, row.message.splitlines()[0])
-                reasons.setdefault(key, []).append(row.id)
-        for (outcome, reason), ids in reasons.items():
-            terminalreporter.write_line(f"{outcome} {', '.join(ids)}: {reason}")
         for row in self.rows.values():
             for warning in row.warnings:
                 terminalreporter.write_line(f"warning {row.id}: {warning}", yellow=True)

@@ -246,7 +246,7 @@ def test_the_upgrade_gate_fails_a_noisy_candidate_and_passes_an_identical_one(
     )
     result.stdout.fnmatch_lines(  # the terminal's upgrade table
         [
-            "upgrade: each candidate cell against the incumbent's",
+            "Upgrade: each candidate cell against the incumbent's*",
             "*fashion-mnist*knn*team-v1 → team-v2*mmp@5*worse beyond the tolerance*",
         ]
     )
@@ -257,7 +257,7 @@ def test_the_upgrade_gate_fails_a_noisy_candidate_and_passes_an_identical_one(
     assert moved["against"] == "fashion-mnist/team-v1/knn" and moved["new"]["queries"]
     assert moved["old"]["queries"] == moved["new"]["queries"]
     assert "What changed against" in Path("reports/latest.html").read_text()
-    assert "## Upgrade" in Path("reports/latest.md").read_text()
+    assert "Upgrade: each candidate cell" in Path("reports/latest.md").read_text()
 
     write_suite(suite("team-v1-copy", "v1-copy.safetensors", checkpoints))
     result = pytester.runpytest()

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import numpy as np
 
 from harness.datasets.base import DATASETS, ArraySplit, Dataset, DatasetSpec
-from harness.document import Heading, build, markdown, terminal
+from harness.document import Folded, Heading, build, markdown, terminal
 from harness.report_html import html
 from harness.row import CellRow
 
@@ -109,7 +109,9 @@ def test_markdown_and_html_show_the_same_sections_in_the_same_order():
     rows = marked_rows()
     blocks = build({}, rows)
     headings = [b.text for b in blocks if isinstance(b, Heading)]
-    assert headings[:3] == ["shelfbench results", "Recommendation", "Upgrade"]
+    # the verdict first (with the upgrade table), then the recommendation; provenance last
+    assert headings[:3] == ["shelfbench results", "Verdict", "Recommendation"]
+    assert isinstance(blocks[-1], Folded) and blocks[-1].title == "Provenance"
     text = markdown(blocks)
     page = html({}, rows)
     at = [text.index(f"{'#' * b.level} {b.text}") for b in blocks if isinstance(b, Heading)]
@@ -122,7 +124,8 @@ def test_markdown_and_html_show_the_same_sections_in_the_same_order():
 
 def test_the_terminal_summary_has_the_upgrade_table():
     out = terminal(marked_rows())
-    assert "upgrade: each candidate cell against the incumbent's" in out
+    assert out.startswith("Verdict\nFAILED: ")
+    assert "Upgrade: each candidate cell against the incumbent's" in out
     assert "worse beyond the tolerance" in out
 
 
