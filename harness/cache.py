@@ -225,7 +225,7 @@ class CacheEntry:
         with self._lock:
             start, fresh = time.monotonic(), list[tuple[np.ndarray, np.ndarray]]()
             computed += self.fill(indices, produce, fresh)
-            if computed == len(indices):  # all of it computed now: served as computed
+            if computed and computed == len(indices):  # all computed now: served as computed
                 return Got(
                     _in_order(indices, fresh), computed, (time.monotonic() - start) / computed
                 )
@@ -253,7 +253,7 @@ class CacheEntry:
                 held[:] = False
         start = time.monotonic()
         computed = list(produce(indices[~held])) if not held.all() else []
-        width = cached.shape[1] if held.any() else computed[0][1].shape[1]
+        width = cached.shape[1] if held.any() else computed[0][1].shape[1] if computed else 0
         out = np.empty((len(indices), width), np.float32)
         if held.any():
             out[held] = cached
