@@ -78,11 +78,13 @@ class OutcomeCache:
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
         if not ok:
-            if may_write(path):
+            kept = not may_write(path)  # a read-only cache: left as it is
+            if not kept:
                 path.unlink(missing_ok=True)
             print(
                 f"shelfbench: outcome {path} failed its content check (changed, or not this "
-                "cell's); it was removed and the cell is computed again",
+                f"cell's); {'it is ignored' if kept else 'it was removed'} and the cell is "
+                "computed again",
                 file=sys.stderr,
             )
             return None
