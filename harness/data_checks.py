@@ -83,9 +83,10 @@ def shared_images(dataset: Dataset, train: Embedded, test: Embedded) -> list[str
     image is left out."""
     if not len(train.indices):
         return []
-    seen = {_pixels(dataset.split("train"), int(i)) for i in train.indices}
-    seen.discard(None)
-    copies = [int(i) for i in test.indices if _pixels(dataset.split("test"), int(i)) in seen]
+    known = _pixels(dataset, "train", train.indices)  # of these items, and maybe others
+    seen = {known[int(i)] for i in train.indices} - {None}
+    digests = _pixels(dataset, "test", test.indices)
+    copies = [int(i) for i in test.indices if digests[int(i)] in seen]
     if not copies:
         return []
     return [
@@ -95,15 +96,26 @@ def shared_images(dataset: Dataset, train: Embedded, test: Embedded) -> list[str
     ]
 
 
-def _pixels(split: Any, index: int) -> bytes | None:
-    """A digest of an item's decoded pixels and size; None for an unreadable image."""
-    try:
-        image = split.image(index)
-    except Exception:  # unreadable images are counted and reported elsewhere
-        return None
-    digest = hashlib.sha256(f"{image.size}".encode())
-    digest.update(np.asarray(image).tobytes())
-    return digest.digest()
+# Per dataset fingerprint and split, each decoded item's digest (None: unreadable), so that
+# the cells of one dataset in a run decode its images once, not once each.
+_DIGESTS: dict[tuple[str, str], dict[int, bytes | None]] = {}
+
+
+def _pixels(dataset: Dataset, split: str, indices: np.ndarray) -> dict[int, bytes | None]:
+    """The digests of the items ``indices`` of ``split`` (decoded pixels and size)."""
+    known = _DIGESTS.setdefault((dataset.fingerprint, split), {})
+    data = dataset.split(split)
+    for index in (int(i) for i in indices):
+        if index not in known:
+            try:
+                image = data.image(index)
+            except Exception:  # unreadable images are counted and reported elsewhere
+                known[index] = None
+                continue
+            digest = hashlib.sha256(f"{image.size}".encode())
+            digest.update(np.asarray(image).tobytes())
+            known[index] = digest.digest()
+    return known
 
 
 def sanity_warnings(metrics: dict[str, float], n_classes: int) -> list[str]:
