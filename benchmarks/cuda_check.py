@@ -45,19 +45,19 @@ def main() -> int:
         for cell_id in CELLS:
             start = time.perf_counter()
             result = run_cell(suite.cell(cell_id), Path(cache))
-            tuned = result.chosen.get("finetune", {})
+            tuned, cost = result.chosen.get("finetune", {}), result.cost
+            assert cost is not None  # every cell that ran has its cost
             row = {
                 "cell": cell_id,
                 "wall_s": round(time.perf_counter() - start, 2),
                 "accuracy": round(result.metrics["accuracy"], 4),
                 "losses": [round(e["loss"], 3) for e in tuned.get("history", [])],
                 "amp": tuned.get("amp"),
-                **{k: v for k, v in result.cost.items() if k != "seconds"},
-                "seconds": result.cost["seconds"],
+                **vars(cost),
             }
             print(json.dumps(row), flush=True)
-            on_gpu = result.cost["peak_cuda_mb"] is not None
-            ok &= result.cost["device"] == device() and (on_gpu or device() == "cpu")
+            on_gpu = cost.peak_cuda_mb is not None
+            ok &= cost.device == device() and (on_gpu or device() == "cpu")
             ok &= tuned.get("amp", "bfloat16") == "bfloat16"  # autocast, where it trained
     return 0 if ok else 1
 

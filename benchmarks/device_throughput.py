@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.backbones import BACKBONES
 from harness.backbones.base import BackboneSpec, Preprocess, Weights
 from harness.backbones.weights import resolve
 from harness.datasets import open_dataset
 from harness.datasets.base import Split
 from harness.embeddings import embed, load_model
 from harness.extract import load_batches, to_tensor
-from harness.finetune import TRAIN_DEFAULTS, Run, finetune
+from harness.finetune import finetune
 from harness.runtime import computing_at, cpu_has_bf16, device, resolve_precision
+from harness.training import TRAIN_DEFAULTS, Run
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
 BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 256
@@ -110,7 +110,6 @@ def main() -> None:
     rows = np.arange(N)
     auto = resolve_precision("auto")
     for spec in MODELS:
-        BACKBONES.add(spec)
         assert spec.preprocess is not None
         pre = spec.preprocess.resized(224, 1.0)
         model = load_model(spec, resolve(spec))

@@ -13,15 +13,18 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.cache import atomic_write
 from harness.errors import ShelfbenchError
-from harness.metrics import METRICS
-from harness.row import CellRow
+from harness.records import Changed
+from harness.row import CellRow, Comparison, RowError
 from harness.stats import Items, paired_difference
+
+if TYPE_CHECKING:
+    from harness.suite import Cell
 
 IDENTITY = ("dataset_fingerprint", "protocol", "test_items_sha256")
 
@@ -37,7 +40,9 @@ def items_path(report: Path) -> Path:
 def save_items(report: Path, rows: list[CellRow]) -> Path:
     """Write each row's per-item arrays (``id|name`` keys) beside ``report``."""
     arrays = {
-        f"{row.id}|{name}": np.asarray(values) for row in rows for name, values in row.items.items()
+        f"{row.key}|{name}": np.asarray(values)
+        for row in rows
+        for name, values in row.items.items()
     }
 
     def save(path: Path) -> None:
@@ -51,12 +56,20 @@ def save_items(report: Path, rows: list[CellRow]) -> Path:
 
 @dataclass(frozen=True)
 class Run:
-    """A stored run: its rows by cell id, their per-item results, and its provenance."""
+    """A stored run: its rows by key (node id), their per-item results, its provenance."""
 
     path: Path
     rows: dict[str, CellRow]
     items: dict[str, Items]
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, row: CellRow) -> str | None:
+        """The key under which this run holds ``row``'s cell: its node id, or in a run
+        written before node ids, its cell id; None where it has none."""
+        if row.key in self.rows:
+            return row.key
+        old = self.rows.get(row.id)
+        return row.id if old is not None and not old.node else None
 
 
 def load_run(path: Path) -> Run:
@@ -80,7 +93,7 @@ def load_run(path: Path) -> Run:
         )
     items: dict[str, Items] = {}
     for key, values in arrays.items():
-        cell, bar, name = key.partition("|")
+        cell, bar, name = key.rpartition("|")
         if not bar:
             raise BaselineError(f"{items_path(path)}: array {key!r} is not named CELL|METRIC")
         items.setdefault(cell, {})[name] = values
@@ -91,7 +104,13 @@ def load_run(path: Path) -> Run:
                     f"{path}: cell {row['id']}: metric {name!r} is {value!r}, not a number; "
                     "the file was edited or is not a shelfbench run"
                 )
-    rows = {row["id"]: CellRow.from_json(row) for row in cells}
+    schema = report.get("schema", 1)
+    try:
+        rows = {row.key: row for row in (CellRow.from_json(r, schema) for r in cells)}
+    except RowError as exc:
+        raise BaselineError(
+            f"{path}: {exc}; the file was edited or is not a shelfbench run"
+        ) from None
     provenance = report.get("provenance")
     return Run(path, rows, items, provenance if isinstance(provenance, dict) else {})
 
@@ -108,43 +127,6 @@ def _is_row(row: Any) -> bool:
     return isinstance(row["metrics"], dict) and all(field in row for field in SCORED_FIELDS)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    cell: str
-    metric: str
-    old: float
-    new: float
-    diff: float
-    low: float
-    high: float
-    max_drop: float
-
-    @property
-    def _sign(self) -> int:
-        """+1 where higher is better (every metric so far), -1 where lower is."""
-        return 1 if METRICS.get(self.metric).higher_is_better else -1
-
-    @property
-    def verdict(self) -> str:
-        worst, best = sorted((self._sign * self.low, self._sign * self.high))
-        if best < 0:
-            return "worse"
-        if worst > 0:
-            return "better"
-        return "no significant change"
-
-    @property
-    def regression(self) -> bool:
-        return self.verdict == "worse" and self._sign * self.diff < -self.max_drop
-
-    def line(self) -> str:
-        return (
-            f"{self.metric}: {self.old:.4f} → {self.new:.4f}, difference {self.diff:+.4f} "
-            f"(95% CI {self.low:+.4f} to {self.high:+.4f}), tolerance {self.max_drop:.4f}: "
-            f"{self.verdict}"
-        )
-
-
 def compare_cell(
     old_row: CellRow,
     old_items: Items,
@@ -154,8 +136,10 @@ def compare_cell(
     max_drop: float,
     resamples: int,
     seed: int,
+    against: str = "",
 ) -> list[Comparison]:
-    """Paired comparison of ``metrics``; refuses rows that scored different test sets."""
+    """Paired comparison of ``metrics`` (with ``against``, the run compared with);
+    refuses rows that scored different test sets."""
     for identity in IDENTITY:
         old, new = getattr(old_row, identity), getattr(new_row, identity)
         if old != new:
@@ -180,9 +164,19 @@ def compare_cell(
                 low,
                 high,
                 max_drop,
+                against,
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A cell against a reference run of it: the comparisons of its main and floored
+    metrics, and the queries whose first relevant neighbour moved most."""
+
+    comparisons: list[Comparison]
+    changed: Changed | None
 
 
 def gate(
@@ -190,28 +184,18 @@ def gate(
     items: Items,
     reference: CellRow,
     reference_items: Items,
-    cell: Any,
+    cell: Cell,
     max_drop: float,
-    key: str,
     against: str,
-    extra: dict[str, Any] | None = None,
-) -> list[Comparison]:
-    """Compare a cell's ``row`` with a ``reference`` run of it (a baseline's, or its
-    incumbent's under [upgrade]) on the main and floored metrics, paired over the same
-    test items. Records the comparisons in ``row.<key>`` (with ``extra`` in each) and the
-    queries whose first hit moved most in ``row.changed``; returns the comparisons."""
+) -> Gated:
+    """Compare a cell's ``row`` with a ``reference`` run of it (``against``: a baseline's,
+    or its incumbent's under [upgrade]) on the main and floored metrics, paired over the
+    same test items."""
     from harness.gallery import changed
 
     gated = list(dict.fromkeys([row.main_metric, *(f.metric for f in cell.floors)]))
     comparisons = compare_cell(
         reference, reference_items, row, items, gated, max_drop,
-        cell.gate.resamples, cell.gate.seed,
+        cell.gate.resamples, cell.gate.seed, against,
     )  # fmt: skip
-    verdicts = [
-        {**vars(c), "verdict": c.verdict, "regression": c.regression, **(extra or {})}
-        for c in comparisons
-    ]
-    setattr(row, key, verdicts)
-    if moved := changed(reference_items, items):
-        row.changed = {"against": against, **moved}
-    return comparisons
+    return Gated(comparisons, changed(reference_items, items, against))

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -17,10 +17,13 @@ from harness.errors import ShelfbenchError, Unavailable
 from harness.paths import cache_root
 from harness.row import CellRow
 
+if TYPE_CHECKING:
+    from harness.suite import Cell
+
 CELL_PROPERTY = "shelfbench.cell"
 RESULT_PROPERTY = "shelfbench.result"
-RESULTS = pytest.StashKey[dict[str, Any]]()  # incumbent cell id → its CellRow, this process's
-INCUMBENTS = pytest.StashKey[set[str]]()  # ids of the cells an [upgrade] compares with
+RESULTS = pytest.StashKey[dict[str, CellRow]]()  # incumbent's node id → its CellRow, this process's
+INCUMBENTS = pytest.StashKey[set[str]]()  # node ids of the cells an [upgrade] compares with
 BASELINE = pytest.StashKey["Run | None"]()  # the --shelf-baseline run, read at configure
 
 
@@ -33,7 +36,7 @@ class Bench:
         self.node = node
         self.cache = config.getoption("--shelf-cache") or cache_root()
 
-    def check(self, cell: Any) -> CellRow:
+    def check(self, cell: Cell) -> CellRow:
         """Run ``cell``, record its result row, and fail if a metric is below its floor,
         or it regresses against the baseline, its incumbent or exact search."""
         if cell.run_profile not in {"default", self.config.getoption("--shelf-profile")}:
@@ -72,7 +75,7 @@ class Bench:
             pytest.fail("\n".join(failures + result.warnings), pytrace=False)
         return row
 
-    def _gating(self, cell: Any) -> str | None:
+    def _gating(self, cell: Cell) -> str | None:
         """Why a cell that cannot run fails instead of being skipped (None: it is skipped).
         A gate that could not judge must not pass: under a baseline, an [upgrade] or $CI,
         a missing dataset or weights file fails the cell unless the suite's ``[gate]
@@ -98,20 +101,22 @@ class Bench:
             'with [gate] unavailable = "skip" or --shelf-allow-missing'
         )
 
-    def _run(self, cell: Any) -> Any:
+    def _run(self, cell: Cell) -> CellRow:
         """The cell's result; an incumbent's is computed once per process and kept, since
         its [upgrade] candidates need it (it may have run here already, or runs now)."""
         from harness.cell import run_cell
 
         done = self.config.stash.setdefault(RESULTS, {})
-        if cell.id in done:
-            return done[cell.id]
+        node = cell.node(self.config.rootpath)
+        if node in done:
+            return done[node]
         result = run_cell(cell, self.cache, self.config.getoption("--shelf-recompute"))
-        if cell.id in self.config.stash.get(INCUMBENTS, set()):  # kept for its candidates
-            done[cell.id] = result
+        result.node = node
+        if node in self.config.stash.get(INCUMBENTS, set()):  # kept for its candidates
+            done[node] = result
         return result
 
-    def _against_incumbent(self, cell: Any, result: CellRow, row: CellRow) -> list[str]:
+    def _against_incumbent(self, cell: Cell, result: CellRow, row: CellRow) -> list[str]:
         """Under [upgrade], the candidate's cell against its incumbent's; a candidate cell
         with no incumbent twin passes ungated, with a warning saying so."""
         if cell.incumbent is None:
@@ -124,36 +129,38 @@ class Bench:
         try:
             with self._terminal():
                 incumbent = self._run(cell.incumbent)
-            comparisons = gate(
+            gated = gate(
                 row, arrays(result.items), incumbent, arrays(incumbent.items), cell,
-                cell.upgrade_max_drop, "upgrade", cell.incumbent.id,
-                {"incumbent": cell.incumbent.id},
+                cell.upgrade_max_drop, cell.incumbent.id,
             )  # fmt: skip
         except ShelfbenchError as exc:
             return [f"cannot compare with the incumbent {cell.incumbent.id}: {exc}"]
+        row.upgrade, row.changed = gated.comparisons, gated.changed or row.changed
         worse = f"the upgrade from {cell.incumbent.backbone} is worse"
-        return [f"{worse}: {c.line()}" for c in comparisons if c.regression]
+        return [f"{worse}: {c.line()}" for c in gated.comparisons if c.regression]
 
-    def _against_baseline(self, cell: Any, result: CellRow, row: CellRow) -> list[str]:
+    def _against_baseline(self, cell: Cell, result: CellRow, row: CellRow) -> list[str]:
         """The cell against the --shelf-baseline run, where one is given."""
         baseline: Run | None = self.config.stash.get(BASELINE, None)
         if baseline is None:
             return []
-        if cell.id not in baseline.items:
+        key = baseline.key(row)
+        if key is None or key not in baseline.items:
             row.warnings.append(
                 f"not in the baseline {baseline.path}, so not gated against it; "
                 "add it with --shelf-update-baseline"
             )
             return []
         try:
-            comparisons = gate(
-                row, arrays(result.items), baseline.rows[cell.id], baseline.items[cell.id],
-                cell, cell.gate.max_drop, "baseline", f"{cell.id} in {baseline.path}",
+            gated = gate(
+                row, arrays(result.items), baseline.rows[key], baseline.items[key],
+                cell, cell.gate.max_drop, f"{key} in {baseline.path}",
             )  # fmt: skip
         except BaselineError as exc:
             return [str(exc)]
+        row.baseline, row.changed = gated.comparisons, gated.changed or row.changed
         worse = f"regression against {baseline.path}"
-        return [f"{worse}: {c.line()}" for c in comparisons if c.regression]
+        return [f"{worse}: {c.line()}" for c in gated.comparisons if c.regression]
 
     @contextlib.contextmanager
     def _terminal(self) -> Iterator[None]:
@@ -166,5 +173,5 @@ class Bench:
             yield
 
 
-def arrays(items: dict[str, Any]) -> dict[str, np.ndarray]:
+def arrays(items: dict[str, list[Any]]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in items.items()}

@@ -20,25 +20,26 @@ from typing import Any
 import numpy as np
 
 from harness import cost, index, outcomes, search
-from harness.backbones import BACKBONES
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.declared import complete
 from harness.backbones.libraries import has_text, library
 from harness.backbones.weights import resolve
 from harness.cache import digest
 from harness.data_checks import check_classes, drop_unreadable, sanity_warnings, shared_images
-from harness.datasets import DATASETS, Dataset, open_dataset, subset
+from harness.datasets import Dataset, subset
 from harness.datasets.base import gallery_split
 from harness.embeddings import Embedded, embed, embed_texts
-from harness.finetune import Run, Tuned, finetune
+from harness.finetune import Tuned, finetune
 from harness.gallery import has_gallery, sample_and_worst
 from harness.metrics import METRICS
 from harness.provenance import versions
+from harness.records import GateSettings, IndexReport, Loss
 from harness.row import CellRow
 from harness.runtime import device, resolve_precision
 from harness.stats import bootstrap_ci, paired_difference, summarise
 from harness.strategies import Features, Outcome, StrategySpec, Tuning, parse_strategy
 from harness.suite import Cell
+from harness.training import Run
 
 # Seeds of the train and test subsets differ so the two samples are independent.
 SPLIT_SEEDS = {"train": 0, "test": 1}
@@ -71,14 +72,15 @@ def preprocess(cell: Cell, spec: BackboneSpec) -> Preprocess | None:
 
 
 def context(cell: Cell, cache_root: Path) -> CellContext:
-    spec = BACKBONES.get(cell.backbone)
+    spec = cell.backbone_spec
     strategy, tuning = parse_strategy(cell.strategy)
+    dataset = cell.dataset_spec
     return CellContext(
         cell,
         cache_root,
         spec,
-        open_dataset(cell.dataset),
-        DATASETS.get(cell.dataset).protocol,
+        dataset.open(),
+        dataset.protocol,
         strategy,
         tuning,
         preprocess(cell, spec),
@@ -100,7 +102,7 @@ def tune(ctx: CellContext) -> Tuned | None:
         return None
     assert ctx.pre is not None  # precomputed vectors are never tuned (suite.py says so)
     cell = ctx.cell
-    dataset = open_dataset(ctx.tuning.dataset or cell.dataset)
+    dataset = cell.catalogue.dataset(ctx.tuning.dataset or cell.dataset).open()
     indices = items(cell, dataset, "train")
     skip = cell.profile.bad_images == "skip"
     run = Run(dataset, indices, ctx.spec, resolve(ctx.spec), ctx.pre, ctx.tuning.blocks,
@@ -193,19 +195,30 @@ def run_cell(cell: Cell, cache_root: Path, recompute: bool = False) -> CellRow:
     embed_s = sum(e.seconds for e in embedded.values())
     store = outcomes.OutcomeCache(cache_root)
 
-    def compute() -> dict[str, Any]:
-        row = evaluate(ctx, embedded, tuned).to_json()
-        seconds = {"tune": tune_s, "embed": embed_s, **row["seconds"]}
+    def compute() -> CellRow:
+        row = evaluate(ctx, embedded, tuned)
+        seconds = {"tune": tune_s, "embed": embed_s, **row.seconds}
         seconds["total"] = time.perf_counter() - start
-        return {**row, "seconds": seconds, "computed_seconds": seconds}
+        return dataclasses.replace(row, seconds=seconds, computed_seconds=dict(seconds))
 
     row, stored = store.get(outcome_key(ctx, embedded, tuned), compute, recompute)
+    # What the suite says of the cell is its own, whichever suite stored the outcome.
+    row = dataclasses.replace(row, **identity(cell))
     if not stored:
-        return CellRow.from_json(row)
+        return row
     this_run = {"tune": tune_s, "embed": embed_s, "total": time.perf_counter() - start}
-    return CellRow.from_json(
-        {**row, "seconds": this_run, "result_cache": "hit", "cache": cache_state(embedded)}
+    return dataclasses.replace(
+        row, seconds=this_run, result_cache="hit", cache=cache_state(embedded)
     )
+
+
+def identity(cell: Cell) -> dict[str, Any]:
+    """The row's fields the suite decides, not the outcome: its suite, floors and gate."""
+    return {
+        "suite": cell.suite,
+        "floors": {f.metric: f.floor for f in cell.floors},
+        "gate": GateSettings(**cell.gate.model_dump()),
+    }
 
 
 def cache_state(embedded: dict[str, Embedded]) -> str:
@@ -249,7 +262,6 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
         backbone=cell.backbone,
         strategy=cell.strategy,
         metrics=metrics,
-        floors={f.metric: f.floor for f in cell.floors},
         seconds=seconds,
         cache=cache_state(embedded),
         n_train=len(train.indices),
@@ -261,7 +273,6 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
         preprocess=dict(test.key["preprocess"]),  # type: ignore[call-overload]
         embedding_keys={split: digest(e.key) for split, e in embedded.items()},
         ci=ci,
-        gate=gate.model_dump(),
         protocol=ctx.protocol,
         test_items_sha256=hashlib.sha256(test.indices.astype("<i8").tobytes()).hexdigest(),
         items={name: values.tolist() for name, values in outcome.items.items()},
@@ -270,7 +281,8 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
         warnings=warnings,
         precision=str(test.key["precision"]),
         index=index_report(cell, outcome, metrics),
-        gallery=sample_and_worst(outcome.items) if has_gallery(outcome.items) else {},
+        gallery=sample_and_worst(outcome.items) if has_gallery(outcome.items) else None,
+        **identity(cell),
     )
 
 
@@ -304,23 +316,22 @@ def to_dataset_indices(items: dict[str, np.ndarray], test: Embedded, gallery: Em
     items["top5"] = np.where(top >= 0, gallery.indices[np.maximum(top, 0)], -1)
 
 
-def index_report(cell: Cell, outcome: Outcome, metrics: dict[str, float]) -> dict[str, Any]:
+def index_report(cell: Cell, outcome: Outcome, metrics: dict[str, float]) -> IndexReport | None:
     """Stage index: what an approximate index cost the cell: its own report, the exact
     metrics, and the loss of every metric (exact − index, positive where the index does
     worse, with the paired bootstrap interval): a deep metric (MAP@R) can fall while the
-    main one holds. Empty for exact search."""
+    main one holds. None for exact search."""
     if outcome.index is None or outcome.reference is None:
-        return {}
+        return None
     gate = cell.gate
     loss = {}
     for metric in metrics:
-        diff, low, high = paired_difference(
-            outcome.items, outcome.reference, metric, gate.resamples, gate.seed
+        loss[metric] = Loss(
+            *paired_difference(outcome.items, outcome.reference, metric, gate.resamples, gate.seed)
         )
-        loss[metric] = {"value": diff, "low": low, "high": high}
-    return {
+    return IndexReport(
         **outcome.index,
-        "exact_metrics": summarise(outcome.reference),
-        "loss": loss,
-        "max_index_loss": cell.params.get("max_index_loss"),
-    }
+        exact_metrics=summarise(outcome.reference),
+        loss=loss,
+        max_index_loss=cell.params.get("max_index_loss"),
+    )

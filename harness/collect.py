@@ -59,10 +59,9 @@ class SuiteFile(pytest.File):
 
 def label(item: pytest.Item, cell: Any) -> None:
     """A cell's item: its markers, and what the report needs to know of it before it runs."""
-    from harness.backbones import BACKBONES
     from harness.backbones.libraries import has_text
 
-    spec = BACKBONES.get(cell.backbone)
+    spec = cell.backbone_spec
     markers = ["shelfbench", spec.family, spec.kind] + (["clip"] if has_text(spec) else [])
     for marker in markers:
         item.add_marker(marker)
@@ -72,6 +71,7 @@ def label(item: pytest.Item, cell: Any) -> None:
         "backbone": cell.backbone,
         "strategy": cell.strategy,
         "suite": cell.suite,
+        "node": cell.node(item.config.rootpath),
     }
     item.user_properties.append((CELL_PROPERTY, json.dumps(static)))
 

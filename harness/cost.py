@@ -7,7 +7,7 @@ import json
 import resource
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from harness import search
 from harness.backbones.base import BackboneSpec, Preprocess
@@ -15,6 +15,7 @@ from harness.backbones.weights import resolve
 from harness.cache import digest, keep
 from harness.embeddings import Embedded, load_model, model_key
 from harness.errors import blame
+from harness.records import Cost
 from harness.runtime import device
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def cell_cost(
     outcome: Outcome,
     tuned: Tuned | None,
     cache_root: Path,
-) -> dict[str, Any]:
+) -> Cost:
     """What the cell's result took to compute, cached or not: compute seconds per phase
     (embedding and fine-tuning as recorded when they ran), forward GFLOPs per image,
     trainable parameters, estimated training GFLOPs, peak memory, device and the exact
@@ -109,14 +110,14 @@ def cell_cost(
         train_s += summary["seconds"]
         trainable += summary["trainable_params"]
     seconds = {"embed": embed_s, "train": train_s, "eval": outcome.seconds["eval"]}
-    return {
-        "seconds": {**seconds, "total": sum(seconds.values())},
-        "images_per_second": n_images / embed_s if embed_s else None,
-        "gflops_per_image": gflops,
-        "trainable_params": trainable,
-        "train_gflops": train_gflops + outcome.train_gflops,
-        "peak_rss_mb": peak_rss_mb(),
-        "peak_cuda_mb": peak_cuda_mb(),
-        "device": device(),
-        "ranking": search.engine(),
-    }
+    return Cost(
+        seconds={**seconds, "total": sum(seconds.values())},
+        images_per_second=n_images / embed_s if embed_s else None,
+        gflops_per_image=gflops,
+        trainable_params=trainable,
+        train_gflops=train_gflops + outcome.train_gflops,
+        peak_rss_mb=peak_rss_mb(),
+        peak_cuda_mb=peak_cuda_mb(),
+        device=device(),
+        ranking=search.engine(),
+    )

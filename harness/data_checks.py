@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
 
 import numpy as np
 
 from harness.datasets import Dataset
 from harness.embeddings import Embedded
 from harness.errors import DatasetError
+from harness.records import Skipped
 from harness.suite import Cell
 
 
 def drop_unreadable(
     cell: Cell, embedded: dict[str, Embedded], dataset: Dataset
-) -> tuple[dict[str, Embedded], dict[str, Any]]:
+) -> tuple[dict[str, Embedded], Skipped]:
     """Leave out items whose image could not be read (NaN rows in the cache), counting
     them, or fail the cell if its profile says ``bad_images = "fail"``."""
-    kept, skipped, examples = {}, {}, []
+    kept: dict[str, Embedded] = {}
+    skipped: dict[str, int] = {}
+    examples: list[str] = []
     for split, e in embedded.items():
         bad = np.isnan(e.vectors).any(axis=1)
         skipped[split] = int(bad.sum())
@@ -47,7 +49,7 @@ def drop_unreadable(
             f'{", ".join(examples) or "see the log"}; fix them, or set bad_images = "skip" '
             "in the suite's [profile] (the embeddings of the rest are cached)"
         )
-    return kept, {**skipped, "examples": examples}
+    return kept, Skipped(skipped, examples)
 
 
 def check_classes(

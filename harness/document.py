@@ -9,85 +9,40 @@ and ``Strong`` parts: no block holds markup, so no user string (a backbone named
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from tabulate import tabulate
 
+from harness.blocks import (
+    Block,
+    Bullets,
+    Code,
+    Folded,
+    Gallery,
+    Heading,
+    History,
+    Line,
+    Paragraph,
+    Plot,
+    Strong,
+    Table,
+)
+from harness.report import (
+    cost_table,
+    index_rows,
+    index_table,
+    interval_table,
+    metric_columns,
+    names,
+    recommendation_lines,
+    section_of,
+    sections,
+    table,
+    unreadable_counts,
+    upgrade_table,
+)
 from harness.row import CellRow
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-
-
-@dataclass(frozen=True)
-class Strong:
-    text: str
-
-
-Inline = str | Code | Strong
-Line = Sequence[Inline]
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    line: Line
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: Sequence[Line]
-
-
-@dataclass(frozen=True)
-class Table:
-    headers: Sequence[str]
-    rows: Sequence[Sequence[str]]
-
-
-@dataclass(frozen=True)
-class Plot:
-    """A picture only HTML shows: ``kind`` names the plot (``harness.report_html.PLOTS``),
-    drawn from ``rows`` for ``subject`` (a strategy or a dataset)."""
-
-    kind: str
-    subject: str
-    rows: list[CellRow] = field(compare=False)
-
-
-@dataclass(frozen=True)
-class Gallery:
-    """A retrieval cell's queries and neighbours as thumbnails (HTML only)."""
-
-    row: CellRow = field(compare=False)
-
-
-@dataclass(frozen=True)
-class History:
-    """One cell's main metric across runs (``harness.history.Point``s, oldest first)."""
-
-    cell: str
-    points: list[Any] = field(compare=False)
-
-
-@dataclass(frozen=True)
-class Folded:
-    """Blocks a reader opens when wanted (HTML: a ``<details>``; Markdown: a section)."""
-
-    title: str
-    blocks: Sequence[Heading | Paragraph | Bullets | Table]
-
-
-Block = Heading | Paragraph | Bullets | Table | Plot | Gallery | History | Folded
 
 
 def first_line(text: str) -> str:
@@ -98,8 +53,7 @@ def verdict(rows: list[CellRow]) -> list[Block]:
     """What a reviewer reads first: passed, failed and skipped counts, every cell that did
     not pass with its one-line reason (a floor, a baseline or an upgrade verdict with the
     difference and its interval), and the upgrade table when there is one."""
-    from harness.report import upgrade_table
-
+    name = names(rows)
     counts = {
         o: sum(r.outcome == o for r in rows) for o in ("passed", "failed", "error", "skipped")
     }
@@ -111,7 +65,7 @@ def verdict(rows: list[CellRow]) -> list[Block]:
         Paragraph([Strong(head), ": ", *said, f" ({len(rows)} cells)"]),
     ]
     failures: list[Line] = [
-        [f"{r.outcome} ", Code(r.id), f": {first_line(r.message) or 'see the log'}"]
+        [f"{r.outcome} ", Code(name(r)), f": {first_line(r.message) or 'see the log'}"]
         for r in rows
         if r.outcome in ("failed", "error")
     ]
@@ -120,7 +74,7 @@ def verdict(rows: list[CellRow]) -> list[Block]:
     reasons: dict[str, list[str]] = {}
     for r in rows:
         if r.outcome == "skipped":
-            reasons.setdefault(first_line(r.message), []).append(r.id)
+            reasons.setdefault(first_line(r.message), []).append(name(r))
     skipped: list[Line] = [
         ["skipped ", *(part for i in ids for part in (", " if i != ids[0] else "", Code(i))),
          f": {why}"]
@@ -145,15 +99,6 @@ def verdict(rows: list[CellRow]) -> list[Block]:
 def dataset_section(subset: list[CellRow], dataset: str) -> list[Block]:
     """One dataset's results: every metric with floors, intervals and cost, the
     cost-against-quality plot and table, the approximate indexes, and galleries."""
-    from harness.report import (
-        cost_table,
-        index_rows,
-        index_table,
-        interval_table,
-        metric_columns,
-        table,
-    )
-
     blocks: list[Block] = [Heading(2, dataset), table(subset, metric_columns(subset))]
     scored = [r for r in subset if r.ci]
     if scored:
@@ -190,25 +135,26 @@ def dataset_section(subset: list[CellRow], dataset: str) -> list[Block]:
 
 
 def examples(row: CellRow) -> str:
-    return ", ".join(row.skipped["examples"][:3])
+    return ", ".join(row.skipped.examples[:3])
 
 
 def notes(rows: list[CellRow]) -> list[Block]:
     """Skipped unreadable images, warnings, and why cells failed or were skipped."""
-    from harness.report import unreadable_counts
-
+    name = names(rows)
     blocks: list[Block] = []
     unreadable: list[Line] = [
-        [Code(r.id), f" skipped unreadable images: {n} (e.g. {examples(r)})"]
+        [Code(name(r)), f" skipped unreadable images: {n} (e.g. {examples(r)})"]
         for r in rows
         if (n := unreadable_counts(r))
     ]
     if unreadable:
         blocks += [Heading(2, "Unreadable images"), Bullets(unreadable)]
-    warned: list[Line] = [[Code(r.id), f": {w}"] for r in rows for w in r.warnings]
+    warned: list[Line] = [[Code(name(r)), f": {w}"] for r in rows for w in r.warnings]
     if warned:
         blocks += [Heading(2, "Warnings"), Bullets(warned)]
-    problems: list[Line] = [[Code(r.id), f" ({r.outcome}): {r.message}"] for r in rows if r.message]
+    problems: list[Line] = [
+        [Code(name(r)), f" ({r.outcome}): {r.message}"] for r in rows if r.message
+    ]
     if problems:
         blocks += [Heading(2, "Failures and skips"), Bullets(problems)]
     return blocks
@@ -233,8 +179,6 @@ def build(
     history: dict[str, list[Any]] | None = None,
 ) -> list[Block]:
     """The whole report, in the one order every renderer shows."""
-    from harness.report import recommendation_lines
-
     blocks: list[Block] = [
         Heading(1, "shelfbench results"),
         *verdict(rows),
@@ -246,13 +190,14 @@ def build(
     mapped = [  # a heat map needs two backbones or two datasets to compare
         strategy
         for strategy in sorted({r.strategy for r in exact})
-        if len({(r.backbone, r.dataset) for r in exact if r.strategy == strategy}) > 1
+        if len({(r.backbone, r.key) for r in exact if r.strategy == strategy}) > 1
     ]
     if mapped:
         blocks.append(Heading(2, "Accuracy by backbone and dataset"))
-        blocks += [Plot("heat_map", strategy, exact) for strategy in mapped]
-    for dataset in sorted({row.dataset for row in rows}):
-        blocks += dataset_section([r for r in rows if r.dataset == dataset], dataset)
+        title = section_of(rows)
+        blocks += [Plot("heat_map", strategy, exact, title) for strategy in mapped]
+    for dataset, section in sections(rows).items():
+        blocks += dataset_section(section, dataset)
     provenance_lines: list[Line] = [[f"{key}: {value}"] for key, value in provenance.items()]
     folded = Folded("Provenance", [Bullets(provenance_lines)])
     return blocks + history_section(history or {}) + notes(rows) + [folded]
@@ -314,11 +259,8 @@ def summary(rows: list[CellRow]) -> list[Block]:
     """The short form (the terminal, a CI job's summary page), after the ``verdict``: per
     dataset its headline metrics (✓/✗ against floors, the baseline verdict) and index
     table."""
-    from harness.report import index_rows, index_table, metric_columns, table
-
     blocks: list[Block] = []
-    for dataset in dict.fromkeys(row.dataset for row in rows):
-        subset = [row for row in rows if row.dataset == dataset]
+    for dataset, subset in sections(rows).items():
         blocks += [Heading(3, dataset), table(subset, metric_columns(subset, headline=True))]
         if index_rows(subset):
             blocks += [

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.files import ResolvedWeights
 from harness.backbones.libraries import library
-from harness.backbones.weights import ResolvedWeights, resolve
+from harness.backbones.weights import resolve
 from harness.cache import EMBEDDING_VERSION, Batches, CacheEntry
 from harness.datasets.base import Dataset
 from harness.errors import WeightsError, blame

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.datasets import open_dataset
 from harness.embeddings import Embedded
 from harness.suite import Cell
 from harness.vectors import item_key, write_table
@@ -37,7 +36,7 @@ def write_npy(out: Path, cell: Cell, embedded: dict[str, Embedded]) -> None:
 
 def write_parquet(out: Path, cell: Cell, embedded: dict[str, Embedded]) -> None:
     """One row per item of the splits the cell read; ``id`` is the item's key."""
-    dataset = open_dataset(cell.dataset)
+    dataset = cell.dataset_spec.open()
     keys, splits, labels = [], [], []
     for split, e in embedded.items():
         keys += [item_key(dataset, split, int(i)) for i in e.indices]

@@ -14,49 +14,22 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
-from pydantic import Field
 
-from harness.backbones.base import BackboneSpec, Preprocess
-from harness.backbones.weights import ResolvedWeights, file_sha256
+from harness.backbones.files import file_sha256
 from harness.cache import atomic_write, digest
-from harness.datasets.base import Dataset
 from harness.embeddings import Checkpoint, model_key
 from harness.paths import may_write
 from harness.runtime import cpu_training, device, torch_paths, training_threads
-from harness.settings import Count, CropRange, Positive, Seed, Table, Tolerance, Unit
-from harness.training import train
+from harness.training import Run, train
 
 # Bump when training changes in a way the key's settings do not show.
 FINETUNE_VERSION = 2
-
-
-class TrainSettings(Table):
-    """``[strategy.finetune]`` (and ``partial``, ``cross``): every setting of a run, all of
-    which go into its key. A batch holds two images at least: a batch norm that trains
-    cannot normalise one."""
-
-    epochs: Count = 3
-    batch_size: Annotated[int, Field(ge=2)] = 32
-    lr: Positive = 1e-4
-    head_lr: Positive = 1e-3
-    weight_decay: Annotated[float, Field(ge=0)] = 0.05
-    warmup: Unit = 0.1  # a share of all steps
-    label_smoothing: Tolerance = 0.1
-    clip_grad: Positive = 1.0
-    augment: bool = True
-    crop_scale: CropRange = (0.35, 1.0)  # the random resized crop's share of the area
-    amp: bool = True
-    seed: Seed = 0
-
-
-TRAIN_DEFAULTS: dict[str, Any] = TrainSettings().model_dump()
 
 
 @dataclass(frozen=True)
@@ -68,49 +41,29 @@ class Tuned:
     summary: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Run:
-    """What a run trains: the backbone (all of it, or its last ``blocks`` blocks) on the
-    ``indices`` items of the dataset's train split, with ``params``' training settings.
-    An unreadable image is skipped, or with ``skip_unreadable`` false stops the run."""
-
-    dataset: Dataset
-    indices: np.ndarray
-    spec: BackboneSpec
-    weights: ResolvedWeights
-    pre: Preprocess
-    blocks: int | None
-    params: Mapping[str, Any]
-    skip_unreadable: bool = True
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return {k: self.params[k] for k in TRAIN_DEFAULTS}
-
-    def key(self) -> dict[str, object]:
-        return {
-            **model_key(self.spec, self.weights, device()),
-            "finetune_version": FINETUNE_VERSION,
-            "dataset": self.dataset.name,
-            "dataset_fingerprint": self.dataset.fingerprint,
-            "split": "train",
-            "items_sha256": digest({"items": self.indices.astype(int).tolist()}),
-            "preprocess": self.pre.as_dict(),
-            "blocks": self.blocks,
-            # What training learns depends on the CPU thread count (not on xdist workers).
-            "cpu_threads": training_threads() if device() == "cpu" else None,
-            "torch_paths": torch_paths(),  # bf16 autocast (with amp) and the fused optimiser
-            "settings": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()
-            },
-        }
+def run_key(run: Run) -> dict[str, object]:
+    """Everything that decides what ``run`` trains: its folder's name is this digest."""
+    return {
+        **model_key(run.spec, run.weights, device()),
+        "finetune_version": FINETUNE_VERSION,
+        "dataset": run.dataset.name,
+        "dataset_fingerprint": run.dataset.fingerprint,
+        "split": "train",
+        "items_sha256": digest({"items": run.indices.astype(int).tolist()}),
+        "preprocess": run.pre.as_dict(),
+        "blocks": run.blocks,
+        # What training learns depends on the CPU thread count (not on xdist workers).
+        "cpu_threads": training_threads() if device() == "cpu" else None,
+        "torch_paths": torch_paths(),  # bf16 autocast (with amp) and the fused optimiser
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in run.settings.items()},
+    }
 
 
 def finetune(run: Run, cache_root: Path) -> Tuned:
     """The fine-tuned backbone of ``run``: read if finished, resumed if interrupted,
     trained otherwise (one process at a time per run); under a read-only cache, trained
     in a scratch folder for this run only."""
-    key = run.key()
+    key = run_key(run)
     name = digest(key)
     run_dir = cache_root / "finetune" / name[:2] / name
     if not may_write(run_dir / "lock"):  # a read-only cache: a finished run, or one for now

@@ -12,11 +12,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from harness.baseline import BaselineError, compare_cell, load_run
+from harness.baseline import BaselineError, Run, compare_cell, load_run
 from harness.ownership import is_run
 
 RESAMPLES, SEED = 1000, 0
@@ -56,12 +55,13 @@ def run_dirs(reports: Path, damaged: bool = False) -> list[Path]:
     return [f.parent for f in found if (damaged and f.is_file()) or is_run(f)]
 
 
-def _verdict(previous: Any, current: Any, cell: str, metric: str) -> str:
-    if previous is None or cell not in previous.items or cell not in current.items:
+def _verdict(previous: Run | None, current: Run, cell: str, metric: str) -> str:
+    before = None if previous is None else previous.key(current.rows[cell])
+    if previous is None or before not in previous.items or cell not in current.items:
         return ""
     try:
         (comparison,) = compare_cell(
-            previous.rows[cell], previous.items[cell], current.rows[cell],
+            previous.rows[before], previous.items[before], current.rows[cell],
             current.items[cell], [metric], 0.0, RESAMPLES, SEED,
         )  # fmt: skip
     except (BaselineError, ValueError):  # another test set, or too few items to pair
@@ -73,15 +73,25 @@ def from_reports(reports: Path, last: int | None = SHOWN_RUNS) -> dict[str, list
     """Per cell, one point per run that scored it, oldest first, over the ``last`` runs
     (all of them if None)."""
     out: dict[str, list[Point]] = {}
-    previous_run: dict[str, Any] = {}
+    previous_run: dict[str, Run] = {}
+    runs = []
     for folder in run_dirs(reports, damaged=True)[-last if last else 0 :]:
         try:
-            run = load_run(folder / "latest.json")
+            runs.append((folder, load_run(folder / "latest.json")))
         except BaselineError as exc:  # a damaged copy: said, and the others are shown
             print(f"shelfbench: history leaves out the run copy {folder}: {exc}", file=sys.stderr)
-            continue
+    # A run written before node ids names a cell by its id: its points join the series of
+    # the one node with that id, where there is just one.
+    nodes: dict[str, set[str]] = {}
+    for _, run in runs:
+        for row in run.rows.values():
+            if row.node:
+                nodes.setdefault(row.id, set()).add(row.node)
+    for folder, run in runs:
         provenance = run.provenance
-        for cell, row in run.rows.items():
+        for key, row in run.rows.items():
+            found = nodes.get(row.id, set())
+            cell = next(iter(found)) if not row.node and len(found) == 1 else key
             metric = row.main_metric
             if not metric or metric not in row.metrics:
                 continue
@@ -99,7 +109,7 @@ def from_reports(reports: Path, last: int | None = SHOWN_RUNS) -> dict[str, list
                     float(low),
                     float(high),
                     None if before is None else float(row.metrics[metric]) - before,
-                    _verdict(previous_run.get(cell), run, cell, metric)
+                    _verdict(previous_run.get(cell), run, key, metric)
                     if before is not None
                     else "",
                 )

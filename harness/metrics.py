@@ -247,3 +247,4 @@ for _metric in (
            description="normalised discounted cumulative gain at 10, binary gains", depth=10),
 ):  # fmt: skip
     register(_metric)
+METRICS.freeze()

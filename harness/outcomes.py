@@ -25,8 +25,9 @@ from filelock import FileLock
 
 from harness.cache import atomic_write, digest
 from harness.paths import may_write
+from harness.row import CellRow, RowError
 
-OUTCOME_VERSION = 2
+OUTCOME_VERSION = 3
 # What every strategy computes with (its heads, probes, metrics and bootstrap); the
 # ranking engine's and an index engine's packages come from their records.
 STRATEGY_LIBRARIES = ("numpy", "torch")
@@ -65,19 +66,21 @@ class OutcomeCache:
         name = digest(key)
         return self.root / name[:2] / f"{name}.json"
 
-    def read(self, key: dict[str, Any]) -> dict[str, Any] | None:
+    def read(self, key: dict[str, Any]) -> CellRow | None:
         """The stored result for ``key``, checked; None on a miss. An entry that fails its
         check is removed, saying so once."""
         path = self._path(key)
         if not path.exists():
             return None
+        row = None
         try:
             stored = json.loads(path.read_text())
             ok = stored["key"] == json.loads(json.dumps(key))  # as JSON wrote it: lists
-            ok = ok and _sealed(stored["result"]) == stored["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
+            if ok and _sealed(stored["result"]) == stored["sha256"]:
+                row = CellRow.from_json(stored["result"])
+        except (OSError, ValueError, KeyError, TypeError, RowError):
+            pass
+        if row is None:
             kept = not may_write(path)  # a read-only cache: left as it is
             if not kept:
                 path.unlink(missing_ok=True)
@@ -88,33 +91,28 @@ class OutcomeCache:
                 file=sys.stderr,
             )
             return None
-        return stored["result"]
+        return row
 
-    def write(self, key: dict[str, Any], result: dict[str, Any]) -> None:
+    def write(self, key: dict[str, Any], row: CellRow) -> None:
         path = self._path(key)
+        result = row.to_json()
         text = json.dumps({"key": key, "result": result, "sha256": _sealed(result)})
         atomic_write(path, lambda p: p.write_text(text))
 
     def get(
-        self,
-        key: dict[str, Any],
-        compute: Callable[[], dict[str, Any]],
-        recompute: bool = False,
-    ) -> tuple[dict[str, Any], bool]:
-        """The result for ``key`` and whether it was stored: read, or computed by
-        ``compute`` and stored (``recompute``: computed and stored even on a hit). One
-        process at a time computes a key; the others then read what it wrote."""
+        self, key: dict[str, Any], compute: Callable[[], CellRow], recompute: bool = False
+    ) -> tuple[CellRow, bool]:
+        """The row for ``key`` and whether it was stored: read, or computed by ``compute``
+        and stored (``recompute``: computed and stored even on a hit). One process at a
+        time computes a key; the others then read what it wrote."""
         path = self._path(key)
         if not may_write(path):  # a read-only cache: served, or computed and not kept
             stored = None if recompute or not path.exists() else self.read(key)
-            return (
-                (stored, True) if stored is not None else (json.loads(json.dumps(compute())), False)
-            )
+            return (stored, True) if stored is not None else (compute(), False)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(path.with_suffix(".lock")):
             if not recompute and (stored := self.read(key)) is not None:
                 return stored, True
-            # Stored and returned as JSON reads it back, so a hit equals a miss exactly.
-            result = json.loads(json.dumps(compute()))
-            self.write(key, result)
-            return result, False
+            row = compute()
+            self.write(key, row)
+            return row, False

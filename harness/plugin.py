@@ -183,7 +183,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if isinstance(cell, Cell):
                 label(item, cell)
         if isinstance(cell, Cell) and cell.incumbent is not None:
-            item.config.stash.setdefault(INCUMBENTS, set()).add(cell.incumbent.id)
+            incumbent = cell.incumbent.node(item.config.rootpath)
+            item.config.stash.setdefault(INCUMBENTS, set()).add(incumbent)
 
 
 @pytest.fixture

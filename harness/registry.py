@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 from collections.abc import Iterable, Iterator
@@ -18,18 +19,42 @@ T = TypeVar("T", bound=_Named)
 
 
 class Registry(Generic[T]):
-    """Named entries of one kind (datasets, backbones, strategies)."""
+    """Named entries of one kind (datasets, backbones, strategies). Its package adds the
+    built-in entries at import and then freezes it: a suite declares its own entries in
+    its catalogue (``harness.catalogue``), and a test adds one with ``extended``."""
 
     def __init__(self, kind: str, error: type[Exception]) -> None:
         self.kind = kind
         self._error = error
         self._entries: dict[str, T] = {}
+        self._frozen = False
 
     def add(self, entry: T) -> T:
+        if self._frozen:
+            raise RuntimeError(
+                f"the {self.kind} registry is frozen once its package is imported: declare "
+                f"the {self.kind} {entry.name!r} in a suite file, or add it for a while with "
+                "Registry.extended"
+            )
         if entry.name in self._entries:
             raise ValueError(f"{self.kind} {entry.name!r} is registered twice")
         self._entries[entry.name] = entry
         return entry
+
+    def freeze(self) -> None:
+        """No entry is added from now on (but through ``extended``)."""
+        self._frozen = True
+
+    @contextlib.contextmanager
+    def extended(self, *entries: T) -> Iterator[None]:
+        """The registry with ``entries`` in it until the block ends, each in place of the
+        entry of its name if there is one (tests, benchmarks)."""
+        before = dict(self._entries)
+        self._entries.update((entry.name, entry) for entry in entries)
+        try:
+            yield
+        finally:
+            self._entries = before
 
     def get(self, name: str) -> T:
         try:

@@ -5,12 +5,41 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from harness.document import Code, Inline, Table
+from harness.blocks import Code, Inline, Table
 from harness.metrics import METRICS
 from harness.row import CellRow
+
+
+def section_of(rows: list[CellRow]) -> Callable[[CellRow], str]:
+    """A row's section of the report: its dataset, or ``dataset (suite)`` where suites of
+    the run declare different datasets of that name (their fingerprints differ)."""
+    prints: dict[str, set[str]] = {}
+    for row in rows:
+        if row.dataset_fingerprint:
+            prints.setdefault(row.dataset, set()).add(row.dataset_fingerprint)
+    shared = {dataset for dataset, found in prints.items() if len(found) > 1}
+    return lambda row: f"{row.dataset} ({row.suite})" if row.dataset in shared else row.dataset
+
+
+def names(rows: list[CellRow]) -> Callable[[CellRow], str]:
+    """How the report names a row: its cell id, or its node id (``a.toml::ID``) where two
+    suites of the run have a cell of that id."""
+    ids = [row.id for row in rows]
+    twice = {i for i in ids if ids.count(i) > 1}
+    return lambda row: row.key if row.id in twice else row.id
+
+
+def sections(rows: list[CellRow]) -> dict[str, list[CellRow]]:
+    """The rows by section (``section_of``), sections in order of their titles."""
+    title = section_of(rows)
+    out: dict[str, list[CellRow]] = {}
+    for row in rows:
+        out.setdefault(title(row), []).append(row)
+    return dict(sorted(out.items()))
 
 
 def metric_columns(rows: Iterable[CellRow], headline: bool = False) -> list[str]:
@@ -34,15 +63,14 @@ def _cell(row: CellRow, metric: str) -> str:
 def compute_seconds(row: CellRow) -> float | None:
     """What computing the cell's result took (embedding, training, evaluation), as
     recorded when it ran, whether this run computed it or read it from a cache."""
-    cost = row.cost or {}
-    return cost.get("seconds", {}).get("total")
+    return None if row.cost is None else row.cost.total
 
 
 def verdict(row: CellRow) -> str:
     """The baseline verdict of the row's main metric ('' without a baseline)."""
     for comparison in row.baseline:
-        if comparison["metric"] == row.main_metric:
-            return f"{comparison['verdict']} ({comparison['diff']:+.4f})"
+        if comparison.metric == row.main_metric:
+            return f"{comparison.verdict} ({comparison.diff:+.4f})"
     return ""
 
 
@@ -56,13 +84,14 @@ def table(rows: list[CellRow], metrics: list[str]) -> Table:
     headers += ["embed s", "train s", "total s"]
     headers += ["vs baseline"] if with_baseline else []
     body = []
+    name = names(rows)
     for row in rows:
         seconds = dict(row.seconds)
         if "fit" in seconds:
             seconds["train"] = seconds["fit"] + seconds.get("tune", 0.0)
         body.append(
             [
-                row.id,
+                name(row),
                 row.outcome,
                 *(_cell(row, m) for m in metrics),
                 row.precision,
@@ -78,6 +107,7 @@ def table(rows: list[CellRow], metrics: list[str]) -> Table:
 def interval_table(rows: list[CellRow], metrics: list[str]) -> Table:
     """Metrics with their 95% bootstrap intervals, and each cell's compute cost."""
     body = []
+    name = names(rows)
     for row in rows:
         ci = row.ci
         cells = [
@@ -87,7 +117,7 @@ def interval_table(rows: list[CellRow], metrics: list[str]) -> Table:
             for m in metrics
         ]
         cost = compute_seconds(row)
-        body.append([row.id, *cells, "" if cost is None else f"{cost:.1f}"])
+        body.append([name(row), *cells, "" if cost is None else f"{cost:.1f}"])
     return Table(["cell", *metrics, "cost s"], body)
 
 
@@ -106,24 +136,24 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def cost_table(rows: list[CellRow]) -> Table:
     """Accuracy (the metric every strategy reports) against total compute seconds, cheapest
     first, with the rest of each cell's cost; ★ marks the Pareto front."""
-    done = [r for r in rows if "accuracy" in r.metrics and r.cost]
-    points = [(r.cost["seconds"]["total"], r.metrics["accuracy"]) for r in done]
+    done = [(r, r.cost) for r in rows if "accuracy" in r.metrics and r.cost is not None]
+    points = [(cost.total, r.metrics["accuracy"]) for r, cost in done]
     front = set(pareto_front(points))
     order = sorted(range(len(done)), key=lambda i: points[i])
     body = []
+    name = names([r for r, _ in done])
     for i in order:
-        cost = done[i].cost
-        seconds = cost["seconds"]
+        row, cost = done[i]
         body.append(
             [
-                done[i].id,
+                name(row),
                 f"{points[i][1]:.4f}",
-                f"{seconds['total']:.1f}",
-                *(f"{seconds[p]:.1f}" for p in ("embed", "train", "eval")),
-                _number(cost["gflops_per_image"], ".3g"),
-                f"{cost['train_gflops']:.3g}",
-                f"{cost['trainable_params']:,}",
-                f"{cost['peak_rss_mb']:.0f}",
+                f"{cost.total:.1f}",
+                *(f"{cost.seconds[p]:.1f}" for p in ("embed", "train", "eval")),
+                _number(cost.gflops_per_image, ".3g"),
+                f"{cost.train_gflops:.3g}",
+                f"{cost.trainable_params:,}",
+                _number(cost.peak_rss_mb, ".0f"),
                 "★" if i in front else "",
             ]
         )
@@ -134,7 +164,7 @@ def cost_table(rows: list[CellRow]) -> Table:
 
 def index_rows(rows: list[CellRow]) -> list[CellRow]:
     """The rows of cells that searched an approximate index."""
-    return [row for row in rows if row.index]
+    return [row for row in rows if row.index is not None]
 
 
 def _number(value: Any, spec: str) -> str:
@@ -146,46 +176,43 @@ def index_table(rows: list[CellRow]) -> Table:
     interval, its loss against exact with the paired-bootstrap interval (and the metric
     that loses most: a deep one such as MAP@R can fall while mMP@5 holds), neighbour
     recall, latency one query at a time, batched QPS, build time and memory."""
-    indexed = index_rows(rows)
+    indexed = [(row, row.index) for row in rows if row.index is not None]
     body = []
-    for backbone in dict.fromkeys(row.backbone for row in indexed):
-        mine = [row for row in indexed if row.backbone == backbone]
-        main = mine[0].main_metric
-        exact = mine[0].index["exact_metrics"][main]
+    for backbone in dict.fromkeys(row.backbone for row, _ in indexed):
+        mine = [(row, index) for row, index in indexed if row.backbone == backbone]
+        main = mine[0][0].main_metric
+        exact = mine[0][1].exact_metrics[main]
         body.append([backbone, "exact", f"{exact:.4f}", "", "", "1.000", "1.000", *[""] * 6])
-        for row in mine:
-            index, ci = row.index, row.ci.get(main, [None, None])
-            loss = index["loss"][main]
-            worst = max(index["loss"], key=lambda m: index["loss"][m]["value"])
-            worst_loss = index["loss"][worst]
-            recall = sorted(
-                (int(key.rpartition("@")[2]), v)
-                for key, v in index.items()
-                if key.startswith("neighbour_recall@")
-            )
+        for row, index in mine:
+            ci = row.ci.get(main, [math.nan, math.nan])
+            loss = index.loss[main]
+            worst = max(index.loss, key=lambda m: index.loss[m].value)
+            worst_loss = index.loss[worst]
+            recall = sorted(index.neighbour_recall.items())
             value = row.metrics[main]
+            memory = None if index.memory_bytes is None else index.memory_bytes / 2**20
             body.append(
                 [
                     backbone,
                     row.id.partition("@")[2],
                     f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]",
-                    f"{loss['value']:+.4f} [{loss['low']:+.4f}, {loss['high']:+.4f}]",
-                    f"{worst} {worst_loss['value']:+.4f} [{worst_loss['low']:+.4f}, "
-                    f"{worst_loss['high']:+.4f}]",
+                    f"{loss.value:+.4f} [{loss.low:+.4f}, {loss.high:+.4f}]",
+                    f"{worst} {worst_loss.value:+.4f} [{worst_loss.low:+.4f}, "
+                    f"{worst_loss.high:+.4f}]",
                     f"{recall[0][1]:.3f}",
                     f"{recall[-1][1]:.3f} (@{recall[-1][0]})",
-                    _number(index["query_ms_p50"], ".3f"),
-                    _number(index["query_ms_p99"], ".3f"),
-                    _number(index["qps"], ",.0f"),
-                    f"{index['build_seconds']:.2f}",
-                    _number(index["memory_bytes"] and index["memory_bytes"] / 2**20, ".1f"),
+                    _number(index.query_ms_p50, ".3f"),
+                    _number(index.query_ms_p99, ".3f"),
+                    _number(index.qps, ",.0f"),
+                    f"{index.build_seconds:.2f}",
+                    _number(memory, ".1f"),
                     "✗" if row.outcome == "failed" else "",
                 ]
             )
     headers = [
         "backbone",
         "index",
-        f"{indexed[0].main_metric} [95% CI]",
+        f"{indexed[0][0].main_metric} [95% CI]",
         "loss vs exact [95% CI]",
         "largest loss [95% CI]",
         "neighbour recall@10",
@@ -206,18 +233,18 @@ def upgrade_table(rows: list[CellRow]) -> Table:
     body = []
     for row in rows:
         for c in row.upgrade:
-            incumbent = c["incumbent"].split("/")[1]
-            verdict = "worse beyond the tolerance" if c["regression"] else c["verdict"]
+            incumbent = c.against.split("/")[1]
+            verdict = "worse beyond the tolerance" if c.regression else c.verdict
             body.append(
                 [
                     row.dataset,
                     row.id.split("/", 2)[2],
                     f"{incumbent} → {row.backbone}",
-                    c["metric"],
-                    f"{c['old']:.4f}",
-                    f"{c['new']:.4f}",
-                    f"{c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]",
-                    f"{c['max_drop']:.4f}",
+                    c.metric,
+                    f"{c.old:.4f}",
+                    f"{c.new:.4f}",
+                    f"{c.diff:+.4f} [{c.low:+.4f}, {c.high:+.4f}]",
+                    f"{c.max_drop:.4f}",
                     verdict,
                 ]
             )
@@ -228,8 +255,7 @@ def upgrade_table(rows: list[CellRow]) -> Table:
 
 def unreadable_counts(row: CellRow) -> str:
     """``"N of SPLIT, ..."`` for the images a cell skipped as unreadable; ``""`` if none."""
-    skipped = row.skipped
-    return ", ".join(f"{n} of {split}" for split, n in skipped.items() if split != "examples" and n)
+    return ", ".join(f"{n} of {split}" for split, n in row.skipped.counts.items() if n)
 
 
 def recommendations(rows: list[CellRow]) -> list[dict[str, Any]]:
@@ -237,12 +263,12 @@ def recommendations(rows: list[CellRow]) -> list[dict[str, Any]]:
     it (the study's practical question). Accuracy is the one metric every strategy
     reports; cost is the compute seconds of embedding, fitting and evaluating."""
     out = []
-    for dataset in sorted({row.dataset for row in rows}):
-        done = [r for r in rows if r.dataset == dataset and "accuracy" in r.metrics]
+    for dataset, section in sections(rows).items():
+        done = [r for r in section if "accuracy" in r.metrics]
         if not done:
             continue
         best = max(done, key=lambda r: r.metrics["accuracy"])
-        epsilon = best.gate.get("epsilon", 0.01)
+        epsilon = best.gate.epsilon
         close = [r for r in done if r.metrics["accuracy"] >= best.metrics["accuracy"] - epsilon]
         cheapest = min(close, key=lambda r: compute_seconds(r) or 0.0)
         out.append({"dataset": dataset, "best": best, "cheapest": cheapest, "epsilon": epsilon})
@@ -297,9 +323,8 @@ def to_csv(rows: list[CellRow]) -> str:
     for row in rows:
         flat = {**row.to_json(), **row.metrics}
         flat.update({f"{p}_s": s for p, s in row.seconds.items()})
-        cost = row.cost or {}
-        flat.update({k: v for k, v in cost.items() if k != "seconds"})
-        if cost:
-            flat["cost_total_s"] = cost["seconds"]["total"]
+        if row.cost is not None:
+            flat.update({k: v for k, v in vars(row.cost).items() if k != "seconds"})
+            flat["cost_total_s"] = row.cost.total
         writer.writerow(flat)
     return out.getvalue()

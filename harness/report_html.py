@@ -9,13 +9,15 @@ ids, class names, paths, warnings and messages come from users and are never mar
 from __future__ import annotations
 
 import base64
+import functools
 import html as escape
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from harness.document import (
+from harness.blocks import (
     Block,
     Bullets,
     Folded,
@@ -25,9 +27,11 @@ from harness.document import (
     Paragraph,
     Plot,
     Table,
-    build,
-    text,
 )
+from harness.catalogue import BUILT_IN, Catalogue
+from harness.datasets.base import Dataset
+from harness.document import build, text
+from harness.records import Shown
 from harness.report import compute_seconds, pareto_front
 from harness.row import CellRow
 
@@ -73,20 +77,21 @@ def _finish(figure: Any, ax: Any, xlabel: str, ylabel: str, title: str) -> str:
     return _png(figure)
 
 
-def heat_map(rows: list[CellRow], strategy: str) -> str:
-    """Backbone × dataset accuracy of one strategy."""
+def heat_map(block: Plot) -> str:
+    """Backbone × dataset accuracy of one strategy (``block.subject``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    cells = [r for r in rows if r.strategy == strategy and "accuracy" in r.metrics]
+    strategy, section = block.subject, block.section
+    cells = [r for r in block.rows if r.strategy == strategy and "accuracy" in r.metrics]
     backbones = sorted({r.backbone for r in cells})
-    datasets = sorted({r.dataset for r in cells})
+    datasets = sorted({section(r) for r in cells})
     grid = np.full((len(backbones), len(datasets)), np.nan)
     for r in cells:
-        grid[backbones.index(r.backbone), datasets.index(r.dataset)] = r.metrics["accuracy"]
+        grid[backbones.index(r.backbone), datasets.index(section(r))] = r.metrics["accuracy"]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(datasets), 0.8 + 0.45 * len(backbones)))
     # The colours span the values shown, so a difference of a point is visible.
     low, high = float(np.nanmin(grid)), float(np.nanmax(grid))
@@ -109,7 +114,7 @@ def heat_map(rows: list[CellRow], strategy: str) -> str:
     return _png(fig)
 
 
-def scatter(rows: list[CellRow], dataset: str) -> str:
+def scatter(block: Plot) -> str:
     """Accuracy against compute seconds (log scale where they span more than 10x), the
     Pareto front drawn."""
     import matplotlib
@@ -117,7 +122,7 @@ def scatter(rows: list[CellRow], dataset: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [r for r in rows if r.dataset == dataset and "accuracy" in r.metrics]
+    cells = [r for r in block.rows if "accuracy" in r.metrics]
     points = [(max(compute_seconds(r) or 0.0, 1e-3), r.metrics["accuracy"]) for r in cells]
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -138,11 +143,11 @@ def scatter(rows: list[CellRow], dataset: str) -> str:
         ax,
         "compute seconds (embed + train + eval)",
         "accuracy",
-        label(f"{dataset}: cost against quality"),
+        label(f"{block.subject}: cost against quality"),
     )
 
 
-def index_plot(rows: list[CellRow], dataset: str) -> str:
+def index_plot(block: Plot) -> str:
     """Neighbour recall@10 against batched queries per second, one series per backbone,
     with the Pareto front (more recall, more QPS) of each drawn."""
     import matplotlib
@@ -151,13 +156,14 @@ def index_plot(rows: list[CellRow], dataset: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for backbone in sorted({r.backbone for r in rows}):
-        mine = [r for r in rows if r.backbone == backbone and r.index.get("qps")]
-        points = [(1 / r.index["qps"], r.index["neighbour_recall@10"]) for r in mine]
+    indexed = [(r, r.index) for r in block.rows if r.index is not None and r.index.qps]
+    for backbone in sorted({r.backbone for r, _ in indexed}):
+        mine = [(r, index) for r, index in indexed if r.backbone == backbone]
+        points = [(1 / (index.qps or 1), index.neighbour_recall[10]) for _, index in mine]
         shown = [(p[1], 1 / p[0]) for p in points]
         xs, ys = zip(*shown, strict=True)
         dots = ax.scatter(xs, ys, s=36, label=label(backbone))
-        for point, row in zip(shown, mine, strict=True):
+        for point, (row, _) in zip(shown, mine, strict=True):
             name = label(row.id.partition("@")[2])
             ax.annotate(name, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
         front = [shown[i] for i in pareto_front(points)]
@@ -168,7 +174,7 @@ def index_plot(rows: list[CellRow], dataset: str) -> str:
         ax,
         "neighbour recall@10 (overlap with exact search's top 10)",
         "queries per second (batched)",
-        label(f"{dataset}: recall against speed (dashed: Pareto front)"),
+        label(f"{block.subject}: recall against speed (dashed: Pareto front)"),
     )
 
 
@@ -189,7 +195,7 @@ def table(block: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-PLOTS: dict[str, Callable[[list[CellRow], str], str]] = {}
+PLOTS: dict[str, Callable[[Plot], str]] = {}
 
 
 # Row fields no plot draws, which change from run to run (this run's seconds, the cache
@@ -222,7 +228,7 @@ def plot(block: Plot) -> str:
         return path.read_text()
     except OSError:
         pass
-    drawn = PLOTS[block.kind](block.rows, block.subject)
+    drawn = PLOTS[block.kind](block)
     keep(path, lambda p: p.write_text(drawn))
     return drawn
 
@@ -277,7 +283,7 @@ def history_chart(block: History, width: int = 560, height: int = 150) -> str:
     )
 
 
-def render(block: Block) -> str:
+def render(block: Block, project: Path) -> str:
     if isinstance(block, Heading):
         return f"<h{block.level}>{esc(block.text)}</h{block.level}>"
     if isinstance(block, Paragraph):
@@ -291,9 +297,9 @@ def render(block: Block) -> str:
     if isinstance(block, History):
         return history_chart(block)
     if isinstance(block, Folded):
-        inner = "".join(render(b) for b in block.blocks)
+        inner = "".join(render(b, project) for b in block.blocks)
         return f"<details><summary>{esc(block.title)}</summary>{inner}</details>"
-    return galleries(block.row)
+    return galleries(block.row, project)
 
 
 def html(
@@ -303,7 +309,8 @@ def html(
 ) -> str:
     head = f"<!doctype html><meta charset='utf-8'><title>shelfbench</title><style>{STYLE}</style>"
     blocks = build(provenance, rows, history)
-    return "\n".join([head, *(render(block) for block in blocks)]) + "\n"
+    project = Path(str(provenance.get("project", ".")))
+    return "\n".join([head, *(render(block, project) for block in blocks)]) + "\n"
 
 
 def _thumbnail(image: Any, border: str) -> str:
@@ -322,7 +329,7 @@ def _thumbnail(image: Any, border: str) -> str:
     )
 
 
-def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, note: str) -> str:
+def _query_row(dataset: Dataset, gallery_split: str, shown: Shown, i: int, note: str) -> str:
     """One query and its top five neighbours: green border where relevant, red where not."""
     test, gallery = dataset.split("test"), dataset.split(gallery_split)
 
@@ -330,17 +337,15 @@ def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, 
         label = split.labels[item]
         return str(dataset.classes[label]) if label < len(dataset.classes) else str(label)
 
-    query = shown["queries"][i]
-    first = shown["first_hit"][i]
+    query = shown.queries[i]
+    first = shown.first_hit[i]
     hit = f"first relevant at rank {first + 1}" if first >= 0 else "no relevant item ranked"
     cells = [
         f"<figure title='query: test item {esc(query)}'>{_thumbnail(test.image(query), '#888')}"
         f"<figcaption>query: {esc(name(test, query))}<br><small>#{esc(query)}</small>"
         "</figcaption></figure>"
     ]
-    for rank, (item, relevant) in enumerate(
-        zip(shown["top5"][i], shown["relevant"][i], strict=True)
-    ):
+    for rank, (item, relevant) in enumerate(zip(shown.top5[i], shown.relevant[i], strict=True)):
         if item < 0:
             cells.append("<figure><figcaption>not found</figcaption></figure>")
             continue
@@ -354,38 +359,47 @@ def _query_row(dataset: Any, gallery_split: str, shown: dict[str, Any], i: int, 
     return f'<div class="row">{note}{"".join(cells)}</div>'
 
 
-def galleries(row: CellRow) -> str:
+@functools.cache
+def _catalogue(suite: Path) -> Catalogue:
+    from harness.suite import load_suite
+
+    return load_suite(suite).catalogue
+
+
+def galleries(row: CellRow, project: Path) -> str:
     """A retrieval cell's pictures: sampled and worst-ranked queries with their top five,
-    and, against an incumbent or a baseline, the queries whose first hit moved most."""
-    from harness.datasets import open_dataset
+    and, against an incumbent or a baseline, the queries whose first hit moved most. The
+    images come from the dataset of the row's suite (the file its node id names, under
+    the run's ``project``)."""
     from harness.datasets.base import gallery_split
     from harness.errors import ShelfbenchError
 
+    suite = row.node.partition("::")[0]
     try:
-        dataset = open_dataset(row.dataset)
+        catalogue = _catalogue(project / suite) if suite else BUILT_IN
+        dataset = catalogue.dataset(row.dataset).open()
     except ShelfbenchError as exc:
         return f"<p>No gallery for <code>{esc(row.id)}</code>: {esc(exc)}</p>"
     split = gallery_split(row.protocol)
     parts = [f"<h3>What <code>{esc(row.id)}</code> retrieves</h3>"]
-    gallery = row.gallery
-    for kind, title in (
-        ("sample", "a seeded sample of queries"),
-        ("worst", "the worst-ranked queries"),
-    ):
-        shown = gallery[kind]
+    shows = [] if row.gallery is None else [
+        ("sample", "a seeded sample of queries", row.gallery.sample),
+        ("worst", "the worst-ranked queries", row.gallery.worst),
+    ]  # fmt: skip
+    for kind, title, shown in shows:
         parts.append(f"<p>{title.capitalize()} (green: relevant, red: not):</p>")
-        parts += [_query_row(dataset, split, shown, i, kind) for i in range(len(shown["queries"]))]
+        parts += [_query_row(dataset, split, shown, i, kind) for i in range(len(shown.queries))]
     moved = row.changed
-    if moved:
+    if moved is not None:
         parts.append(
-            f"<h3>What changed against <code>{esc(moved['against'])}</code></h3>"
+            f"<h3>What changed against <code>{esc(moved.against)}</code></h3>"
             "<p>The queries whose first relevant neighbour moved most: the old neighbours "
             "above the new.</p>"
         )
-        for i in range(len(moved["new"]["queries"])):
+        for i in range(len(moved.new.queries)):
             parts.append('<div class="pair">')
-            parts.append(_query_row(dataset, split, moved["old"], i, "before"))
-            parts.append(_query_row(dataset, split, moved["new"], i, "after"))
+            parts.append(_query_row(dataset, split, moved.old, i, "before"))
+            parts.append(_query_row(dataset, split, moved.new, i, "after"))
             parts.append("</div>")
     return "\n".join(parts)
 

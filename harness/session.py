@@ -34,10 +34,10 @@ class ShelfReport:
             self._checked(report)
             return
         static = json.loads(str(props[CELL_PROPERTY]))
-        row = self.rows.setdefault(static["id"], CellRow(**static))
+        row = self.rows.setdefault(static["node"], CellRow(**static))
         if RESULT_PROPERTY in props:
             outcome, message = row.outcome, row.message
-            row = self.rows[row.id] = CellRow.from_json(json.loads(str(props[RESULT_PROPERTY])))
+            row = self.rows[row.key] = CellRow.from_json(json.loads(str(props[RESULT_PROPERTY])))
             row.outcome, row.message, row.suite = outcome, message, static["suite"]
         if report.when == "call" or report.outcome != "passed":
             row.outcome = _outcome(report)
@@ -51,7 +51,8 @@ class ShelfReport:
             return
         results = [json.loads(str(v)) for k, v in report.user_properties if k == RESULT_PROPERTY]
         for number, result in enumerate(results, 1):
-            row = self.rows[result["id"]] = CellRow.from_json(result)
+            row = CellRow.from_json(result)
+            self.rows[row.key] = row
             if number == len(results) and report.outcome != "passed":
                 row.outcome, row.message = _outcome(report), _message(report)
 
@@ -69,7 +70,7 @@ class ShelfReport:
             if counts := unreadable_counts(row):
                 terminalreporter.write_line(
                     f"{row.id}: skipped unreadable images ({counts}), e.g. "
-                    f"{', '.join(row.skipped['examples'][:2])}"
+                    f"{', '.join(row.skipped.examples[:2])}"
                 )
         for path in self.paths:
             terminalreporter.write_line(f"wrote {path}")

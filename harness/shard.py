@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backbones import BACKBONES
 from harness.backbones.libraries import has_text
 from harness.cell import context, items
 from harness.embeddings import embed
@@ -48,7 +47,7 @@ def selected(cells: tuple[Cell, ...], expression: str | None) -> list[Cell]:
         raise SuiteError(f"-k {expression!r} is not a selection expression: {exc}") from None
     chosen = []
     for cell in cells:
-        spec = BACKBONES.get(cell.backbone)
+        spec = cell.backbone_spec
         clip = ["clip"] if has_text(spec) else []
         words = [w.lower() for w in (cell.id, spec.family, spec.kind, *clip)]
         if compiled.evaluate(_matcher(words)):

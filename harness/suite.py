@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +17,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness.backbones import BACKBONES
-from harness.backbones.declared import (
-    BackboneTable,
-    declared_backbone,
-    load_entry_points,
-    register_backbone,
-)
+from harness.backbones.base import BackboneSpec
+from harness.backbones.declared import BackboneTable, declared_backbone
 from harness.backbones.libraries import has_text, library
-from harness.datasets import DATASETS
-from harness.datasets.formats import register_user_dataset, user_dataset
+from harness.catalogue import BUILT_IN, Catalogue
+from harness.datasets.base import DatasetSpec
+from harness.datasets.formats import user_dataset
 from harness.errors import ShelfbenchError, SuiteError
 from harness.metrics import METRICS
 from harness.settings import (
@@ -141,11 +138,28 @@ class Cell:
     incumbent: Cell | None = field(default=None, compare=False, repr=False)  # [upgrade]
     upgrade_max_drop: float = 0.0
     upgrade_from: str = ""  # under [upgrade], a candidate cell's incumbent backbone
+    file: str = ""  # the suite file that declares it
+    # The datasets and backbones its names resolve through: its suite's.
+    catalogue: Catalogue = field(default=BUILT_IN, compare=False, repr=False)
 
     @property
     def id(self) -> str:
         variant = f"@{self.variant}" if self.variant else ""
         return f"{self.dataset}/{self.backbone}/{self.strategy}{variant}"
+
+    def node(self, root: Path) -> str:
+        """pytest's node id of the cell, ``suites/a.toml::cat/bb/knn``: what tells two
+        suites' same-named cells apart in reports, baselines and the history."""
+        where = Path(os.path.relpath(self.file, root)).as_posix() if self.file else ""
+        return f"{where}::{self.id}"
+
+    @property
+    def dataset_spec(self) -> DatasetSpec:
+        return self.catalogue.dataset(self.dataset)
+
+    @property
+    def backbone_spec(self) -> BackboneSpec:
+        return self.catalogue.backbone(self.backbone)
 
     def __str__(self) -> str:
         return self.id
@@ -158,6 +172,7 @@ class Suite:
     path: Path
     profile: Profile
     cells: tuple[Cell, ...]
+    catalogue: Catalogue = BUILT_IN
 
     def cell(self, cell_id: str) -> Cell:
         for cell in self.cells:
@@ -179,12 +194,12 @@ def load_suite(path: Path) -> Suite:
             raise SuiteError(f"{path}: [{table_name}] is a table")
     if not isinstance(raw.get("cells", []), list):
         raise SuiteError(f"{path}: cells are declared as [[cells]] tables")
-    register_declared(raw, Path(path))
+    catalogue = declared(raw, Path(path))
     name = meta.name or Path(path).stem
     cells = [
         cell
         for number, table in enumerate(raw.get("cells", []), 1)
-        for cell in group_cells(raw, table, number, Path(path), name, profile, gate)
+        for cell in group_cells(raw, table, number, Path(path), name, profile, gate, catalogue)
     ]
     by_id = {cell.id: cell for cell in cells}
     if len(by_id) != len(cells):
@@ -199,25 +214,27 @@ def load_suite(path: Path) -> Suite:
     if "upgrade" in raw:
         upgrade = load(Upgrade, raw["upgrade"], f"{path}: [upgrade]")
         by_id = paired(by_id, upgrade, gate, path)
-    return Suite(name, meta.version, Path(path), profile, tuple(by_id[c.id] for c in cells))
+    return Suite(
+        name, meta.version, Path(path), profile, tuple(by_id[c.id] for c in cells), catalogue
+    )
 
 
-def register_declared(raw: Mapping[str, Any], path: Path) -> None:
-    """Register the suite's own ``[backbones.NAME]`` and ``[datasets.NAME]`` entries (and
-    those installed packages offer)."""
-    load_entry_points()
-    for backbone_name, table in raw.get("backbones", {}).items():
-        where = f"{path}: [backbones.{backbone_name}]"
-        declared = load(BackboneTable, table, where)
-        try:
-            register_backbone(declared_backbone(backbone_name, declared, path))
-        except SuiteError as exc:
-            raise SuiteError(f"{path}: {exc}") from None
-    for dataset_name, table in raw.get("datasets", {}).items():
-        try:
-            register_user_dataset(user_dataset(dataset_name, table, path.parent))
-        except ShelfbenchError as exc:
-            raise SuiteError(f"{path}: {exc}") from None
+def declared(raw: Mapping[str, Any], path: Path) -> Catalogue:
+    """The suite's catalogue: its own ``[backbones.NAME]`` and ``[datasets.NAME]`` entries
+    on top of the built-in and installed ones."""
+    tables = {
+        name: load(BackboneTable, table, f"{path}: [backbones.{name}]")
+        for name, table in raw.get("backbones", {}).items()
+    }
+    try:
+        backbones = {name: declared_backbone(name, table, path) for name, table in tables.items()}
+        datasets = {
+            dataset_name: user_dataset(dataset_name, table, path.parent)
+            for dataset_name, table in raw.get("datasets", {}).items()
+        }
+        return Catalogue(datasets, backbones)
+    except ShelfbenchError as exc:
+        raise SuiteError(f"{path}: {exc}") from None
 
 
 def group_cells(
@@ -228,6 +245,7 @@ def group_cells(
     suite: str,
     profile: Profile,
     gate: Gate,
+    catalogue: Catalogue,
 ) -> list[Cell]:
     """The cells of the ``number``-th ``[[cells]]`` table, each with its parameters."""
     where = f"{path}: [[cells]] number {number}"
@@ -243,9 +261,11 @@ def group_cells(
         group.datasets, group.backbones, group.strategies
     ):
         try:
-            DATASETS.get(dataset)
-            spec = BACKBONES.get(backbone)
-            strategy, _ = parse_strategy(strategy_name)
+            catalogue.dataset(dataset)
+            spec = catalogue.backbone(backbone)
+            strategy, tuning = parse_strategy(strategy_name)
+            if tuning is not None and tuning.dataset:
+                catalogue.dataset(tuning.dataset)
         except ShelfbenchError as exc:
             raise SuiteError(f"{path}: {exc}") from None
         if not library(spec).runs_model and (strategy.needs_text or strategy.tuning):
@@ -272,6 +292,8 @@ def group_cells(
                     (),
                     group.profile,
                     label,
+                    file=str(path),
+                    catalogue=catalogue,
                 )
             )
     return cells

@@ -63,9 +63,9 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
 def cell_params(row: CellRow) -> dict[str, Any]:
     """What identifies a cell's result: its parts, data, weights and how it ran."""
     preprocess = row.preprocess
-    index = row.index or {}
-    params = {
+    params: dict[str, Any] = {
         "cell": row.id,
+        "node": row.node,
         "dataset": row.dataset,
         "backbone": row.backbone,
         "strategy": row.strategy,
@@ -78,9 +78,9 @@ def cell_params(row: CellRow) -> dict[str, Any]:
         "image_size": preprocess.get("size", ""),
         "main_metric": row.main_metric,
     }
-    if index:
-        params["index"] = f"{index['engine']}:{index['spec']}"
-        params.update({f"index.{k}": v for k, v in index["search"].items()})
+    if row.index is not None:
+        params["index"] = row.index.setting
+        params.update({f"index.{k}": v for k, v in row.index.search.items()})
     return params
 
 
@@ -91,12 +91,12 @@ def cell_metrics(row: CellRow) -> dict[str, float]:
         metrics[name] = value
         if name in row.ci:
             metrics[f"{name}.low"], metrics[f"{name}.high"] = row.ci[name]
-    cost = row.cost or {}
-    for phase, seconds in cost.get("seconds", {}).items():
-        metrics[f"cost.{phase}_seconds"] = seconds
-    for key in ("gflops_per_image", "train_gflops", "trainable_params", "peak_rss_mb"):
-        if cost.get(key) is not None:
-            metrics[f"cost.{key}"] = cost[key]
+    if row.cost is not None:
+        for phase, seconds in row.cost.seconds.items():
+            metrics[f"cost.{phase}_seconds"] = seconds
+        for key in ("gflops_per_image", "train_gflops", "trainable_params", "peak_rss_mb"):
+            if (value := getattr(row.cost, key)) is not None:
+                metrics[f"cost.{key}"] = value
     # MLflow metric names take letters, digits and _-./ and space: Recall@1 → recall_at_1
     return {k.replace("@", "_at_"): float(v) for k, v in metrics.items()}
 

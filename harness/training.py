@@ -8,25 +8,70 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from harness.augment import train_batches
-from harness.backbones.base import BackboneSpec
+from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.files import ResolvedWeights
 from harness.backbones.libraries import library
 from harness.cache import atomic_write
+from harness.datasets.base import Dataset
 from harness.errors import DatasetError, SuiteError, TrainingError
 from harness.extract import Loaded, progress, to_tensor
 from harness.runtime import device, torch_paths
+from harness.settings import Count, CropRange, Positive, Seed, Table, Tolerance, Unit
 
 if TYPE_CHECKING:
     import torch
 
-    from harness.finetune import Run
+
+class TrainSettings(Table):
+    """``[strategy.finetune]`` (and ``partial``, ``cross``): every setting of a run, all of
+    which go into its key. A batch holds two images at least: a batch norm that trains
+    cannot normalise one."""
+
+    epochs: Count = 3
+    batch_size: Annotated[int, Field(ge=2)] = 32
+    lr: Positive = 1e-4
+    head_lr: Positive = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.05
+    warmup: Unit = 0.1  # a share of all steps
+    label_smoothing: Tolerance = 0.1
+    clip_grad: Positive = 1.0
+    augment: bool = True
+    crop_scale: CropRange = (0.35, 1.0)  # the random resized crop's share of the area
+    amp: bool = True
+    seed: Seed = 0
+
+
+TRAIN_DEFAULTS: dict[str, Any] = TrainSettings().model_dump()
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a run trains: the backbone (all of it, or its last ``blocks`` blocks) on the
+    ``indices`` items of the dataset's train split, with ``params``' training settings.
+    An unreadable image is skipped, or with ``skip_unreadable`` false stops the run."""
+
+    dataset: Dataset
+    indices: np.ndarray
+    spec: BackboneSpec
+    weights: ResolvedWeights
+    pre: Preprocess
+    blocks: int | None
+    params: Mapping[str, Any]
+    skip_unreadable: bool = True
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {k: self.params[k] for k in TRAIN_DEFAULTS}
+
 
 # Steps between reads of the running loss (each read waits for the GPU to catch up).
 SYNC_STEPS = 20

@@ -3,7 +3,7 @@
 import contextlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,13 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     # A run under $CI fails cells it cannot run; tests that skip on purpose set it
     # themselves, so CI and a laptop run the same tests.
     monkeypatch.delenv("CI", raising=False)
+
+
+@pytest.fixture
+def extend() -> Iterator[Callable[..., None]]:
+    """``extend(DATASETS, spec, ...)``: entries in a frozen registry for this test only."""
+    with contextlib.ExitStack() as stack:
+        yield lambda registry, *entries: stack.enter_context(registry.extended(*entries))
 
 
 @pytest.fixture

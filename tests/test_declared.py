@@ -81,7 +81,9 @@ def test_preprocessing_comes_from_timm_and_the_table_overrides_it(checkpoints):
     )
 
 
-def test_the_librarys_preprocessing_is_remembered_per_library_version(checkpoints, monkeypatch):
+def test_the_librarys_preprocessing_is_remembered_per_library_version(
+    checkpoints, monkeypatch, extend
+):
     """A warm run reads the remembered config instead of importing the library; another
     library version, or a file whose key was changed, is computed again."""
     from harness.backbones import declared as module
@@ -97,7 +99,7 @@ def test_the_librarys_preprocessing_is_remembered_per_library_version(checkpoint
     counting = replace(
         timm_library, preprocess=lambda s: computed.append(s) or timm_library.preprocess(s)
     )
-    monkeypatch.setitem(LIBRARIES._entries, "timm", counting)
+    extend(LIBRARIES, counting)
     assert module.library_preprocess(spec) == first and not computed
     (path,) = (module.cache_root() / "library-preprocess").glob("*.json")
     saved = json.loads(path.read_text())
@@ -187,6 +189,7 @@ def test_a_random_entry_uses_a_user_file_and_a_hub_entry_without_files_says_how(
 def test_entry_points_register_a_packages_backbones(monkeypatch):
     from dataclasses import replace
 
+    from harness import catalogue
     from harness.backbones import declared as module
 
     offered = replace(BACKBONES.get("test-vit"), name="from-a-package")
@@ -198,8 +201,11 @@ def test_entry_points_register_a_packages_backbones(monkeypatch):
             return [offered]
 
     monkeypatch.setattr(module, "entry_points", lambda group: [Point()])
-    module.load_entry_points.__wrapped__()
-    assert BACKBONES.get("from-a-package") == offered
+    found = module.entry_point_backbones.__wrapped__()
+    assert found == {"from-a-package": offered}
+    monkeypatch.setattr(catalogue, "entry_point_backbones", lambda: found)
+    assert catalogue.BUILT_IN.backbone("from-a-package") == offered
+    assert "from-a-package" in {spec.name for spec in catalogue.BUILT_IN.all_backbones()}
 
 
 def suite(candidate: str, weights: str, models: Path) -> str:
@@ -350,7 +356,7 @@ strategies = ["knn"]
     result = run_cell(good, tmp_path / "cache")
     assert (
         result.preprocess["size"] == 32
-        and result.weights_sha256 == resolve(BACKBONES.get("team-encoder")).sha256
+        and result.weights_sha256 == resolve(good.backbone_spec).sha256
     )
     with pytest.raises(WeightsError, match=r"not_a_module\(\) returned str, not a torch.nn.Module"):
         run_cell(broken, tmp_path / "cache")
@@ -375,7 +381,7 @@ def test_a_factory_that_raises_is_one_line_and_a_parameter_free_encoder_runs(tmp
         "backbone team-args (team_encoders2:needs_width, random init): TypeError: "
     ) and "\n" not in str(caught.value)
     result = run_cell(pool, tmp_path / "cache")  # no parameters: FLOPs still counted
-    assert result.cost["gflops_per_image"] >= 0 and result.metrics["accuracy"] > 0
+    assert result.cost.gflops_per_image >= 0 and result.metrics["accuracy"] > 0
 
 
 def test_a_module_entry_must_declare_its_preprocessing(tmp_path):
@@ -463,7 +469,7 @@ def test_a_candidate_cell_without_an_incumbent_twin_says_it_was_not_gated(pytest
 def test_a_declared_hub_backbone_missing_here_says_how_to_fetch_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     (tmp_path / "s.toml").write_text('[backbones.team-hub]\ntimm = "resnet18"\nhf_hub = "org/m"\n')
-    load_suite(tmp_path / "s.toml")
+    suite = load_suite(tmp_path / "s.toml")
     with pytest.raises(WeightsUnavailable) as caught:
-        resolve(BACKBONES.get("team-hub"))
+        resolve(suite.catalogue.backbone("team-hub"))
     assert f"run `shelfbench weights fetch {tmp_path / 's.toml'}`" in str(caught.value)

@@ -82,7 +82,7 @@ def as_files(name: str, root: Path) -> Path:
     return root
 
 
-def declare(tmp_path: Path, source: str, monkeypatch) -> str:
+def declare(tmp_path: Path, source: str, extend) -> str:
     """A suite over the products and shelf sets, their labels stored as ``source``."""
     names = {}
     for base in ("synthetic-products", "synthetic-shelf"):
@@ -93,7 +93,7 @@ def declare(tmp_path: Path, source: str, monkeypatch) -> str:
         spec = dataclasses.replace(
             DATASETS.get(base), name=name, open=partial(retyped, base, source)
         )
-        monkeypatch.setitem(DATASETS._entries, name, spec)
+        extend(DATASETS, spec)
     text = SUITE.format(products=names["synthetic-products"], shelf=names["synthetic-shelf"])
     if source == "str":
         for base, name in names.items():
@@ -104,14 +104,14 @@ def declare(tmp_path: Path, source: str, monkeypatch) -> str:
 
 
 @pytest.mark.parametrize("paths", ["numpy", "torch"])
-def test_every_strategy_reads_any_label_dtype_alike(tmp_path, monkeypatch, paths):
+def test_every_strategy_reads_any_label_dtype_alike(tmp_path, monkeypatch, paths, extend):
     if paths == "torch":
         monkeypatch.setenv("SHELFBENCH_TORCH_PATHS", "1")
     metrics = {}
     for source in SOURCES:
         folder = tmp_path / source
         folder.mkdir()
-        (folder / "s.toml").write_text(declare(tmp_path, source, monkeypatch))
+        (folder / "s.toml").write_text(declare(tmp_path, source, extend))
         for cell in load_suite(folder / "s.toml").cells:
             row = run_cell(cell, tmp_path / "cache")
             strategy = cell.strategy.partition(":")[0]

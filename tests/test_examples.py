@@ -48,7 +48,7 @@ def test_the_baseline_and_gate_steps_run_as_written(tmp_path):
     env["SHELFBENCH_CACHE"] = str(tmp_path / "cache")
     refresh = run_step("refresh the baseline", workspace, env)
     assert refresh.returncode == 0, refresh.stdout[-2000:]
-    assert json.loads((workspace / "baseline.json").read_text())["schema"] == 1
+    assert json.loads((workspace / "baseline.json").read_text())["schema"] == 2
     gate = run_step("gate", workspace, env)
     assert gate.returncode == 0, gate.stdout[-2000:]
     page = summary.read_text()

@@ -46,7 +46,7 @@ class MeanColour(torch.nn.Module):
         return self.project(x.mean(dim=(2, 3)))
 
 
-def test_a_model_library_is_one_record(tmp_path, monkeypatch):
+def test_a_model_library_is_one_record(tmp_path, monkeypatch, extend):
     def build(spec: Any, weights: Any, head: bool) -> torch.nn.Module:
         torch.manual_seed(0)
         return MeanColour().eval()
@@ -55,7 +55,7 @@ def test_a_model_library_is_one_record(tmp_path, monkeypatch):
         return Preprocess(16, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
     toy = Library("toy", build, preprocess, distributions=("toy-models",))
-    monkeypatch.setitem(LIBRARIES._entries, "toy", toy)
+    extend(LIBRARIES, toy)
     table = '[backbones.toy-model]\nlibrary = "toy"\nmodel = "mean-colour"\nweights = "random"\n'
     result = run(tmp_path, table, backbone="toy-model", strategy="knn")
     assert result.metrics["accuracy"] > 0.3  # colour alone tells half the classes apart
@@ -95,15 +95,15 @@ class Nothing(Table):
     """None."""
 
 
-def test_an_index_engine_is_one_record(tmp_path, monkeypatch):
+def test_an_index_engine_is_one_record(tmp_path, monkeypatch, extend):
     brute = Engine(
         "brute", lambda gallery, setting: Brute(gallery), "exact", Nothing, Nothing, Nothing
     )
-    monkeypatch.setitem(ENGINES._entries, "brute", brute)
+    extend(ENGINES, brute)
     table = '[strategy.knn]\nindex = "brute:flat"\n'
     result = run(tmp_path, table, backbone="test-vit", strategy="knn")
-    assert result.index["engine"] == "brute"
-    assert result.metrics["mmp@5"] == result.index["exact_metrics"]["mmp@5"]
+    assert result.index.engine == "brute"
+    assert result.metrics["mmp@5"] == result.index.exact_metrics["mmp@5"]
 
 
 class CentroidSettings(Table):
@@ -117,22 +117,22 @@ def centroid(data: Features, params: Any) -> Outcome:
     return Outcome(classification_items(data.test_labels, scores), {"fit": 0.0, "eval": 0.0})
 
 
-def test_a_strategy_is_one_record(tmp_path, monkeypatch):
+def test_a_strategy_is_one_record(tmp_path, monkeypatch, extend):
     spec = StrategySpec(
         "centroid", centroid, ("classification",), "accuracy", CentroidSettings, centroid.__doc__
     )
-    monkeypatch.setitem(STRATEGIES._entries, "centroid", spec)
+    extend(STRATEGIES, spec)
     result = run(tmp_path, "", backbone="test-vit", strategy="centroid")
     assert 0 <= result.metrics["accuracy"] <= 1 and "macro_f1" in result.metrics
 
 
-def test_a_metric_declares_its_depth_and_is_ranked_that_deep(monkeypatch):
+def test_a_metric_declares_its_depth_and_is_ranked_that_deep(monkeypatch, extend):
     """recall@100 on a leave-one-out set whose classes hold 9 items: ranking only as deep
     as the largest class (or 10) would compute recall@10 under its name."""
     recall100 = Metric(
         "recall@100", "retrieval", per_item=lambda r, n: recall_at_k(r, 100), depth=100
     )
-    monkeypatch.setitem(METRICS._entries, recall100.name, recall100)
+    extend(METRICS, recall100)
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(40), 9)
     vectors = rng.normal(size=(len(labels), 16)).astype(np.float32)

@@ -69,7 +69,7 @@ def test_training_batches_hold_the_pixels_augment_draws(name, augmented, monkeyp
     data = dataset.split("train")
     spec = BACKBONES.get("test-efficientnet")
     pre = spec.preprocess.resized(40, 0.875)
-    settings = {**finetune.TRAIN_DEFAULTS, "batch_size": 3, "augment": augmented, "seed": 7}
+    settings = {**training.TRAIN_DEFAULTS, "batch_size": 3, "augment": augmented, "seed": 7}
     indices = np.arange(min(8, len(data)))
     order = np.random.default_rng(0).permutation(len(indices))
     batches = list(augment.train_batches(data, indices, pre, settings, order, epoch=2))
@@ -120,9 +120,9 @@ def test_a_changed_setting_is_a_new_run():
     rows = np.arange(10)
 
     def key(blocks=None, **change):
-        return finetune.Run(
-            data, rows, spec, resolve(spec), pre, blocks, cell.params | change
-        ).key()
+        return finetune.run_key(
+            training.Run(data, rows, spec, resolve(spec), pre, blocks, cell.params | change)
+        )
 
     assert key() == key()
     assert key() != key(lr=1e-3)
@@ -136,8 +136,8 @@ def test_finetuning_learns_beyond_the_frozen_probe(tmp_path):
     losses = [epoch["loss"] for epoch in tuned.chosen["finetune"]["history"]]
     assert losses[-1] < losses[0]
     assert tuned.metrics["accuracy"] > frozen.metrics["accuracy"] + 0.1
-    assert tuned.cost["trainable_params"] > frozen.cost["trainable_params"]
-    assert tuned.cost["seconds"]["train"] > 0 and tuned.cost["train_gflops"] > 0
+    assert tuned.cost.trainable_params > frozen.cost.trainable_params
+    assert tuned.cost.seconds["train"] > 0 and tuned.cost.train_gflops > 0
     assert tuned.seconds["tune"] >= tuned.chosen["finetune"]["seconds"]
 
 

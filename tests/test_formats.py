@@ -91,24 +91,25 @@ def test_a_missing_public_dataset_says_where_to_get_it(monkeypatch, tmp_path):
 def test_a_user_catalogue_runs_in_every_format(tmp_path):
     suite = load_suite(SUITES / "catalogue.toml")
     results = {cell.id: run_cell(cell, tmp_path) for cell in suite.cells}
-    labels = {name: open_dataset(name).split("test").labels for name in ("catalogue-folder",)}
+    open_own = suite.catalogue.dataset
+    labels = {name: open_own(name).open().split("test").labels for name in ("catalogue-folder",)}
     for cell_id, result in results.items():
         # Six colour classes: even random-init features separate them.
         assert result.metrics["accuracy"] > 0.9, cell_id
-        assert result.n_test == 24 and result.skipped["test"] == 0
+        assert result.n_test == 24 and result.skipped.counts["test"] == 0
     assert len(labels["catalogue-folder"]) == 24
-    folder = open_dataset("catalogue-folder")
-    shards = open_dataset("catalogue-shards")
+    folder = open_own("catalogue-folder").open()
+    shards = open_own("catalogue-shards").open()
     assert folder.classes == ("class-0", "class-1", "class-2", "class-3", "class-4", "class-5")
     assert shards.classes == ("0", "1", "2", "3", "4", "5")
-    assert open_dataset("catalogue-csv").split("test").ids is not None
+    assert open_own("catalogue-csv").open().split("test").ids is not None
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
     (cell,) = load_suite(SUITES / "bad-images.toml").cells
     result = run_cell(cell, tmp_path)
-    assert result.skipped["train"] == 0 and result.skipped["test"] == 3
-    assert {Path(p).name for p in result.skipped["examples"]} == {
+    assert result.skipped.counts == {"train": 0, "test": 3}
+    assert {Path(p).name for p in result.skipped.examples} == {
         "corrupt.jpg",
         "truncated.png",
         "missing.jpg",
@@ -202,7 +203,7 @@ def test_fine_tuning_skips_unreadable_train_images(tmp_path):
     (cell,) = load_suite(suite).cells
     result = run_cell(cell, tmp_path / "cache")
     assert result.chosen["finetune"]["unreadable"] == 2
-    assert result.skipped["train"] == 2 and result.n_train == 7
+    assert result.skipped.counts["train"] == 2 and result.n_train == 7
     # Of 7 readable images in batches of 4, one was left alone in its batch: batch norm
     # cannot train on one image, so that batch was skipped (it crashed before).
     assert result.chosen["finetune"]["images_seen"] == 6
@@ -223,8 +224,7 @@ def test_image_folder_numbers_classes_the_same_in_every_split(tmp_path):
         f'[datasets.fruit]\nformat = "imagefolder"\nroot = "{tmp_path}"\n'
         '[[cells]]\ndatasets = ["fruit"]\nbackbones = ["test-vit"]\nstrategies = ["knn"]\n'
     )
-    load_suite(path)
-    fruit = open_dataset("fruit")
+    fruit = load_suite(path).catalogue.dataset("fruit").open()
     assert fruit.split("test").labels.tolist() == [1, 2]  # pear and plum keep their numbers
 
 

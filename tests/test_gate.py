@@ -122,7 +122,7 @@ def test_compare_exits_nonzero_only_for_a_regression(pytester, gate_suite, monke
     out = capsys.readouterr().out
     assert (
         "worse (regression)" in out
-        and "only in old: synthetic-products/test-efficientnet/linear" in out
+        and "only in old: suite.toml::synthetic-products/test-efficientnet/linear" in out
     )
 
 

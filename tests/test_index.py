@@ -168,9 +168,9 @@ def test_index_cells_report_their_loss_and_a_coarse_index_fails_its_floor(pytest
     )
     rows = {r["id"]: r for r in json.loads(Path("reports/latest.json").read_text())["cells"]}
     wide, coarse = rows[WIDE]["index"], rows[COARSE]["index"]
-    assert wide["neighbour_recall@10"] == 1.0 and wide["loss"]["mmp@5"]["value"] == 0.0
+    assert wide["neighbour_recall"]["10"] == 1.0 and wide["loss"]["mmp@5"]["value"] == 0.0
     assert rows[WIDE]["metrics"] == wide["exact_metrics"]
-    assert coarse["loss"]["mmp@5"]["low"] > 0.01 and coarse["neighbour_recall@10"] < 0.5
+    assert coarse["loss"]["mmp@5"]["low"] > 0.01 and coarse["neighbour_recall"]["10"] < 0.5
     assert set(coarse["loss"]) == set(coarse["exact_metrics"])  # every metric's loss
     assert coarse["exact_metrics"] == wide["exact_metrics"]  # the same exact search
     for field in ("engine", "spec", "search", "build_seconds", "memory_bytes", "qps"):

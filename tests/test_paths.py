@@ -151,5 +151,5 @@ def test_update_baseline_never_writes_over_a_suite_file(pytester, write_suite):
     result.assert_outcomes(passed=2)
     again = pytester.runpytest("--shelf-baseline", "b.json", "--shelf-update-baseline")
     again.assert_outcomes(passed=2)  # over a run it wrote: fine
-    assert json.loads((pytester.path / "b.json").read_text())["schema"] == 1
+    assert json.loads((pytester.path / "b.json").read_text())["schema"] == 2
     assert BACKBONES.get("test-efficientnet")

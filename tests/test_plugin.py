@@ -45,7 +45,7 @@ def test_cells_pass_and_the_report_has_the_stable_schema(pytester, suite):
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*shelfbench*", f"{KNN}*passed*", "*wrote*latest.json"])
     data = report(pytester)
-    assert data["schema"] == 1
+    assert data["schema"] == 2
     assert {
         "harness",
         "python",

@@ -4,11 +4,14 @@ same sections in the same order, and the terminal shows the upgrade table."""
 from html.parser import HTMLParser
 
 import numpy as np
+import pytest
 
+from harness.blocks import Folded, Heading
 from harness.datasets.base import DATASETS, ArraySplit, Dataset, DatasetSpec
-from harness.document import Folded, Heading, build, markdown, terminal
+from harness.document import build, markdown, terminal
+from harness.records import Cost, Skipped
 from harness.report_html import html
-from harness.row import CellRow
+from harness.row import CellRow, RowError
 
 MARK = "<shelfbenchxss src=x onerror=alert(1)>"
 
@@ -22,16 +25,15 @@ class Tags(HTMLParser):
         self.tags.append((tag, attrs))
 
 
-def marked_dataset() -> str:
+@pytest.fixture(autouse=True)
+def marked_dataset(extend) -> None:
     """A dataset whose name and class names are markup, with images to show."""
     name = f"{MARK}-data"
-    if name not in DATASETS:
-        images = np.zeros((12, 8, 8), np.uint8)
-        labels = np.arange(12) % 2
-        split = ArraySplit(images, labels)
-        dataset = Dataset(name, "fp", {"train": split, "test": split}, (MARK, MARK + "2"))
-        DATASETS.add(DatasetSpec(name, "x", (), ("train", "test"), "split", lambda: dataset))
-    return name
+    images = np.zeros((12, 8, 8), np.uint8)
+    labels = np.arange(12) % 2
+    split = ArraySplit(images, labels)
+    dataset = Dataset(name, "fp", {"train": split, "test": split}, (MARK, MARK + "2"))
+    extend(DATASETS, DatasetSpec(name, "x", (), ("train", "test"), "split", lambda: dataset))
 
 
 def shown(n: int = 2) -> dict:
@@ -43,8 +45,10 @@ def shown(n: int = 2) -> dict:
     }
 
 
-def marked_rows() -> list[dict]:
-    dataset = marked_dataset()
+def marked_rows() -> list[CellRow]:
+    """Rows as a schema-1 report holds them (sub-records as free dicts), markup in every
+    string a user names."""
+    dataset = f"{MARK}-data"
     backbone, strategy = f"{MARK}-bb", "knn"
     cell = f"{dataset}/{backbone}/{strategy}"
     base = {
@@ -90,7 +94,7 @@ def marked_rows() -> list[dict]:
     }
     other = {**base, "id": f"{dataset}/{MARK}-b2/linear", "backbone": f"{MARK}-b2"}
     other = {**other, "strategy": "linear", "gallery": {}, "changed": {}, "upgrade": []}
-    return [CellRow.from_json(base), CellRow.from_json(other)]
+    return [CellRow.from_json(base, schema=1), CellRow.from_json(other, schema=1)]
 
 
 def test_no_user_string_becomes_markup_in_the_html():
@@ -129,6 +133,17 @@ def test_the_terminal_summary_has_the_upgrade_table():
     assert "worse beyond the tolerance" in out
 
 
+def test_a_row_read_back_is_checked_field_by_field():
+    (row,) = marked_rows()[:1]
+    data = row.to_json()
+    assert CellRow.from_json(data) == row
+    assert {"verdict", "regression"} <= set(data["upgrade"][0])  # for a report's readers
+    with pytest.raises(RowError, match=r"cost\.seconds\.total: .*valid number"):
+        CellRow.from_json({**data, "cost": {**data["cost"], "seconds": {"total": "fast"}}})
+    with pytest.raises(RowError, match="schema 9"):
+        CellRow.from_json(data, schema=9)
+
+
 def test_a_report_written_before_rows_were_typed_still_loads():
     """A schema-1 run written by shelfbench before CellRow (its rows lack result_cache and
     computed_seconds) loads as typed rows, the missing fields at their defaults."""
@@ -141,4 +156,7 @@ def test_a_report_written_before_rows_were_typed_still_loads():
     knn = run.rows["fashion-mnist/effnet-lite0/knn"]
     assert isinstance(knn, CellRow) and knn.metrics["mmp@5"] == 0.8077000000000001
     assert knn.result_cache == "miss" and knn.computed_seconds == {} and knn.outcome == "passed"
+    # Its free-dict sub-records are read as the typed records of schema 2.
+    assert isinstance(knn.cost, Cost) and knn.cost.total > 0 and knn.node == ""
+    assert knn.gate.max_drop == 0.01 and isinstance(knn.skipped, Skipped)
     assert run.items["fashion-mnist/effnet-lite0/knn"]["accuracy"].shape == (2000,)

@@ -120,9 +120,8 @@ def test_a_suite_extends_another_key_by_key_and_cycles_are_one_line(tmp_path):
     knn, linear = suite.cells  # the included file's cells first
     assert (knn.params["neighbours"], knn.params["temperature"]) == (7, 0.1)
     assert linear.id == "synthetic-shelf/test-vit/linear"
-    from harness.datasets import DATASETS
-
-    assert DATASETS.get("base-folder").source.endswith(str(tmp_path / "shared" / "data"))
+    source = suite.catalogue.dataset("base-folder").source
+    assert source.endswith(str(tmp_path / "shared" / "data"))
     (tmp_path / "shared" / "base.toml").write_text('[suite]\ninclude = ["../pr.toml"]\n')
     with pytest.raises(SuiteError, match=r"makes a cycle: pr\.toml → base\.toml → pr\.toml"):
         load_suite(tmp_path / "pr.toml")

@@ -163,7 +163,7 @@ def test_open_clip_file_gets_the_tags_quick_gelu(tmp_path, monkeypatch):
 def test_hf_cache_layout_is_found_without_network(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from harness.backbones.weights import hash_file
+    from harness.backbones.files import hash_file
 
     memory = build_model(BACKBONES.get("test-vit"), resolve(BACKBONES.get("test-vit")), True)
     repo = tmp_path / "models--timm--test_vit.r160_in1k"

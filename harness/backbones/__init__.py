@@ -2,7 +2,10 @@
 
 from harness.backbones import zoo
 from harness.backbones.base import BACKBONES, BackboneSpec, Preprocess, Weights
-from harness.backbones.weights import ResolvedWeights, resolve
+from harness.backbones.files import ResolvedWeights
+from harness.backbones.weights import resolve
+
+BACKBONES.freeze()  # a suite's own backbones live in its catalogue (harness.catalogue)
 
 __all__ = [
     "BACKBONES",

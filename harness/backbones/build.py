@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.backbones.base import BackboneSpec
+from harness.backbones.files import ResolvedWeights
 from harness.backbones.libraries import library
-from harness.backbones.weights import ResolvedWeights
 from harness.errors import WeightsError, blame
 
 if TYPE_CHECKING:

@@ -209,22 +209,11 @@ def _module_preprocess(where: str, table: BackboneTable) -> Preprocess:
     )
 
 
-def register_backbone(spec: BackboneSpec) -> None:
-    """Add a declared entry; the same declaration twice is fine, a clash is not."""
-    if spec.name in BACKBONES:
-        if BACKBONES.get(spec.name) == spec:
-            return
-        raise SuiteError(
-            f"backbone {spec.name!r} is declared twice, differently (or shadows a registered "
-            "one); give it another name"
-        )
-    BACKBONES.add(spec)
-
-
 @functools.cache
-def load_entry_points() -> None:
-    """Register what installed packages offer in the ``shelfbench.backbones`` group: each
-    entry point is a ``BackboneSpec`` or a list of them."""
+def entry_point_backbones() -> dict[str, BackboneSpec]:
+    """What installed packages offer in the ``shelfbench.backbones`` group, by name: each
+    entry point is a ``BackboneSpec`` or a list of them (a name no built-in holds)."""
+    found: dict[str, BackboneSpec] = {}
     for point in entry_points(group=ENTRY_POINTS):
         try:
             offered = point.load()
@@ -240,7 +229,13 @@ def load_entry_points() -> None:
                     f"entry point {point.name!r} ({point.value}) gives {type(spec).__name__}, "
                     "not a harness.backbones.BackboneSpec"
                 )
-            register_backbone(spec)
+            if spec.name in BACKBONES or spec.name in found:
+                raise SuiteError(
+                    f"entry point {point.name!r} ({point.value}) offers backbone "
+                    f"{spec.name!r}, which is registered already; give it another name"
+                )
+            found[spec.name] = spec
+    return found
 
 
 def complete(spec: BackboneSpec) -> BackboneSpec:

@@ -14,21 +14,20 @@ from harness.errors import ShelfbenchError
 
 
 def _list(args: argparse.Namespace) -> None:
-    if args.suite is not None:  # registers the suite's own datasets and backbones
+    from harness.catalogue import BUILT_IN
+
+    catalogue = BUILT_IN
+    if args.suite is not None:  # with the suite's own datasets and backbones
         from harness.suite import load_suite
 
-        load_suite(args.suite)
+        catalogue = load_suite(args.suite).catalogue
     if args.what == "datasets":
-        from harness.datasets import DATASETS
-
         rows = [
             [d.name, d.domain, len(d.classes), ",".join(d.splits), d.protocol, d.source]
-            for d in DATASETS
+            for d in catalogue.all_datasets()
         ]
         headers = ["name", "domain", "classes", "splits", "protocol", "source"]
     elif args.what == "backbones":
-        from harness.backbones import BACKBONES
-
         rows = [
             [
                 b.name,
@@ -40,7 +39,7 @@ def _list(args: argparse.Namespace) -> None:
                 b.pooling,
                 _availability(b),
             ]
-            for b in BACKBONES
+            for b in catalogue.all_backbones()
             if args.family in (None, b.family)
         ]
         if args.available:
@@ -72,17 +71,17 @@ def _availability(spec: Any) -> str:
 
 def _backbones(names: list[str], suites_dir: Path) -> list[Any]:
     """Backbone specs named directly, or used by a suite (a name in suites_dir or a path)."""
-    from harness.backbones import BACKBONES
+    from harness.catalogue import BUILT_IN
     from harness.suite import load_suite
 
     specs: dict[str, Any] = {}
     for name in names:
         path = Path(name) if name.endswith(".toml") else suites_dir / f"{name}.toml"
-        if name not in BACKBONES and path.is_file():
+        if name not in {b.name for b in BUILT_IN.all_backbones()} and path.is_file():
             for cell in load_suite(path).cells:
-                specs.setdefault(cell.backbone, BACKBONES.get(cell.backbone))
+                specs.setdefault(cell.backbone, cell.backbone_spec)
         else:
-            specs.setdefault(name, BACKBONES.get(name))
+            specs.setdefault(name, BUILT_IN.backbone(name))
     return list(specs.values())
 
 
@@ -113,7 +112,8 @@ def _verify_weights(spec: Any) -> str:
     that pins it (the registry's, or a Hugging Face blob's name); a file nothing pins must
     still load as the loader would load it."""
     from harness.backbones.checkpoints import load_state
-    from harness.backbones.weights import hash_file, hub_blob_sha256, resolve
+    from harness.backbones.files import hash_file, hub_blob_sha256
+    from harness.backbones.weights import resolve
 
     found = resolve(spec)
     if found.path is None or found.path.is_dir():

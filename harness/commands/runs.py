@@ -37,13 +37,16 @@ def _compare(args: argparse.Namespace) -> int:
 
     old, new = load_run(args.old), load_run(args.new)
     rows, regressions = [], 0
-    for cell in [c for c in new.rows if c in old.rows and c in new.items and c in old.items]:
+    paired = {cell: old.key(row) for cell, row in new.rows.items()}
+    for cell, before in paired.items():
+        if before is None or before not in old.items or cell not in new.items:
+            continue
         row = new.rows[cell]
-        max_drop = row.gate.get("max_drop", 0.01) if args.max_drop is None else args.max_drop
+        max_drop = row.gate.max_drop if args.max_drop is None else args.max_drop
         metrics = [args.metric or row.main_metric]
         for c in compare_cell(
-            old.rows[cell],
-            old.items[cell],
+            old.rows[before],
+            old.items[before],
             row,
             new.items[cell],
             metrics,
@@ -70,9 +73,11 @@ def _compare(args: argparse.Namespace) -> int:
             disable_numparse=True,
         )
     )
-    for label, run, other in (("only in old", old, new), ("only in new", new, old)):
-        for cell in sorted(set(run.rows) - set(other.rows)):
-            print(f"{label}: {cell} ({run.rows[cell].outcome})")
+    matched = set(filter(None, paired.values()))
+    for cell in sorted(set(old.rows) - matched):
+        print(f"only in old: {cell} ({old.rows[cell].outcome})")
+    for cell in sorted(c for c, before in paired.items() if before is None):
+        print(f"only in new: {cell} ({new.rows[cell].outcome})")
     if not rows:
         raise BaselineError(
             f"{args.old} and {args.new} share no cell scored in both: nothing was compared"

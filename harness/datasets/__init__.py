@@ -3,6 +3,8 @@
 from harness.datasets import fashion_mnist, public, synthetic
 from harness.datasets.base import DATASETS, ArraySplit, Dataset, DatasetSpec, Split, subset
 
+DATASETS.freeze()  # a suite's own datasets live in its catalogue (harness.catalogue)
+
 __all__ = [
     "DATASETS",
     "ArraySplit",

@@ -232,3 +232,4 @@ class Searcher:
 # Each module of this package registers its engine (importing faiss or pymilvus only when
 # it builds an index), so a new engine is one new module here.
 import_modules(__name__, __path__)
+ENGINES.freeze()

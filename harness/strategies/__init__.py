@@ -13,6 +13,7 @@ from harness.strategies.base import (
 )
 
 import_modules(__name__, __path__)
+STRATEGIES.freeze()
 
 __all__ = [
     "STRATEGIES",

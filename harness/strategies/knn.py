@@ -136,10 +136,10 @@ def knn(data: Features, params: Mapping[str, Any]) -> Outcome:
             "spec": setting.spec,
             "search": setting.search,
             "build": setting.build,
-            "neighbour_recall@10": index.neighbour_recall(ranking.neighbours, exact.neighbours, 10),
-            f"neighbour_recall@{depth}": index.neighbour_recall(
-                ranking.neighbours, exact.neighbours, depth
-            ),
+            "neighbour_recall": {
+                k: index.neighbour_recall(ranking.neighbours, exact.neighbours, k)
+                for k in (10, depth)
+            },
             **searcher.cost,
         }
     searched = time.perf_counter()

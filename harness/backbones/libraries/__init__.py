@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.backbones.base import BackboneSpec, Preprocess
-from harness.backbones.weights import ResolvedWeights
+from harness.backbones.files import ResolvedWeights
 from harness.errors import SuiteError
 from harness.registry import Registry, import_modules
 
@@ -81,3 +81,4 @@ def check_blocks(spec: BackboneSpec, blocks: int, available: int) -> None:
 
 
 import_modules(__name__, __path__)
+LIBRARIES.freeze()

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from harness.backbones.base import BackboneSpec
 from harness.backbones.checkpoints import load_state, strict, unwrapped
+from harness.backbones.files import ResolvedWeights
 from harness.backbones.libraries import LIBRARIES, Library
-from harness.backbones.weights import ResolvedWeights
 from harness.errors import WeightsError
 
 if TYPE_CHECKING:

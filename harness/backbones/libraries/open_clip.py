@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.files import OPEN_CLIP_CONFIG, ResolvedWeights, file_sha256
 from harness.backbones.libraries import LIBRARIES, Library, check_blocks
-from harness.backbones.weights import OPEN_CLIP_CONFIG, ResolvedWeights, file_sha256
 from harness.errors import SuiteError, WeightsError
 
 if TYPE_CHECKING:
@@ -145,6 +145,8 @@ def text(
     its text tower on ``dev``."""
     import open_clip
 
+    if own := own_config(spec.model):  # the tokenizer reads it too (a model may be cached)
+        open_clip.add_model_config(own)
     name = f"local-dir:{weights.path}" if spec.model.startswith("hf-hub:") else spec.model
     tokenizer = open_clip.get_tokenizer(name)
     model = tower.clip.to(dev)

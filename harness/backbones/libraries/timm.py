@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from harness.backbones.base import INTERPOLATIONS, BackboneSpec, Preprocess, channels
 from harness.backbones.checkpoints import load_state, strict, unwrapped
 from harness.backbones.convert import CONVERTERS
+from harness.backbones.files import ResolvedWeights
 from harness.backbones.libraries import LIBRARIES, Library, check_blocks
-from harness.backbones.weights import ResolvedWeights
 from harness.errors import SuiteError
 
 if TYPE_CHECKING:
