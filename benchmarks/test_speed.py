@@ -91,3 +91,60 @@ def test_rank_faiss(benchmark: Any, gallery: tuple[np.ndarray, np.ndarray]) -> N
 def test_rank_numpy_oracle(benchmark: Any, gallery: tuple[np.ndarray, np.ndarray]) -> None:
     queries, items = gallery
     benchmark.pedantic(numpy_rank, args=(queries, items, 1050), **ROUNDS)
+
+
+@pytest.fixture(scope="module")
+def embeddings() -> Any:
+    """Features shaped like a cell's (10 classes, L2-normalised, overlapping clusters) at
+    a size 2 cores fit several times over: 4,000 train and 1,000 test items of 512."""
+    from harness.strategies import Features
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 512)).astype(np.float32)
+
+    def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        labels = np.arange(n) % 10
+        x = centres[labels] + 2.5 * r.normal(size=(n, 512)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+
+    (train, train_labels), (test, test_labels) = split(4000, 1), split(1000, 2)
+    return Features(train, train_labels, test, test_labels, 10)
+
+
+PROBE = "linear probe: a 5-C path on a validation split, then a refit (4k x 512, 10 classes)"
+
+
+@pytest.mark.benchmark(group=PROBE)
+def test_probe_scikit_learn(benchmark: Any, embeddings: Any) -> None:
+    """The naive path: scikit-learn's LogisticRegression per C, warm-started, then refit."""
+    from sklearn.linear_model import LogisticRegression
+
+    from harness.strategies.linear import stratified_holdout
+
+    data = embeddings
+    held = stratified_holdout(data.train_labels, 0.2, 0)
+
+    def run() -> Any:
+        model = LogisticRegression(warm_start=True, max_iter=1000)
+        scores = {}
+        for c in (0.1, 1.0, 10.0, 100.0, 1000.0):
+            model.set_params(C=c).fit(data.train[~held], data.train_labels[~held])
+            scores[c] = model.score(data.train[held], data.train_labels[held])
+        best = max(scores, key=lambda c: (scores[c], -c))
+        return (
+            model.set_params(C=best)
+            .fit(data.train, data.train_labels)
+            .score(data.test, data.test_labels)
+        )
+
+    benchmark.pedantic(run, **ROUNDS)
+
+
+@pytest.mark.benchmark(group=PROBE)
+def test_probe_shelfbench(benchmark: Any, embeddings: Any) -> None:
+    from harness.strategies import STRATEGIES
+
+    linear = STRATEGIES.get("linear")
+    params = linear.params({})
+    benchmark.pedantic(lambda: linear.run(embeddings, params), **ROUNDS)

@@ -6,7 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.strategies import STRATEGIES, Features, lbfgs
-from harness.strategies.linear import fit_softmax, softmax_objective, stratified_holdout
+from harness.strategies.linear import (
+    fit_softmax,
+    host,
+    on_device,
+    softmax_objective,
+    stratified_holdout,
+)
 
 
 @given(st.integers(0, 2**31), st.integers(1, 12))
@@ -23,7 +29,7 @@ def test_softmax_gradient_matches_finite_differences():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 4)).astype(np.float32)
     y = rng.integers(0, 3, 20)
-    objective = softmax_objective(x, y, 3, weight_decay=0.1)
+    objective = softmax_objective(*on_device(x, y), 3, weight_decay=0.1)
     theta = rng.normal(size=4 * 3 + 3)
     _, grad = objective(theta)
     eps = 1e-3
@@ -38,10 +44,9 @@ def test_fit_softmax_reaches_the_scipy_optimum():
     from scipy.optimize import minimize
 
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(200, 6)).astype(np.float32)
-    y = rng.integers(0, 4, 200)
+    x, y = on_device(rng.normal(size=(200, 6)).astype(np.float32), rng.integers(0, 4, 200))
     objective = softmax_objective(x, y, 4, weight_decay=0.05)
-    w, b = fit_softmax(x, y, 4, 0.05, max_iter=300)
+    w, b = host(fit_softmax(x, y, 4, 0.05, max_iter=300))
     ours = objective(np.concatenate([w.ravel(), b]))[0]
     reference = minimize(objective, np.zeros(28), jac=True, method="L-BFGS-B").fun
     assert ours == pytest.approx(reference, abs=1e-5)
@@ -174,36 +179,32 @@ def test_linear_probe_is_scikit_learns_logistic_regression():
     )
 
 
-def test_the_gpu_objective_equals_the_numpy_one():
-    """The torch objective (what runs on CUDA), run on the CPU, against the numpy one."""
+def test_the_objective_gives_the_same_with_theta_as_numpy_or_as_a_tensor():
+    """θ as a tensor on the features' device (the GPU's path) or as numpy (the CPU's)."""
     import torch
-
-    from harness.strategies.linear import torch_objective
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 6)).astype(np.float32)
-    y = rng.integers(0, 4, 50)
+    x, y = on_device(rng.normal(size=(50, 6)).astype(np.float32), rng.integers(0, 4, 50))
     theta = rng.normal(size=6 * 4 + 4)
     value, grad = softmax_objective(x, y, 4, 0.1)(theta)
-    torch_value, torch_grad = torch_objective(torch.from_numpy(x), torch.from_numpy(y), 4, 0.1)(
-        torch.from_numpy(theta)
-    )
-    assert torch_value == pytest.approx(value, rel=1e-6)
-    np.testing.assert_allclose(torch_grad, grad, atol=1e-6)
+    tensor_value, tensor_grad = softmax_objective(x, y, 4, 0.1)(torch.from_numpy(theta))
+    assert isinstance(grad, np.ndarray) and isinstance(tensor_grad, torch.Tensor)
+    assert tensor_value == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(tensor_grad.numpy(), grad, atol=1e-12)
 
 
-def test_the_probe_fitted_on_torch_tensors_equals_the_numpy_fit():
-    """L-BFGS with its state in torch tensors (as on a GPU) takes the numpy path's steps."""
+def test_the_probe_with_its_state_on_the_device_takes_the_host_paths_steps(monkeypatch):
+    """L-BFGS with its state in torch tensors (as on a GPU, or under the GPU's paths on
+    the CPU) ends where the CPU's numpy state does."""
     import torch
 
-    from harness.strategies.linear import host
-
     rng = np.random.default_rng(2)
-    x = rng.normal(size=(120, 5)).astype(np.float32)
-    y = rng.integers(0, 3, 120)
+    x, y = on_device(rng.normal(size=(120, 5)).astype(np.float32), rng.integers(0, 3, 120))
+    monkeypatch.delenv("SHELFBENCH_TORCH_PATHS", raising=False)
     w, b = fit_softmax(x, y, 3, 0.01, max_iter=200)
-    fitted = fit_softmax(torch.from_numpy(x), torch.from_numpy(y), 3, 0.01, max_iter=200)
-    assert isinstance(fitted[0], torch.Tensor) and fitted[0].dtype == torch.float64
+    monkeypatch.setenv("SHELFBENCH_TORCH_PATHS", "1")
+    fitted = fit_softmax(x, y, 3, 0.01, max_iter=200)
+    assert isinstance(w, np.ndarray) and isinstance(fitted[0], torch.Tensor)
     tw, tb = host(fitted)
-    np.testing.assert_allclose(tw, w, atol=1e-4)
-    np.testing.assert_allclose(tb, b, atol=1e-4)
+    np.testing.assert_allclose(tw, w, atol=1e-6)
+    np.testing.assert_allclose(tb, b, atol=1e-6)

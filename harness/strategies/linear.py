@@ -34,47 +34,23 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
 # Rows of the features per chunk of the objective: logits are chunk × classes, never N × C
 # (141,931 × 9,691 float32 would be 5.5 GB for Products-10K).
 CHUNK_ROWS = 16384
+# What L-BFGS may keep of its past steps (pairs of float64 vectors of θ's size): 100 of
+# them where they fit, which took the default cell's C path from 949 passes over the data
+# to 322 (2026-12-04); 10 for Products-10K, whose θ alone is 99 MB.
+HISTORY_BYTES = 256 * 2**20
+HISTORY = (10, 100)
 
 
-def softmax_objective(
-    x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float
-) -> lbfgs.Objective:
+def softmax_objective(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfgs.Objective:
     """θ = (W, b) ↦ mean_n CE(x_n W + b, y_n) + (λ/2)·‖W‖², and its gradient, over row
-    chunks of float32 features; θ and the gradient are float64."""
-    n, d = x.shape
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = unpack(theta, d, n_classes)
-        w32, b32 = w.astype(np.float32), b.astype(np.float32)
-        loss, grad_w, grad_b = 0.0, np.zeros((d, n_classes)), np.zeros(n_classes)
-        for start in range(0, n, CHUNK_ROWS):
-            xs, ys = x[start : start + CHUNK_ROWS], y[start : start + CHUNK_ROWS]
-            logits = xs @ w32 + b32
-            logits -= logits.max(axis=1, keepdims=True)
-            log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-            rows = np.arange(len(ys))
-            loss -= float(np.sum(log_p[rows, ys], dtype=np.float64))
-            residual = np.exp(log_p)
-            residual[rows, ys] -= 1
-            grad_w += xs.T @ residual
-            grad_b += residual.sum(axis=0, dtype=np.float64)
-        loss = loss / n + 0.5 * weight_decay * float(w.ravel() @ w.ravel())
-        grad_w = grad_w / n + weight_decay * w
-        return loss, np.concatenate([grad_w.ravel(), grad_b / n])
-
-    return objective
-
-
-def torch_objective(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfgs.Objective:
-    """``softmax_objective`` on torch tensors, on the device the features ``x`` are on
-    (a GPU: a full gradient for Products-10K is ~2 TFLOP); θ and the gradient are
-    float64 tensors there too, so L-BFGS never copies them to the host."""
+    chunks of the float32 features ``x`` (a torch tensor, on a GPU or the CPU); θ and the
+    gradient are float64, numpy arrays or tensors on ``x``'s device as θ is given."""
     import torch
 
     n, d = x.shape
 
     def objective(theta: Any) -> tuple[float, Any]:
-        w64, b64 = unpack(theta, d, n_classes)
+        w64, b64 = unpack(torch.as_tensor(theta, device=x.device), d, n_classes)
         w, b = w64.float(), b64.float()
         loss = torch.zeros((), dtype=torch.float64, device=x.device)
         grad_w, grad_b = torch.zeros_like(w64), torch.zeros_like(b64)
@@ -85,11 +61,12 @@ def torch_objective(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfg
             loss -= log_p[rows, yc].double().sum()
             residual = log_p.exp_()
             residual[rows, yc] -= 1
-            grad_w += xc.T @ residual
+            grad_w += (residual.T @ xc).T  # MKL: 3x faster than xc.T @ residual here
             grad_b += residual.double().sum(0)
         flat = w64.reshape(-1)
         value = loss.item() / n + 0.5 * weight_decay * float(flat @ flat)
-        return value, torch.cat([(grad_w / n + weight_decay * w64).reshape(-1), grad_b / n])
+        grad = torch.cat([(grad_w / n + weight_decay * w64).reshape(-1), grad_b / n])
+        return value, grad.cpu().numpy() if isinstance(theta, np.ndarray) else grad
 
     return objective
 
@@ -98,24 +75,25 @@ def unpack(theta: Any, d: int, n_classes: int) -> Solution:
     return theta[: d * n_classes].reshape(d, n_classes), theta[d * n_classes :]
 
 
-def objective_for(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfgs.Objective:
-    """The objective on numpy features, or on torch ones where they are tensors."""
-    if isinstance(x, np.ndarray):
-        return softmax_objective(x, y, n_classes, weight_decay)
-    return torch_objective(x, y, n_classes, weight_decay)
-
-
 def on_device(*arrays: np.ndarray) -> tuple[Any, ...]:
-    """The arrays as torch tensors on the device where the GPU's paths run
-    (``runtime.torch_paths()``: the probe then runs there, L-BFGS state included);
-    unchanged otherwise, where numpy's BLAS is as fast."""
-    from harness.runtime import device, torch_paths
-
-    if not torch_paths():
-        return arrays
+    """The arrays as torch tensors on the run's device. On a CPU too: torch's BLAS (MKL)
+    runs the probe's two products 2x faster than numpy's OpenBLAS did on the default cell
+    (4.0 against 8.5 ms per pass, 2026-12-04, 2-core AMX Xeon), and no
+    ``OPENBLAS_CORETYPE`` can slow it."""
     import torch
 
+    from harness.runtime import device
+
     return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device()) for a in arrays)
+
+
+def state_on_device(x: Any) -> bool:
+    """Whether L-BFGS keeps θ as tensors on ``x``'s device: on a GPU (and where
+    ``runtime.torch_paths()`` asks for the GPU's paths), so θ never goes to the host; as
+    numpy on a CPU, whose arithmetic on small vectors costs less than torch's calls."""
+    from harness.runtime import torch_paths
+
+    return x.device.type != "cpu" or torch_paths()
 
 
 def host(solution: Solution) -> Solution:
@@ -125,14 +103,19 @@ def host(solution: Solution) -> Solution:
 
 
 def flat(like: Any, init: Solution | None, size: int) -> Any:
-    """θ as one float64 vector of the kind and device of ``like``: ``init``, or zeros."""
-    if isinstance(like, np.ndarray):
-        return np.zeros(size) if init is None else np.concatenate([init[0].ravel(), init[1]])
+    """θ as one float64 vector where L-BFGS keeps it for the features ``like``: ``init``,
+    or zeros."""
+    if not state_on_device(like):
+        if init is None:
+            return np.zeros(size)
+        w, b = host(init)
+        return np.concatenate([w.ravel(), b])
     import torch
 
     if init is None:
         return torch.zeros(size, dtype=torch.float64, device=like.device)
-    return torch.cat([init[0].reshape(-1), init[1]])
+    w, b = (torch.as_tensor(part, device=like.device) for part in init)
+    return torch.cat([w.reshape(-1), b])
 
 
 def fit_softmax(
@@ -149,7 +132,7 @@ def fit_softmax(
     (a warm start, of the same kind) or zeros; appends to ``passes`` how many times it
     evaluated the objective over ``x``."""
     d = x.shape[1]
-    objective = objective_for(x, y, n_classes, weight_decay)
+    objective = softmax_objective(x, y, n_classes, weight_decay)
     calls = 0
 
     def counted(theta: Any) -> tuple[float, Any]:
@@ -157,7 +140,9 @@ def fit_softmax(
         calls += 1
         return objective(theta)
 
-    theta = lbfgs.minimize(counted, flat(x, init, d * n_classes + n_classes), max_iter, gtol=gtol)
+    size = d * n_classes + n_classes
+    history = min(max(HISTORY_BYTES // (16 * size), HISTORY[0]), HISTORY[1])
+    theta = lbfgs.minimize(counted, flat(x, init, size), max_iter, history, gtol)
     if passes is not None:
         passes.append(calls)
     return unpack(theta, d, n_classes)
@@ -186,7 +171,7 @@ def regularisation_path(
     fit_x, fit_y = on_device(x[~held], y[~held])
     n_fit = len(fit_y)
     size = x.shape[1] * n_classes + n_classes
-    zero_grad = objective_for(fit_x, fit_y, n_classes, 0.0)(flat(fit_x, None, size))[1]
+    zero_grad = softmax_objective(fit_x, fit_y, n_classes, 0.0)(flat(fit_x, None, size))[1]
     gtol = params["tol"] * float(abs(zero_grad).max())
     fit_passes: list[int] = [1]
     for c in sorted(params["C"]):
@@ -215,9 +200,19 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     with the number of classes (about 1e-2 at 10 classes, 1e-6 at 9,691, where an
     absolute tolerance such as scikit-learn's stops before the first step). On the
     default cell's embeddings it chooses what scikit-learn chooses on the same split,
-    C = 10, and scores 0.8840 (scikit-learn 0.8845) in 21-26 s where scikit-learn took
-    60 s (2026-11-28).
+    C = 10, and scores 0.8840 (scikit-learn 0.8845) where scikit-learn took 60 s
+    (2026-11-28); with torch's BLAS, a 100-step L-BFGS memory and numpy's BLAS threads
+    kept off the cores torch computes on, it takes 2.8 s instead of 12 (2026-12-04).
     """
+    from threadpoolctl import threadpool_limits
+
+    # numpy's BLAS threads spin after each call and took the cores from torch's: 12 s
+    # against 2.8 s on the default cell (2 cores, 2026-12-04). numpy only adds vectors here.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _linear(data, params)
+
+
+def _linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     start = time.perf_counter()
     x, y = l2_normalise(data.train), data.train_labels
     held = stratified_holdout(y, params["validation"], params["seed"])

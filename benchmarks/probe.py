@@ -1,0 +1,86 @@
+"""The default cell's linear probe on its cached embeddings, as it runs and as it ran
+before 2026-12-04 (numpy's BLAS threads free to spin beside torch's, a 10-step L-BFGS
+memory), timed in one run, with their accuracy:
+
+    python benchmarks/probe.py [--suite suites/default.toml] [--cell ID]
+
+Needs the cell's embeddings (run the suite once, or let it embed). One JSON line per way,
+then one with the ratio and the accuracy difference. The machine should be otherwise idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+TARGETS = {"probe s": 3.0, "accuracy difference": 0.001}
+
+
+def timed(data: Any, before: bool) -> dict[str, Any]:
+    """The probe as the strategy runs it, or ``before``: numpy's BLAS threads left free to
+    spin beside torch's and an L-BFGS memory of 10 (the torch objective is in both)."""
+    from harness.strategies import STRATEGIES, linear
+
+    strategy = STRATEGIES.get("linear")
+    params = strategy.params({})
+    bounds = linear.HISTORY
+    if before:
+        linear.HISTORY = (10, 10)
+    try:
+        start = time.perf_counter()
+        outcome = linear._linear(data, params) if before else strategy.run(data, params)
+        seconds = time.perf_counter() - start
+    finally:
+        linear.HISTORY = bounds
+    accuracy = round(outcome.metrics["accuracy"], 4)
+    return {"way": "before" if before else "now", "probe s": round(seconds, 2),
+            "C": outcome.chosen["C"], "accuracy": accuracy}  # fmt: skip
+
+
+def machine() -> str:
+    """The CPU's model name and whether it has AMX (bf16 matrix units)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line]
+    return f"{names[0] if names else platform.machine()}{', AMX' if 'amx_bf16' in text else ''}"
+
+
+def main() -> None:
+    from harness.cell import cell_embeddings
+    from harness.paths import cache_root
+    from harness.strategies import Features
+    from harness.suite import load_suite
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--suite", type=Path, default=Path("suites/default.toml"))
+    parser.add_argument("--cell", default="fashion-mnist/effnet-lite0/linear")
+    args = parser.parse_args()
+    suite = load_suite(args.suite)
+    cell = suite.cell(args.cell)
+    embedded = cell_embeddings(cell, cache_root())
+    train, test = embedded["train"], embedded["test"]
+    classes = cell.dataset_spec.open().classes
+    data = Features(train.vectors, train.labels, test.vectors, test.labels, len(classes))
+    start = time.perf_counter()
+    import torch  # what a cell whose embeddings were cached imports here first
+
+    imported = round(time.perf_counter() - start, 2)
+    now, before = timed(data, before=False), timed(data, before=True)
+    for line in (now, before):
+        print(
+            json.dumps({**line, "cell": cell.id, "machine": machine(), "torch": torch.__version__})
+        )
+    print(json.dumps({"import torch s": imported}))
+    print(json.dumps({
+        "before / now": round(before["probe s"] / now["probe s"], 2),
+        "probe s": now["probe s"],
+        "accuracy difference": round(now["accuracy"] - before["accuracy"], 4),
+        "targets": TARGETS,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
