@@ -217,6 +217,7 @@ def identity(cell: Cell) -> dict[str, Any]:
     return {
         "suite": cell.suite,
         "floors": {f.metric: f.floor for f in cell.floors},
+        "floors_precision": {f.metric: f.precision for f in cell.floors if f.precision},
         "gate": GateSettings(**cell.gate.model_dump()),
     }
 

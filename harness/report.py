@@ -60,6 +60,13 @@ def _cell(row: CellRow, metric: str) -> str:
     return f"{value:.4f}{mark}"
 
 
+def precision(row: CellRow) -> str:
+    """What the cell ran at, and the precisions its floors were measured at where those
+    differ (``bf16 (floors at fp32)``): a number and its floor from two precisions."""
+    other = sorted({p for p in row.floors_precision.values() if p != row.precision})
+    return f"{row.precision} (floors at {', '.join(other)})" if other else row.precision
+
+
 def compute_seconds(row: CellRow) -> float | None:
     """What computing the cell's result took (embedding, training, evaluation), as
     recorded when it ran, whether this run computed it or read it from a cache."""
@@ -94,7 +101,7 @@ def table(rows: list[CellRow], metrics: list[str]) -> Table:
                 name(row),
                 row.outcome,
                 *(_cell(row, m) for m in metrics),
-                row.precision,
+                precision(row),
                 row.cache,
                 "cached" if row.result_cache == "hit" else "",
                 *(f"{seconds[p]:.1f}" if p in seconds else "" for p in ("embed", "train", "total")),

@@ -89,6 +89,7 @@ class CellRow:
     message: str = ""  # why it did not pass
     metrics: dict[str, float] = field(default_factory=dict)
     floors: dict[str, float] = field(default_factory=dict)
+    floors_precision: dict[str, str] = field(default_factory=dict)  # what each measured at
     seconds: dict[str, float] = field(default_factory=dict)  # this run's, per phase
     cache: str = ""  # the embeddings' cache: hit or miss
     n_train: int = 0
@@ -156,14 +157,23 @@ class CellRow:
         return bool(self.metrics)
 
     def below_floor(self, cell: Cell) -> list[str]:
-        """One line per metric under its floor (a missing metric counts as under)."""
+        """One line per metric under its floor (a missing metric counts as under), saying
+        when the floor's measurement ran at another precision than this run."""
         return [
             f"{f.metric} = {self.metrics.get(f.metric, nan):.4f} is below its floor "
-            f"{f.floor:.4f} (measured {f.measured:.4f} on {f.date}); "
+            f"{f.floor:.4f} (measured {f.measured:.4f} on {f.date}{self._at(f.precision)}); "
             f"cell {self.id}, n_train={self.n_train}, n_test={self.n_test}"
             for f in cell.floors
             if not METRICS.get(f.metric).gain(f.floor, self.metrics.get(f.metric, nan)) >= 0
         ]
+
+    def _at(self, measured: str) -> str:
+        """`` at fp32; this run: bf16`` where a floor was measured at another precision."""
+        return (
+            f" at {measured}; this run: {self.precision}"
+            if measured not in ("", self.precision)
+            else ""
+        )
 
     def index_loss(self) -> Comparison | None:
         """The main metric under the index against exact search (paired bootstrap), with

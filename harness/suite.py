@@ -98,6 +98,7 @@ class Floor:
     measured: float
     date: str
     machine: str
+    precision: str = ""  # what the measurement ran at ("" where the suite does not say)
 
 
 class CellGroup(Table):
@@ -119,6 +120,8 @@ class FloorSpec(Table):
     measured: float
     date: Date
     machine: Name
+    # The precision the measurement ran at: a run at another one says so beside its number.
+    precision: Literal["fp32", "bf16", "tf32"] | None = None
 
 
 @dataclass(frozen=True)
@@ -342,7 +345,7 @@ def parse_floors(cell: Cell, floors: Any, where: str) -> tuple[Floor, ...]:
                 f"{where} {metric} is a table {{ floor, measured, date, machine }}: a floor "
                 "records its measurement"
             )
-        absent = [key for key in FloorSpec.model_fields if key not in spec]
+        absent = [key for key in ("floor", "measured", "date", "machine") if key not in spec]
         if absent:
             raise SuiteError(
                 f"{where} {metric}: the key {absent[0]!r} is missing; a floor records its "
@@ -357,7 +360,7 @@ def parse_floors(cell: Cell, floors: Any, where: str) -> tuple[Floor, ...]:
                     f"{where} {metric}: {key} = {value}: must be a number in "
                     f"[{entry.low:g}, {entry.high:g}], the range of {metric}"
                 )
-        parsed.append(Floor(metric, **floor.model_dump()))
+        parsed.append(Floor(metric, **{**floor.model_dump(), "precision": floor.precision or ""}))
     return tuple(parsed)
 
 

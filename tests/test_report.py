@@ -160,3 +160,29 @@ def test_a_report_written_before_rows_were_typed_still_loads():
     assert isinstance(knn.cost, Cost) and knn.cost.total > 0 and knn.node == ""
     assert knn.gate.max_drop == 0.01 and isinstance(knn.skipped, Skipped)
     assert run.items["fashion-mnist/effnet-lite0/knn"]["accuracy"].shape == (2000,)
+
+
+def test_a_number_run_at_another_precision_than_its_floor_says_so(tmp_path):
+    from harness.report import table
+    from harness.suite import load_suite
+
+    (tmp_path / "s.toml").write_text(
+        '[[cells]]\ndatasets = ["synthetic-products"]\nbackbones = ["test-vit"]\n'
+        'strategies = ["knn"]\n[floors."synthetic-products/test-vit/knn"]\n'
+        'accuracy = { floor = 0.9, measured = 0.92, date = "2026-12-04", machine = "m", '
+        'precision = "fp32" }\n'
+    )
+    (cell,) = load_suite(tmp_path / "s.toml").cells
+    row = CellRow(cell.id, metrics={"accuracy": 0.8}, floors={"accuracy": 0.9}, precision="bf16")
+    row.floors_precision = {"accuracy": "fp32"}
+    shown = table([row], ["accuracy"])
+    assert shown.rows[0][2:4] == ["0.8000 ✗", "bf16 (floors at fp32)"]
+    (line,) = row.below_floor(cell)
+    assert "(measured 0.9200 on 2026-12-04 at fp32; this run: bf16)" in line
+    row.precision = "fp32"
+    assert table([row], ["accuracy"]).rows[0][2:4] == ["0.8000 ✗", "fp32"]
+    assert "this run" not in row.below_floor(cell)[0]
+    bad = (tmp_path / "s.toml").read_text().replace('"fp32"', '"fp8"')
+    (tmp_path / "s.toml").write_text(bad)
+    with pytest.raises(Exception, match="precision"):
+        load_suite(tmp_path / "s.toml")

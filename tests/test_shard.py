@@ -67,7 +67,7 @@ def test_two_ranks_fill_the_cache_a_single_process_would(tmp_path):
 
 
 KILLED_RANK = """
-import os, signal, sys
+import os, signal, sys, time
 from pathlib import Path
 import harness.cache, harness.embeddings
 from harness.shard import embed_shard, selected
@@ -79,6 +79,10 @@ real = harness.embeddings.embed_batches
 def dies_at_the_second_batch(*args, **kwargs):
     for number, batch in enumerate(real(*args, **kwargs)):
         if number == 1:
+            # Parts are written in the background: die once the first one is on disk.
+            deadline = time.monotonic() + 60
+            while not any(Path(sys.argv[2]).rglob("part-*.npz")) and time.monotonic() < deadline:
+                time.sleep(0.01)
             os.kill(os.getpid(), signal.SIGKILL)  # no finally, no flush: as kill -9
         yield batch
 
