@@ -140,9 +140,30 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def paid_by(rows: list[CellRow]) -> Callable[[CellRow], str]:
+    """Which cell of the run computed a row's embeddings: ``this cell``, another cell's
+    id, or ``an earlier run`` (read from the cache). Every row's cost counts them, as
+    recorded when they were computed, whatever the order the cells ran in."""
+    payers: dict[str, str] = {}
+    for row in rows:
+        if row.cache == "miss":
+            for key in row.embedding_keys.values():
+                payers.setdefault(key, row.id)
+
+    def source(row: CellRow) -> str:
+        if row.cache == "miss":
+            return "this cell"
+        found = {payers[key] for key in row.embedding_keys.values() if key in payers}
+        return ", ".join(sorted(found)) or "an earlier run"
+
+    return source
+
+
 def cost_table(rows: list[CellRow]) -> Table:
     """Accuracy (the metric every strategy reports) against total compute seconds, cheapest
-    first, with the rest of each cell's cost; ★ marks the Pareto front."""
+    first, with the rest of each cell's cost and which cell of the run computed its
+    embeddings; ★ marks the Pareto front."""
+    source = paid_by(rows)
     done = [(r, r.cost) for r in rows if "accuracy" in r.metrics and r.cost is not None]
     points = [(cost.total, r.metrics["accuracy"]) for r, cost in done]
     front = set(pareto_front(points))
@@ -161,11 +182,13 @@ def cost_table(rows: list[CellRow]) -> Table:
                 f"{cost.train_gflops:.3g}",
                 f"{cost.trainable_params:,}",
                 _number(cost.peak_rss_mb, ".0f"),
+                source(row),
                 "★" if i in front else "",
             ]
         )
     headers = ["cell", "accuracy", "total s", "embed s", "train s", "eval s"]
-    headers += ["GFLOPs/img", "train GFLOPs", "trainable", "peak RSS MB", "Pareto"]
+    headers += ["GFLOPs/img", "train GFLOPs", "trainable", "peak RSS MB", "embedded by"]
+    headers += ["Pareto"]
     return Table(headers, body)
 
 

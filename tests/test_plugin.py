@@ -95,7 +95,7 @@ def test_cells_pass_and_the_report_has_the_stable_schema(pytester, suite):
     assert all(isinstance(v, float) for v in knn["metrics"].values())
     md = (pytester.path / "reports" / "latest.md").read_text()
     # The results, intervals and cost tables.
-    assert md.count(f"| {KNN} ") == 3 and "Pareto" in md
+    assert md.count(f"\n| {KNN} ") == 3 and "Pareto" in md  # rows that start with it
     assert "## Recommendation" in md
     assert (pytester.path / "reports" / "latest.csv").read_text().splitlines()[0].startswith("id,")
 

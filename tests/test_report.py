@@ -186,3 +186,29 @@ def test_a_number_run_at_another_precision_than_its_floor_says_so(tmp_path):
     (tmp_path / "s.toml").write_text(bad)
     with pytest.raises(Exception, match="precision"):
         load_suite(tmp_path / "s.toml")
+
+
+def test_the_cost_table_says_which_cell_of_the_run_paid_for_the_embeddings():
+    """The ann suite's first cell computes the embeddings the default knn cell then reads:
+    both rows count them (their cost as recorded), and the table says who paid."""
+    from harness.records import Cost
+    from harness.report import cost_table
+
+    def row(cell: str, cache: str, keys: dict) -> CellRow:
+        cost = Cost({"embed": 80.0, "train": 1.0, "eval": 1.0, "total": 82.0})
+        return CellRow(cell, metrics={"accuracy": 0.8}, cache=cache, embedding_keys=keys,
+                       cost=cost)  # fmt: skip
+
+    shared = {"train": "k1", "test": "k2"}
+    rows = [
+        row("d/b/knn@faiss:HNSW32", "miss", shared),
+        row("d/b/knn", "hit", shared),
+        row("d/c/knn", "hit", {"train": "k3", "test": "k4"}),
+    ]
+    table = cost_table(rows)
+    by = {line[0]: (line[3], line[table.headers.index("embedded by")]) for line in table.rows}
+    assert by == {
+        "d/b/knn@faiss:HNSW32": ("80.0", "this cell"),
+        "d/b/knn": ("80.0", "d/b/knn@faiss:HNSW32"),
+        "d/c/knn": ("80.0", "an earlier run"),
+    }
