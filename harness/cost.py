@@ -98,7 +98,8 @@ def cell_cost(
     trainable parameters, estimated training GFLOPs, peak memory, device and the exact
     ranking engine."""
     gflops = gflops_per_image(spec, pre, cache_root)
-    embed_s = sum(e.cost_seconds for e in embedded.values())
+    # Embedding a text-image model's prompts (zero-shot) is embedding, not training.
+    embed_s = sum(e.cost_seconds for e in embedded.values()) + outcome.seconds.get("prompts", 0.0)
     n_images = sum(len(e.indices) for e in embedded.values())
     train_s, trainable, train_gflops = outcome.seconds["fit"], outcome.trainable_params, 0.0
     if tuned is not None and gflops is not None:

@@ -96,6 +96,8 @@ def table(rows: list[CellRow], metrics: list[str]) -> Table:
         seconds = dict(row.seconds)
         if "fit" in seconds:
             seconds["train"] = seconds["fit"] + seconds.get("tune", 0.0)
+        if "prompts" in seconds:  # zero-shot embeds its prompts: embedding, not training
+            seconds["embed"] = seconds.get("embed", 0.0) + seconds["prompts"]
         body.append(
             [
                 name(row),

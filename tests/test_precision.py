@@ -94,7 +94,7 @@ def test_precision_is_in_the_cache_key_and_the_row(tmp_path):
         load_suite(tmp_path / "s.toml")
 
 
-def test_zeroshot_embeds_only_the_test_split(tmp_path):
+def test_zeroshot_embeds_only_the_test_split_and_trains_nothing(tmp_path):
     (tmp_path / "s.toml").write_text(
         '[profile]\nimage_size = 32\n[[cells]]\ndatasets = ["synthetic-products"]\n'
         'backbones = ["test-clip"]\nstrategies = ["zeroshot"]\n'
@@ -103,6 +103,9 @@ def test_zeroshot_embeds_only_the_test_split(tmp_path):
     result = run_cell(cell, tmp_path / "cache")
     assert set(result.embedding_keys) == {"test"} and result.n_train == 0
     assert len(list((tmp_path / "cache" / "embeddings").glob("*/*/key.json"))) == 2  # test, text
+    # Embedding the prompts is embedding: the cost charges no training to zero-shot.
+    assert result.cost is not None and result.cost.seconds["train"] == 0.0
+    assert result.cost.seconds["embed"] >= result.seconds["prompts"] > 0
 
 
 def test_the_environment_says_what_auto_is_and_a_suite_still_wins(monkeypatch):
