@@ -83,6 +83,18 @@ def cpu_training() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def torch_computes() -> Iterator[None]:
+    """numpy's BLAS on one thread for the block, where torch computes on the cores: its
+    OpenBLAS threads spin after each call and take them from torch's (the default cell's
+    linear probe: 37.6 s against 3.4 s; the MLP head search: 82.7 s against 76.2 s; 2
+    cores, 2026-12-04, each pair measured one after the other)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def loader_workers() -> int:
     """DataLoader worker processes: ``$SHELFBENCH_WORKERS``; else, on CUDA, all cores but
     two (the GPU's feeding thread and the pin-memory thread: on one H200 with 16 cores, 14

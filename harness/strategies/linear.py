@@ -128,9 +128,9 @@ def fit_softmax(
     gtol: float = 1e-6,
     passes: list[int] | None = None,
 ) -> Solution:
-    """Multinomial logistic regression by L-BFGS on numpy or torch features, from ``init``
-    (a warm start, of the same kind) or zeros; appends to ``passes`` how many times it
-    evaluated the objective over ``x``."""
+    """Multinomial logistic regression by L-BFGS on torch features (``on_device``), from
+    ``init`` (a warm start) or zeros; appends to ``passes`` how many times it evaluated
+    the objective over ``x``."""
     d = x.shape[1]
     objective = softmax_objective(x, y, n_classes, weight_decay)
     calls = 0
@@ -204,11 +204,9 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     (2026-11-28); with torch's BLAS, a 100-step L-BFGS memory and numpy's BLAS threads
     kept off the cores torch computes on, it takes 2.8 s instead of 12 (2026-12-04).
     """
-    from threadpoolctl import threadpool_limits
+    from harness.runtime import torch_computes
 
-    # numpy's BLAS threads spin after each call and took the cores from torch's: 12 s
-    # against 2.8 s on the default cell (2 cores, 2026-12-04). numpy only adds vectors here.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with torch_computes():  # numpy only adds vectors here
         return _linear(data, params)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.runtime import cpu_training
+from harness.runtime import cpu_training, torch_computes
 from harness.settings import Count, Counts, Depths, PositiveRange, Seed, Share, Table, Tolerance
 from harness.stats import classification_items
 from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
@@ -119,7 +119,7 @@ def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     trials, then up to 1000 epochs). Every trial is logged in the row. Retrieval uses the
     head's penultimate layer as the embedding.
     """
-    with cpu_training():
+    with cpu_training(), torch_computes():
         return _mlp(data, params)
 
 
