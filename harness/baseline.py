@@ -38,7 +38,8 @@ def items_path(report: Path) -> Path:
 
 
 def save_items(report: Path, rows: list[CellRow]) -> Path:
-    """Write each row's per-item arrays (``id|name`` keys) beside ``report``."""
+    """Write each row's per-item arrays (``key|name``: its node id, or its cell id in a
+    row without one) beside ``report``."""
     arrays = {
         f"{row.key}|{name}": np.asarray(values)
         for row in rows

@@ -31,9 +31,10 @@ class Catalogue:
                 raise DatasetError(
                     f"dataset {name!r} is a built-in dataset; give the suite's another name"
                 )
-        installed = entry_point_backbones()
         for name, backbone in self.backbones.items():
-            known = installed.get(name) or (BACKBONES.get(name) if name in BACKBONES else None)
+            known = entry_point_backbones().get(name) or (
+                BACKBONES.get(name) if name in BACKBONES else None
+            )
             if known is not None and known != backbone:
                 raise SuiteError(
                     f"backbone {name!r} shadows a registered one; give the suite's another name"

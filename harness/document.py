@@ -187,14 +187,14 @@ def build(
         Paragraph(["✓ / ✗: at / below the suite's floor for that metric."]),
     ]
     exact = [r for r in rows if "accuracy" in r.metrics and not r.index]
+    title = section_of(rows)
     mapped = [  # a heat map needs two backbones or two datasets to compare
         strategy
         for strategy in sorted({r.strategy for r in exact})
-        if len({(r.backbone, r.key) for r in exact if r.strategy == strategy}) > 1
+        if len({(r.backbone, title(r)) for r in exact if r.strategy == strategy}) > 1
     ]
     if mapped:
         blocks.append(Heading(2, "Accuracy by backbone and dataset"))
-        title = section_of(rows)
         blocks += [Plot("heat_map", strategy, exact, title) for strategy in mapped]
     for dataset, section in sections(rows).items():
         blocks += dataset_section(section, dataset)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,8 +29,7 @@ def section_of(rows: list[CellRow]) -> Callable[[CellRow], str]:
 def names(rows: list[CellRow]) -> Callable[[CellRow], str]:
     """How the report names a row: its cell id, or its node id (``a.toml::ID``) where two
     suites of the run have a cell of that id."""
-    ids = [row.id for row in rows]
-    twice = {i for i in ids if ids.count(i) > 1}
+    twice = {i for i, n in Counter(row.id for row in rows).items() if n > 1}
     return lambda row: row.key if row.id in twice else row.id
 
 

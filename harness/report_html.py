@@ -220,6 +220,7 @@ def plot(block: Plot) -> str:
         "kind": block.kind,
         "subject": block.subject,
         "rows": json.loads(json.dumps(shown, default=str)),
+        "sections": [block.section(r) for r in block.rows],  # they depend on the whole run
         "matplotlib": version("matplotlib"),
         "harness": harness_digest(),
     }

@@ -212,3 +212,25 @@ def test_the_cost_table_says_which_cell_of_the_run_paid_for_the_embeddings():
         "d/b/knn": ("80.0", "d/b/knn@faiss:HNSW32"),
         "d/c/knn": ("80.0", "an earlier run"),
     }
+
+
+def test_a_cached_heat_map_is_drawn_again_when_its_sections_are_named_otherwise():
+    """A dataset's heat-map column is titled by the whole run (``catalogue (a)`` once
+    another suite declares a ``catalogue`` too): the plot cache keys on those titles."""
+    from harness.blocks import Plot
+    from harness.report_html import plot
+
+    rows = [
+        CellRow(
+            f"catalogue/{b}/knn",
+            dataset="catalogue",
+            backbone=b,
+            strategy="knn",
+            suite="a",
+            metrics={"accuracy": 0.5 + i / 10},
+        )
+        for i, b in enumerate(("b1", "b2"))
+    ]
+    alone = plot(Plot("heat_map", "knn", rows))
+    shared = plot(Plot("heat_map", "knn", rows, lambda r: f"{r.dataset} ({r.suite})"))
+    assert shared != alone and plot(Plot("heat_map", "knn", rows)) == alone

@@ -75,9 +75,10 @@ def _backbones(names: list[str], suites_dir: Path) -> list[Any]:
     from harness.suite import load_suite
 
     specs: dict[str, Any] = {}
+    known = {b.name for b in BUILT_IN.all_backbones()}
     for name in names:
         path = Path(name) if name.endswith(".toml") else suites_dir / f"{name}.toml"
-        if name not in {b.name for b in BUILT_IN.all_backbones()} and path.is_file():
+        if name not in known and path.is_file():
             for cell in load_suite(path).cells:
                 specs.setdefault(cell.backbone, cell.backbone_spec)
         else:
