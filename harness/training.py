@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -23,7 +23,7 @@ from harness.backbones.libraries import library
 from harness.cache import atomic_write
 from harness.datasets.base import Dataset
 from harness.errors import DatasetError, SuiteError, TrainingError
-from harness.extract import Loaded, progress, to_tensor
+from harness.extract import Loaded, load_batches, progress, to_tensor
 from harness.runtime import device, torch_paths
 from harness.settings import Count, CropRange, Positive, Seed, Table, Tolerance, Unit
 
@@ -47,6 +47,11 @@ class TrainSettings(Table):
     augment: bool = True
     crop_scale: CropRange = (0.35, 1.0)  # the random resized crop's share of the area
     amp: bool = True
+    # batch: a trained block's batch norms normalise by each batch and update their running
+    # statistics; frozen: every batch norm keeps its pretrained statistics, which keeps a
+    # small target set far from the pretraining images (LP-FT's head stays valid; see
+    # benchmarks/adaptive.py) from replacing them after a few steps.
+    norm: Literal["batch", "frozen"] = "batch"
     seed: Seed = 0
 
 
@@ -57,7 +62,10 @@ TRAIN_DEFAULTS: dict[str, Any] = TrainSettings().model_dump()
 class Run:
     """What a run trains: the backbone (all of it, or its last ``blocks`` blocks) on the
     ``indices`` items of the dataset's train split, with ``params``' training settings.
-    An unreadable image is skipped, or with ``skip_unreadable`` false stops the run."""
+    An unreadable image is skipped, or with ``skip_unreadable`` false stops the run.
+    ``validation``: train items held out, whose accuracy under the head each epoch logs.
+    ``head``: the head's starting weights and bias (LP-FT: a linear probe's), else seeded
+    random ones."""
 
     dataset: Dataset
     indices: np.ndarray
@@ -67,6 +75,8 @@ class Run:
     blocks: int | None
     params: Mapping[str, Any]
     skip_unreadable: bool = True
+    validation: np.ndarray | None = None
+    head: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -184,6 +194,10 @@ def trainer(run: Run) -> Trainer:
     model = build_model(run.spec, run.weights)
     torch.manual_seed(settings["seed"])
     head = torch.nn.Linear(width(model), len(run.dataset.classes))
+    if run.head is not None:
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(run.head[0]))
+            head.bias.copy_(torch.from_numpy(run.head[1]))
     trained = trainable(model, run.spec, run.blocks)
     net = torch.nn.Sequential(model, head).to(device(), memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = [
@@ -198,7 +212,11 @@ def trainer(run: Run) -> Trainer:
     # One fused kernel per step (on CUDA; CI runs it on the CPU) instead of one per list.
     optimiser = torch.optim.AdamW([g for g in groups if g["params"]], fused=torch_paths())
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    frozen = [m for m in norms if not any(p.requires_grad for p in m.parameters())]
+    frozen = [
+        m
+        for m in norms
+        if settings["norm"] == "frozen" or not any(p.requires_grad for p in m.parameters())
+    ]
     return Trainer(
         run,
         model,
@@ -220,7 +238,8 @@ def resume(run_dir: Path, t: Trainer) -> dict[str, Any]:
 
     done = sorted(run_dir.glob("epoch-*.pt"))
     if not done:
-        return {"epoch": 0, "history": [], "seconds": 0.0, "images_seen": 0, "unreadable": []}
+        return {"epoch": 0, "history": [], "seconds": 0.0, "epoch_seconds": [],
+                "images_seen": 0, "unreadable": []}  # fmt: skip
     state: dict[str, Any] = torch.load(done[-1], map_location=device(), weights_only=True)
     t.net.load_state_dict(state.pop("model"))
     t.optimiser.load_state_dict(state.pop("optimizer"))
@@ -286,25 +305,88 @@ def epoch(t: Trainer, number: int, unreadable: set[int]) -> tuple[Tally, float]:
         return tally, tally.mean_loss(t.where(number, t.steps))  # waits for the last step
 
 
-def train(run_dir: Path, run: Run) -> None:
-    """Train (or resume) ``run`` in ``run_dir`` to its last epoch and write its results."""
+# Training steps timed (after one to warm up) to estimate what a run will cost.
+TIMED_STEPS = 3
+
+
+def step_seconds(run: Run) -> tuple[float, float]:
+    """Seconds per image of a training step and of a validation forward pass, timed on a
+    few of the run's own first batches by a throwaway trainer (no checkpoint is touched)."""
+    import torch
+
+    t = trainer(run)
+    settings, dev = run.settings, device()
+    labels = torch.tensor(run.dataset.split("train").labels, dtype=torch.long)
+    order = np.random.default_rng([settings["seed"], 0]).permutation(len(run.indices))
+    batches = train_batches(run.dataset.split("train"), run.indices, run.pre, settings, order, 0)
+    tally, seen, start = Tally(dev), 0, 0.0
+    t.net.train()
+    for i, loaded in enumerate(batches):
+        if i == 1:
+            tally.mean_loss(t.where(0, 1))  # waits for the warm-up step
+            start = time.perf_counter()
+        if len(loaded.rows) >= t.smallest:
+            step(t, loaded, labels, 1.0, tally)
+            seen += len(loaded.rows) if i else 0
+        if i == TIMED_STEPS:
+            break
+    tally.mean_loss(t.where(0, TIMED_STEPS))
+    train = (time.perf_counter() - start) / max(1, seen)
+    t.net.eval()
+    x = to_tensor(loaded.pixels(dev), run.pre, dev)
+    with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=t.amp):
+        start = time.perf_counter()
+        float(t.net(x).sum())
+    return train, (time.perf_counter() - start) / len(x)
+
+
+def validate(t: Trainer) -> float:
+    """The head's accuracy on the run's held-out ``validation`` items (no augmentation)."""
+    import torch
+
+    run, dev = t.run, device()
+    assert run.validation is not None
+    data = run.dataset.split("train")
+    correct = seen = 0
+    t.net.eval()
+    size = run.settings["batch_size"]
+    with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=t.amp):
+        for loaded in load_batches(data, run.validation, run.pre, size):
+            if len(loaded.rows):
+                logits = t.net(to_tensor(loaded.pixels(dev), run.pre, dev))
+                truth = torch.as_tensor(data.labels[loaded.rows], device=dev)
+                correct += int((logits.argmax(1) == truth).sum())
+                seen += len(loaded.rows)
+    return correct / max(1, seen)
+
+
+def train(run_dir: Path, run: Run, until: int | None = None) -> dict[str, Any]:
+    """Train (or resume) ``run`` in ``run_dir`` to epoch ``until`` (None: its last, then
+    write its results); the state it reached (epochs done, history, seconds in all and
+    per epoch)."""
     t = trainer(run)
     state = resume(run_dir, t)
     unreadable = set(state["unreadable"])
-    for number in range(state["epoch"], run.settings["epochs"]):
+    last = run.settings["epochs"] if until is None else min(until, run.settings["epochs"])
+    for number in range(state["epoch"], last):
         start = time.perf_counter()
         tally, mean = epoch(t, number, unreadable)
-        state["seconds"] += time.perf_counter() - start
-        state["history"].append(
-            {"epoch": number + 1, "loss": mean, "train_accuracy": tally.accuracy()}
-        )
+        logged = {"epoch": number + 1, "loss": mean, "train_accuracy": tally.accuracy()}
+        if run.validation is not None:
+            logged["validation_accuracy"] = validate(t)
+        spent = time.perf_counter() - start
+        state["seconds"] += spent
+        state["epoch_seconds"] = [*state.get("epoch_seconds", []), spent]
+        state["history"].append(logged)
         state["epoch"] = number + 1
         state["images_seen"] += tally.seen
         state["unreadable"] = sorted(unreadable)
         save_checkpoint(
             run_dir, {**state, "model": t.net.state_dict(), "optimizer": t.optimiser.state_dict()}
         )
-    finish(run_dir, t, state)
+    if state["epoch"] == run.settings["epochs"]:
+        finish(run_dir, t, state)
+    return state
 
 
 def finish(run_dir: Path, t: Trainer, state: dict[str, Any]) -> None:
@@ -325,6 +407,7 @@ def finish(run_dir: Path, t: Trainer, state: dict[str, Any]) -> None:
         "epochs": state["epoch"],
         "history": state["history"],
         "seconds": state["seconds"],
+        "epoch_seconds": state.get("epoch_seconds", []),
         "images_seen": state["images_seen"],
         "unreadable": len(state["unreadable"]),
         "trainable_params": sum(p.numel() for p in t.trained)

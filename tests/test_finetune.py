@@ -1,12 +1,13 @@
 """Strategies that train the backbone: learning, resuming, what trains, and what it costs."""
 
+import dataclasses
 import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 import timm  # noqa: F401  (imported up front: pytester runs drop modules imported later)
-import torch  # noqa: F401
+import torch
 from PIL import Image
 
 from harness import augment, cost, finetune, report, training
@@ -220,3 +221,55 @@ def test_the_linear_probe_counts_its_training():
     linear = STRATEGIES.get("linear")
     probe = linear.run(Features(x, y, x[:9], y[:9], 3), linear.defaults)
     assert probe.trainable_params == 8 * 3 + 3 and probe.train_gflops > 0
+
+
+def small_run(norm="batch"):
+    """A two-epoch run of the random-init CNN on 32 synthetic items, 8 held out."""
+    from harness.datasets import open_dataset
+
+    cell = make_cell("finetune")
+    data = open_dataset(cell.dataset)
+    spec = BACKBONES.get(cell.backbone)
+    pre = spec.preprocess.resized(32)
+    rows = np.arange(40)
+    params = cell.params | {"epochs": 2, "norm": norm}
+    return training.Run(data, rows[:32], spec, resolve(spec), pre, None, params, True, rows[32:])
+
+
+@pytest.mark.parametrize("norm", ["batch", "frozen"])
+def test_frozen_norms_keep_their_statistics_and_every_epoch_is_validated(tmp_path, norm):
+    run = small_run(norm)
+    model = training.trainer(run).model
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+    _, state = finetune.advance(run, tmp_path)
+    tuned = torch.load(next(tmp_path.glob("finetune/*/*/tuned.pt")), weights_only=True)
+    kept = [torch.equal(before[k], tuned[k]) for k in before]
+    assert all(kept) if norm == "frozen" else not any(kept)
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    assert all(0 <= h["validation_accuracy"] <= 1 for h in state["history"])
+    assert len(state["epoch_seconds"]) == 2
+
+
+def test_a_pilot_resumes_to_the_run_that_was_never_stopped(tmp_path):
+    run = small_run()
+    _, piloted = finetune.advance(run, tmp_path / "a", until=1)
+    assert piloted["epoch"] == 1 and not list((tmp_path / "a").glob("finetune/*/*/tuned.pt"))
+    _, resumed = finetune.advance(run, tmp_path / "a")
+    _, whole = finetune.advance(run, tmp_path / "b")
+    assert resumed["history"] == whole["history"]
+    tuned = [finetune.finetune(run, tmp_path / d).head for d in ("a", "b")]
+    np.testing.assert_array_equal(tuned[0][0], tuned[1][0])
+
+
+def test_a_head_to_start_from_is_copied_and_keys_the_run(tmp_path):
+    run = small_run()
+    width = training.trainer(run).head.in_features
+    rng = np.random.default_rng(0)
+    head = (rng.normal(size=(8, width)).astype(np.float32), np.arange(8, dtype=np.float32))
+    started = dataclasses.replace(run, head=head)
+    t = training.trainer(started)
+    np.testing.assert_array_equal(t.head.weight.detach().numpy(), head[0])
+    np.testing.assert_array_equal(t.head.bias.detach().numpy(), head[1])
+    keys = {finetune.run_key(r)["settings"]["seed"] for r in (run, started)}
+    assert keys == {0} and finetune.run_key(run) != finetune.run_key(started)
+    assert finetune.run_key(run) != finetune.run_key(dataclasses.replace(run, validation=None))
