@@ -40,6 +40,7 @@ from harness.stats import bootstrap_ci, paired_difference, summarise
 from harness.strategies import Features, Outcome, StrategySpec, Tuning, parse_strategy
 from harness.suite import Cell
 from harness.training import Run
+from harness.tuner import CellTuner
 
 # Seeds of the train and test subsets differ so the two samples are independent.
 SPLIT_SEEDS = {"train": 0, "test": 1}
@@ -165,7 +166,7 @@ def outcome_key(
         "classes": list(ctx.dataset.classes),
         "protocol": ctx.protocol,
         "strategy": cell.strategy,
-        "params": cell.params,
+        "params": strategy_params(ctx),
         "tuned": None if tuned is None else [tuned.checkpoint.run, tuned.checkpoint.sha256],
         "metrics": METRICS.names(),
         "gate": {"resamples": cell.gate.resamples, "seed": cell.gate.seed},
@@ -239,7 +240,7 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
     warnings = check_classes(cell, train, test, classes, strategy.learns(ctx.protocol))
     if ctx.protocol == "split" and "train" in kept:
         warnings += shared_images(ctx.dataset, train, test)
-    outcome = strategy.run(features(ctx, train, test, tuned), cell.params)
+    outcome = strategy.run(features(ctx, train, test, tuned), strategy_params(ctx))
     gallery = train if gallery_split(ctx.protocol) == "train" else test
     for found in (outcome.items, outcome.reference):
         if found is not None and has_gallery(found):
@@ -287,13 +288,42 @@ def evaluate(ctx: CellContext, embedded: dict[str, Embedded], tuned: Tuned | Non
     )
 
 
+def strategy_params(ctx: CellContext) -> dict[str, Any]:
+    """The cell's strategy parameters, those it takes from the suite's ``[gate]`` table
+    (``StrategySpec.from_gate``) filled in where the suite left them unset."""
+    gate, params = ctx.cell.gate, ctx.cell.params
+    taken = {k: getattr(gate, k) for k in ctx.strategy.from_gate if params.get(k) is None}
+    return {**params, **taken}
+
+
+def tuner(ctx: CellContext, train: Embedded, test: Embedded) -> CellTuner | None:
+    """Fine-tuning on request for the strategy (None for precomputed vectors): runs on the
+    cell's readable train items."""
+    if ctx.pre is None:
+        return None
+    cell = ctx.cell
+    return CellTuner(
+        ctx.dataset,
+        ctx.spec,
+        ctx.pre,
+        train.indices,
+        test.indices,
+        strategy_params(ctx),
+        ctx.cache_root,
+        cell.profile.batch_size,
+        ctx.precision,
+        cell.profile.bad_images == "skip",
+    )
+
+
 def features(ctx: CellContext, train: Embedded, test: Embedded, tuned: Tuned | None) -> Features:
     """What a strategy reads: the embeddings and labels, the text tower (text-image
-    backbones), the fine-tuned head where it classifies the cell's classes, and how the
-    dataset's protocol ranks."""
+    backbones), the fine-tuned head where it classifies the cell's classes, how the
+    dataset's protocol ranks, and fine-tuning on request."""
     own_head = tuned is not None and ctx.tuning is not None and ctx.tuning.own_head
     encode = partial(embed_texts, ctx.spec, cache_root=ctx.cache_root)
-    return Features(
+    on_request = tuner(ctx, train, test)
+    data = Features(
         train.vectors,
         train.labels,
         test.vectors,
@@ -306,7 +336,11 @@ def features(ctx: CellContext, train: Embedded, test: Embedded, tuned: Tuned | N
         train.ids,
         test.ids,
         test.query,
+        on_request,
     )
+    if on_request is not None:
+        on_request.frozen = data
+    return data
 
 
 def to_dataset_indices(items: dict[str, np.ndarray], test: Embedded, gallery: Embedded) -> None:

@@ -29,12 +29,15 @@ from harness.blocks import (
     Table,
 )
 from harness.report import (
+    adaptive_rows,
     cost_table,
     index_rows,
     index_table,
     interval_table,
     metric_columns,
     names,
+    path_summary,
+    path_table,
     recommendation_lines,
     section_of,
     sections,
@@ -131,6 +134,8 @@ def dataset_section(subset: list[CellRow], dataset: str) -> list[Block]:
         ]
         if len(indexed) > 1:
             blocks.append(Plot("index", dataset, indexed))
+    for row in adaptive_rows(subset):
+        blocks += [Paragraph(path_summary(row, subset)), path_table(row)]
     return blocks + [Gallery(row) for row in subset if row.gallery]
 
 

@@ -360,3 +360,71 @@ def to_csv(rows: list[CellRow]) -> str:
             flat["cost_total_s"] = row.cost.total
         writer.writerow(flat)
     return out.getvalue()
+
+
+def adaptive_rows(rows: list[CellRow]) -> list[CellRow]:
+    """The rows of adaptive cells that ran (their path is in ``chosen``)."""
+    return [r for r in rows if r.chosen.get("path") and r.strategy == "adaptive"]
+
+
+def path_table(row: CellRow) -> Table:
+    """An adaptive cell's climb: per rung what it did, its cost, validation accuracy with
+    its 95% interval, the predicted gain over the best so far (and its upper bound), the
+    observed gain, and why."""
+
+    def gain(value: float | None) -> str:
+        return "" if value is None else f"{value:+.4f}"
+
+    body = []
+    for step in row.chosen["path"]:
+        accuracy = step.get("accuracy")
+        shown = ""
+        if accuracy is not None:
+            low, high = step["interval"]
+            shown = f"{accuracy:.4f} [{low:.3f}, {high:.3f}]"
+        picked = " ◀ picked" if step["rung"] == row.chosen["picked"] and step["action"] in (
+            "ran", "resumed") else ""  # fmt: skip
+        body.append(
+            [
+                step["rung"] + picked,
+                step["action"],
+                f"{step['seconds']:.1f}",
+                shown,
+                gain(step.get("predicted_gain")),
+                gain(step.get("upper_gain")),
+                gain(step.get("gain")),
+                step["reason"],
+            ]
+        )
+    headers = ["rung", "action", "s", "validation accuracy [95%]", "predicted gain"]
+    return Table([*headers, "upper bound", "observed gain", "why"], body)
+
+
+def path_summary(row: CellRow, rows: list[CellRow]) -> list[Inline]:
+    """What the climb picked and spent against its budget and the exhaustive ladder, and
+    its regret against the best of the ladder's own cells in the run (same dataset and
+    backbone), where they ran."""
+    chosen = row.chosen
+    parts: list[Inline] = [
+        Code(names(rows)(row)),
+        f" picked {chosen['picked']}: spent {chosen['spent_seconds']:.1f} s of a "
+        f"{chosen['budget_seconds']:.1f} s budget (the exhaustive ladder: an estimated "
+        f"{chosen['exhaustive_seconds']:.1f} s), ε {chosen['epsilon']:g}.",
+    ]
+    rungs = {step["rung"] for step in chosen["path"]}
+    peers = [
+        r
+        for r in rows
+        if r.backbone == row.backbone
+        and r.dataset_fingerprint == row.dataset_fingerprint
+        and r.strategy in rungs
+        and "accuracy" in r.metrics
+    ]
+    if peers and "accuracy" in row.metrics:
+        best = max(peers, key=lambda r: r.metrics["accuracy"])
+        regret = best.metrics["accuracy"] - row.metrics["accuracy"]
+        parts.append(
+            f" Regret against the ladder's cells of this run: {regret:+.4f} "
+            f"(best: {best.strategy}, accuracy {best.metrics['accuracy']:.4f})."
+        )
+    return parts

@@ -34,6 +34,11 @@ class Table(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# The error type of a key's own rule (``PydanticCustomError(RULE, message)`` in a
+# validator): its message is the one line's reason.
+RULE = "rule"
+
+
 class Says:
     """What a key takes, in words, where its type and bounds do not say it all."""
 
@@ -193,6 +198,8 @@ def explain(
     if not loc:  # a rule between keys
         return f"{where}: {error['ctx']['error'] if 'ctx' in error else error['msg']}"
     key = str(loc[0])
+    if kind == RULE:  # a key's own rule (a validator) says what is wrong
+        return f"{where} {prefix}{key} = {toml(table[key])}: {error['msg']}"
     return f"{where} {prefix}{key} = {toml(table[key])}: must be {rule(model, key)}"
 
 

@@ -1,6 +1,6 @@
-"""Same inputs, same numbers: the smoke suite (which trains MLP heads, fine-tunes and
-cross-tunes) gives identical metrics run serially and under pytest-xdist with two workers,
-each from its own cold cache."""
+"""Same inputs, same numbers: the smoke suite (which trains MLP heads, fine-tunes,
+cross-tunes and climbs the adaptive ladder) gives identical metrics run serially and
+under pytest-xdist with two workers, each from its own cold cache."""
 
 import json
 import os
@@ -31,4 +31,4 @@ def smoke_metrics(tmp_path: Path, *args: str) -> dict[str, dict[str, float]]:
 def test_serial_and_two_workers_give_identical_metrics(tmp_path):
     serial = smoke_metrics(tmp_path / "serial")
     parallel = smoke_metrics(tmp_path / "xdist", "-n", "2", "-p", "xdist")
-    assert len(serial) == 12 and serial == parallel
+    assert len(serial) == 13 and serial == parallel

@@ -44,6 +44,7 @@ BASE: dict[str, Any] = {
                 "finetune",
                 "partial:1",
                 "cross:synthetic-shelf",
+                "adaptive",
             ],
         },
         {

@@ -19,6 +19,7 @@ def test_default_suite_declares_the_embedded_default_cells():
         ("fashion-mnist/effnet-lite0/mlp", "full"),
         ("fashion-mnist/effnet-lite0/partial:2", "full"),
         ("fashion-mnist/effnet-lite0/finetune", "full"),
+        ("fashion-mnist/effnet-lite0/adaptive", "full"),
     ]
     for cell in suite.cells:
         if cell.run_profile == "default":

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from harness.errors import SuiteError
 from harness.registry import Registry
 from harness.settings import Table, load
+
+Head = tuple[np.ndarray, np.ndarray]  # a linear head's weights (classes × width) and bias
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,12 @@ class Features:
     n_classes: int
     class_names: tuple[str, ...] = ()
     encode_text: Callable[[list[str]], np.ndarray] | None = None
-    head: tuple[np.ndarray, np.ndarray] | None = None  # a fine-tuned classifier (W, b)
+    head: Head | None = None  # a fine-tuned classifier (W, b)
     protocol: str = "split"
     train_ids: np.ndarray | None = None
     test_ids: np.ndarray | None = None
     test_query: np.ndarray | None = None
+    tuner: Tuner | None = None  # fine-tunes the backbone on request (images, not vectors)
 
     def __post_init__(self) -> None:
         for name in ("train_labels", "test_labels", "train_ids", "test_ids"):
@@ -40,6 +43,27 @@ class Features:
                     f"Features.{name} is {codes.dtype}; strategies read int64 codes, which "
                     "a Dataset hands out (harness.datasets.base.codes_of)"
                 )
+
+
+class Tuner(Protocol):
+    """Fine-tuning on request, for a strategy that decides as it goes (``adaptive``): a
+    run of ``rung`` (``finetune``, ``partial:N``) on the train items not ``held`` out
+    (a mask over ``Features.train``), which logs its accuracy on the held-out ones each
+    epoch, its head starting from ``head`` (weights, bias) where given."""
+
+    def step_seconds(self, rung: str, held: np.ndarray) -> tuple[float, float]:
+        """Seconds per image of a training step and of a validation pass, timed."""
+        ...
+
+    def advance(
+        self, rung: str, held: np.ndarray, until: int | None, head: Head | None = None
+    ) -> dict[str, Any]:
+        """Train to epoch ``until`` (None: the last), resuming; the run's state so far."""
+        ...
+
+    def features(self, rung: str, held: np.ndarray, head: Head | None = None) -> Features:
+        """The finished run's embeddings of train and test, with its head."""
+        ...
 
 
 @dataclass
@@ -98,6 +122,7 @@ class StrategySpec:
     splits: tuple[str, ...] = ("train", "test")
     variants: Variants | None = None
     labels_from: str = "train"  # train | gallery | none: whose labels it compares test with
+    from_gate: tuple[str, ...] = ()  # settings that default to the suite's [gate] values
 
     def learns(self, protocol: str) -> bool:
         """Whether it compares test items with train labels under ``protocol``: then a test
@@ -152,6 +177,7 @@ def strategy(
     splits: tuple[str, ...] = ("train", "test"),
     variants: Variants | None = None,
     labels_from: str = "train",
+    from_gate: tuple[str, ...] = (),
 ) -> Callable[[Run], Run]:
     """Register ``run`` as a strategy that reports the metrics of ``families``
     (classification, retrieval); its docstring's first line is its description and
@@ -164,7 +190,8 @@ def strategy(
     ``splits``: the splits it reads; a cell embeds no other. ``variants``: how its
     parameters expand into several cells (knn: one per index setting). ``labels_from``:
     whose labels it compares test items with: ``train`` (a head, a probe), ``gallery``
-    (retrieval and a vote among the gallery's items), ``none`` (zero-shot).
+    (retrieval and a vote among the gallery's items), ``none`` (zero-shot). ``from_gate``:
+    settings that, left unset (None), take the suite's ``[gate]`` value of that name.
     """
 
     def register(run: Run) -> Run:
@@ -185,6 +212,7 @@ def strategy(
                 splits,
                 variants,
                 labels_from,
+                from_gate,
             )
         )
         return run
