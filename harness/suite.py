@@ -395,16 +395,22 @@ def paired(by_id: dict[str, Cell], upgrade: Upgrade, gate: Gate, path: Path) -> 
 
 
 def find_cell(cell_id: str, suites_dir: Path) -> Cell:
-    """The cell ``cell_id`` in the one suite of ``suites_dir`` that declares it."""
-    suites = [load_suite(p) for p in sorted(suites_dir.glob("*.toml"))]
-    found = [s.cell(cell_id) for s in suites if cell_id in {c.id for c in s.cells}]
+    """The cell ``cell_id`` in the one suite of ``suites_dir`` that declares it, or a
+    report's node id, ``FILE::CELL``, in that file."""
+    if "::" in cell_id:
+        path, _, cell_id = cell_id.partition("::")
+        return load_suite(Path(path)).cell(cell_id)
+    suites = {p: load_suite(p) for p in sorted(suites_dir.glob("*.toml"))}
+    found = [(p, s) for p, s in suites.items() if cell_id in {c.id for c in s.cells}]
     if not found:
         raise SuiteError(
             f"no suite in {suites_dir}/ declares cell {cell_id!r}; "
             "pass --suite FILE or --suites-dir DIR"
         )
     if len(found) > 1:
+        files = ", ".join(str(p) for p, _ in found)
         raise SuiteError(
-            f"{len(found)} suites in {suites_dir}/ declare cell {cell_id!r}; pass --suite FILE"
+            f"{len(found)} suites declare cell {cell_id!r} ({files}); pass --suite FILE, "
+            f"or FILE::{cell_id} as the report's node ids read"
         )
-    return found[0]
+    return found[0][1].cell(cell_id)

@@ -57,6 +57,23 @@ def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
     assert err.startswith("shelfbench: error: no suite in") and err.count("\n") == 1
 
 
+def test_a_cell_two_suites_declare_is_found_by_its_node_id(tmp_path, capsys):
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    for name in ("a", "b"):
+        (suites / f"{name}.toml").write_text(
+            TINY.read_text().replace('name = "tiny"', f'name = "{name}"')
+        )
+    cell = "synthetic-products/test-efficientnet/knn"
+    out = tmp_path / "export"
+    args = ["--out", str(out), "--suites-dir", str(suites), "--cache", str(tmp_path / "c")]
+    assert main(["export", cell, *args]) == 2
+    err = capsys.readouterr().err
+    assert f"({suites / 'a.toml'}, {suites / 'b.toml'})" in err and err.count("\n") == 1
+    assert main(["export", f"{suites / 'b.toml'}::{cell}", *args]) == 0
+    assert (out / "train.npy").is_file()
+
+
 def test_list_prints_the_registries(capsys):
     for what, name in [
         ("datasets", "fashion-mnist"),

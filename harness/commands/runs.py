@@ -141,7 +141,9 @@ def _add_history(sub: Subparsers) -> None:
 
 def _add_export(sub: Subparsers) -> None:
     export = sub.add_parser("export", help="write the embeddings and labels a cell uses")
-    export.add_argument("cell", help="cell id, e.g. fashion-mnist/effnet-lite0/knn")
+    export.add_argument(
+        "cell", help="cell id (fashion-mnist/effnet-lite0/knn) or node id (FILE::CELL)"
+    )
     export.add_argument(
         "--out", type=Path, required=True, help="a folder (npy), or the .parquet file to write"
     )
