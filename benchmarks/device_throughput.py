@@ -44,7 +44,7 @@ from harness.training import TRAIN_DEFAULTS, Run
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
 BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 256
 DEV = device()
-WHERE = torch.cuda.get_device_name() if DEV == "cuda" else f"cpu, native bf16: {cpu_has_bf16()}"
+WHERE = torch.cuda.get_device_name() if DEV == "cuda" else f"cpu, bf16 faster: {cpu_has_bf16()}"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MODELS = [
     BackboneSpec(

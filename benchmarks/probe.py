@@ -42,10 +42,14 @@ def timed(data: Any, before: bool) -> dict[str, Any]:
 
 
 def machine() -> str:
-    """The CPU's model name and whether it has AMX (bf16 matrix units)."""
+    """The CPU's model name, whether it has AMX (bf16 matrix units), and how many times
+    fp32's rate it multiplies at in bf16 (``runtime.bf16_speedup``; 0: not timed)."""
+    from harness.runtime import bf16_speedup
+
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line]
-    return f"{names[0] if names else platform.machine()}{', AMX' if 'amx_bf16' in text else ''}"
+    amx = ", AMX" if "amx_bf16" in text else ""
+    return f"{names[0] if names else platform.machine()}{amx}, bf16 {bf16_speedup()}x fp32"
 
 
 def main() -> None:

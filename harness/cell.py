@@ -337,6 +337,7 @@ def features(ctx: CellContext, train: Embedded, test: Embedded, tuned: Tuned | N
         test.ids,
         test.query,
         on_request,
+        ctx.precision,
     )
     if on_request is not None:
         on_request.frozen = data

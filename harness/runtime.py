@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -124,14 +125,37 @@ def torch_paths() -> bool:
     return device() == "cuda" or bool(setting(TORCH_PATHS_ENV))
 
 
+BF16_GAIN = 1.5  # bf16 on a CPU whose bf16 matmul runs at least this many times fp32's
+
+
 def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 faster than fp32: it has AMX tiles (``amx_bf16``).
-    AVX-512 BF16 alone is not enough: on a 2-vCPU Xeon with ``avx512_bf16`` and no AMX
-    (2026-11-30), a 2048³ bf16 matmul ran at 171 GFLOP/s against fp32's 316, and ViT-B/16
-    embedded 4.5 against 7.3 images/s (only depthwise-conv Lite0 gained, 1.2x). With AMX,
-    ViT-B/16 embedded 2.7x faster; without any bf16 instructions (AVX2), bf16 autocast ran
-    ~10x slower."""
-    return "amx_bf16" in cpu_flags()
+    """Whether this CPU multiplies bf16 markedly faster than fp32, as measured here
+    (``bf16_speedup``). Flags alone cannot tell: AVX-512 BF16 without AMX ran a 2048³ bf16
+    matmul at 0.54x fp32's rate on a 2-vCPU Xeon (2026-11-30; ViT-B/16 embedded 4.5 against
+    7.3 images/s) but at 4.2x on a 2-vCPU AMD EPYC (2026-12-05; EfficientNet-Lite0 embedded
+    3.3x faster, ViT-Ti/16 2.2x, ResNet-18 2.0x); with AMX, ViT-B/16 embedded 2.7x faster;
+    without any bf16 instructions (AVX2), bf16 autocast ran ~10x slower."""
+    return bf16_speedup() >= BF16_GAIN
+
+
+@functools.cache
+def bf16_speedup() -> float:
+    """How many times fp32's rate this CPU multiplies at in bf16: the fastest of four
+    512x1024x1024 matmuls each (the first warms up), interleaved, once per process (about
+    30 ms); 0 without bf16 instructions, where it is not worth timing."""
+    if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return 0.0
+    import torch
+
+    a, b = torch.randn(512, 1024), torch.randn(1024, 1024)
+    pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
+    best = dict.fromkeys(pairs, float("inf"))
+    for _ in range(4):
+        for dtype, (x, y) in pairs.items():
+            start = time.perf_counter()
+            x @ y
+            best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return round(best[torch.float32] / best[torch.bfloat16], 2)
 
 
 @functools.cache
@@ -147,7 +171,8 @@ def cpu_flags() -> frozenset[str]:
 
 def resolve_precision(requested: str) -> str:
     """The precision a cell runs at on this machine: ``auto`` is ``$SHELFBENCH_PRECISION``
-    where set, else bf16 on CUDA and on CPUs with AMX, fp32 elsewhere; ``tf32``
+    where set, else bf16 on CUDA and on CPUs that multiply bf16 faster (``cpu_has_bf16``),
+    fp32 elsewhere; ``tf32``
     (TensorFloat-32 matmuls) exists on CUDA only."""
     dev = device()
     if requested == "auto":

@@ -58,13 +58,30 @@ def test_the_model_gets_the_same_pixels_as_before(name, monkeypatch):
         assert batch.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_auto_is_bf16_only_where_it_is_native(monkeypatch):
+@pytest.fixture
+def fresh_speedup():
+    """``bf16_speedup`` measured anew in the test, and again after it."""
+    runtime.bf16_speedup.cache_clear()
+    yield
+    runtime.bf16_speedup.cache_clear()
+
+
+def test_bf16_is_timed_only_where_the_cpu_has_bf16_instructions(monkeypatch, fresh_speedup):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert runtime.bf16_speedup() == 0.0 and not runtime.cpu_has_bf16()
+    runtime.bf16_speedup.cache_clear()
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert runtime.bf16_speedup() > 0  # measured: slower or faster, depending on the CPU
+
+
+def test_auto_is_bf16_only_where_it_multiplies_faster(monkeypatch):
     monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)
     monkeypatch.setattr(runtime, "device", lambda: "cpu")
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
-    assert not runtime.cpu_has_bf16()  # AVX-512 BF16 without AMX: bf16 is slower there
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512_bf16"}))
-    assert runtime.cpu_has_bf16()
+    # A Xeon's AVX-512 BF16 without AMX (0.54x), an AMD EPYC's (4.2x)
+    monkeypatch.setattr(runtime, "bf16_speedup", lambda: 0.54)
+    assert resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(runtime, "bf16_speedup", lambda: 4.2)
+    assert resolve_precision("auto") == "bf16"
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto") == "fp32"
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.strategies import STRATEGIES, Features, lbfgs
+from harness.strategies import mlp as mlp_search
 from harness.strategies.linear import (
     fit_softmax,
     host,
@@ -123,8 +124,10 @@ def test_mlp_searches_logs_every_trial_and_retrieves_with_its_penultimate_layer(
     outcome = mlp.run(Features(train, train_labels, test, test_labels, 3), params)
     assert outcome.metrics["accuracy"] == 1.0 and outcome.metrics["recall@1"] == 1.0
     trials = outcome.chosen["trials"]
-    assert len(trials) == 3 and all(1 <= t["epochs"] <= 5 for t in trials)
+    assert len(trials) == 3 and all(1 <= t["epochs"] <= 20 for t in trials)
     assert outcome.chosen["validation_accuracy"] == max(t["validation_accuracy"] for t in trials)
+    assert outcome.chosen["rungs"] == [2, 5]  # 3 trials, then the best one
+    assert sum(t["epochs"] <= 2 for t in trials) == 2  # the other two stopped at the rung
     assert outcome.chosen["retrieval_embedding"] == "penultimate layer of the MLP head"
     assert outcome.trainable_params > 0 and outcome.train_gflops > 0
 
@@ -139,6 +142,65 @@ def test_mlp_never_looks_at_test_labels():
         for labels in (test_labels, np.roll(test_labels, 1))
     ]
     assert chosen[0] == chosen[1]
+
+
+def test_halving_rungs_are_hyperbands_and_bound_the_epochs():
+    assert mlp_search.rungs(6, 3, 30) == [4, 10, 30]  # 6 trials, then 2, then 1
+    assert mlp_search.trial_epochs(6, 3, 30) == 6 * 4 + 2 * 6 + 1 * 20
+    assert mlp_search.rungs(6, 1, 30) == [30] and mlp_search.trial_epochs(6, 1, 30) == 180
+    assert mlp_search.rungs(1, 3, 30) == [30]
+
+
+def mlp_trials(n, params, precision="fp32"):
+    import torch
+
+    train, labels = overlapping(0, dim=24)
+    x, y = torch.from_numpy(train), torch.from_numpy(labels)
+    held = torch.from_numpy(stratified_holdout(labels, params["validation"], params["seed"]))
+    split = (x[~held], y[~held], x[held], y[held])
+    rng = np.random.default_rng(params["seed"])
+    return [
+        mlp_search.Trial(mlp_search.sample(rng, params), split, 5, params, precision)
+        for _ in range(n)
+    ]
+
+
+def test_a_trial_trained_in_pieces_between_others_learns_what_one_stretch_does():
+    params = STRATEGIES.get("mlp").params({"width": (16,), "patience": 100})
+    straight, _ = mlp_trials(2, params)
+    straight.train(6)
+    pieces, other = mlp_trials(2, params)
+    pieces.train(2)
+    other.train(3)  # draws dropout masks and batches between the pieces
+    pieces.train(6)
+    assert pieces.epochs == straight.epochs == 6 and pieces.best == straight.best
+    for name, value in straight.head.state_dict().items():
+        assert (pieces.head.state_dict()[name] == value).all(), name
+
+
+def test_halving_trains_only_the_best_third_past_each_rung():
+    params = STRATEGIES.get("mlp").params({"width": (16,), "search_epochs": 9, "patience": 100})
+    trials = mlp_trials(6, params)
+    best = mlp_search.search(trials, 3, 9)  # rungs 1, 3, 9
+    assert sorted(t.epochs for t in trials) == [1, 1, 1, 1, 3, 9]
+    assert best.epochs == 9 and best.best == max(t.best for t in trials)
+    everyone = mlp_trials(6, params)
+    mlp_search.search(everyone, 1, 9)
+    assert [t.epochs for t in everyone] == [9] * 6
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_head_trains_in_bf16_only_where_the_cell_and_the_cpu_run_it(monkeypatch, fast):
+    monkeypatch.setattr(mlp_search, "cpu_has_bf16", lambda: fast)
+    train, train_labels = blobs(0)
+    test, test_labels = blobs(1)
+    mlp = STRATEGIES.get("mlp")
+    params = mlp.params({"trials": 3, "search_epochs": 5, "max_epochs": 20, "width": (32,)})
+    for precision in ("fp32", "bf16"):
+        data = Features(train, train_labels, test, test_labels, 3, precision=precision)
+        outcome = mlp.run(data, params)
+        want = "bf16" if fast and precision == "bf16" else "fp32"
+        assert outcome.chosen["precision"] == want and outcome.metrics["accuracy"] == 1.0
 
 
 def overlapping(seed, n=400, dim=16, classes=5):

@@ -234,11 +234,11 @@ class Live:
 
 def mlp_seconds(data: Features, params: Mapping[str, Any]) -> float:
     """The MLP search's seconds, from one timed epoch of a middle configuration on up to
-    ``MLP_PROBE_ROWS`` rows, scaled to every trial's ``search_epochs``."""
+    ``MLP_PROBE_ROWS`` rows, scaled to the most epochs its successive halving trains."""
     import torch
 
-    from harness.runtime import cpu_training, torch_computes
-    from harness.strategies.mlp import build_head
+    from harness.runtime import computing_at, cpu_training, torch_computes
+    from harness.strategies.mlp import build_head, head_precision, trial_epochs
 
     rows = min(len(data.train), MLP_PROBE_ROWS)
     x = torch.from_numpy(np.ascontiguousarray(data.train[:rows], dtype=np.float32))
@@ -251,8 +251,11 @@ def mlp_seconds(data: Features, params: Mapping[str, Any]) -> float:
         start = time.perf_counter()
         for batch in torch.arange(rows).split(params["batch_size"]):
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(head(x[batch]), y[batch]).backward()
+            with computing_at(head_precision(data), "cpu"):
+                scores = head(x[batch])
+            torch.nn.functional.cross_entropy(scores.float(), y[batch]).backward()
             opt.step()
         seconds = time.perf_counter() - start
     per_row = seconds / rows
-    return per_row * len(data.train) * params["trials"] * params["search_epochs"]
+    epochs = trial_epochs(params["trials"], params["halving"], params["search_epochs"])
+    return per_row * len(data.train) * epochs

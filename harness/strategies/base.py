@@ -34,6 +34,7 @@ class Features:
     test_ids: np.ndarray | None = None
     test_query: np.ndarray | None = None
     tuner: Tuner | None = None  # fine-tunes the backbone on request (images, not vectors)
+    precision: str = "fp32"  # the cell's (runtime.resolve_precision): fp32, bf16 or tf32
 
     def __post_init__(self) -> None:
         for name in ("train_labels", "test_labels", "train_ids", "test_ids"):
