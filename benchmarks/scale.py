@@ -1,6 +1,6 @@
 """The metric side of one ``knn`` cell at the study's real sizes, on synthetic embeddings.
 
-    python benchmarks/scale.py PRESET [--dim 768] [--resamples 1000] [--linear]
+    python benchmarks/scale.py PRESET [--dim 768] [--resamples 1000] [--linear] [--fp32-too]
 
 Everything after the backbone runs as a cell runs it: exact search, retrieval and kNN
 classification metrics, a bootstrap interval for every metric, the paired comparison (of
@@ -9,7 +9,10 @@ centre per class (standard deviation ``--spread`` per dimension) plus unit noise
 of equal size; the default spread leaves Recall@1 near 0.5 at 14 items per class, so
 the metrics are neither 0 nor 1. The last line printed is one JSON object: preset, sizes,
 seconds, peak RSS, the ranking engine, the metrics, and with ``--linear`` the linear
-probe's seconds and accuracy (on CUDA when there is a GPU).
+probe's seconds and accuracy (on CUDA when there is a GPU). Where the CPU ranks with bf16
+candidates (``search.bf16_rank``), the JSON says how many queries it ranked again in fp32,
+and ``--fp32-too`` runs the knn cell again with the fp32 engine, in the same process,
+giving the ratio of their seconds and the largest difference between their metrics.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import argparse
 import json
 import resource
 import time
+from unittest import mock
 
 import numpy as np
 
-from harness import document, report, search
+from harness import document, report, runtime, search
 from harness.row import CellRow
 from harness.runtime import device
 from harness.stats import bootstrap_ci, paired_difference
@@ -77,14 +81,19 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=0.32)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--linear", action="store_true", help="also fit the linear probe")
+    parser.add_argument("--fp32-too", action="store_true", help="also rank in fp32, compare")
     args = parser.parse_args()
     n_query, n_gallery, n_classes, _ = PRESETS[args.preset]
     data = synthetic(args.preset, args.dim, args.spread)
     print(f"{args.preset}: data ready, peak RSS {peak_rss_mb():.0f} MB", flush=True)
 
+    engine = search.engine()
     start = time.perf_counter()
     knn = STRATEGIES.get("knn")
-    outcome = knn.run(data, knn.params({}))
+    # bf16_rank ranks again in fp32 the queries it could not prove: count them
+    with mock.patch.object(search, "fp32_rank", wraps=search.fp32_rank) as fp32_rank:
+        outcome = knn.run(data, knn.params({}))
+    ranked_again = sum(len(call.args[0]) for call in fp32_rank.call_args_list)
     searched = time.perf_counter() - start
     metrics = outcome.metrics
     ci = {m: bootstrap_ci(outcome.items, m, args.resamples, 0) for m in metrics}
@@ -113,11 +122,23 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start, 1),
         "search_and_metrics_seconds": round(searched, 1),
         "peak_rss_mb": round(peak_rss_mb()),
-        "ranking": search.engine(),
+        "ranking": engine,
+        "ranked_again_in_fp32": ranked_again if engine == "bf16" else None,
         "resamples": args.resamples,
         "paired_self_difference": diff,
         "metrics": {m: round(v, 4) for m, v in metrics.items()},
     }
+    if args.fp32_too and engine == "bf16":
+        runtime.cpu_has_bf16 = lambda: False
+        start = time.perf_counter()
+        again = knn.run(data, knn.params({}))
+        seconds = time.perf_counter() - start
+        result["fp32"] = {
+            "ranking": search.engine(),
+            "search_and_metrics_seconds": round(seconds, 1),
+            "fp32 / bf16": round(seconds / searched, 2),
+            "largest metric difference": max(abs(again.metrics[m] - v) for m, v in metrics.items()),
+        }
     if args.linear:
         linear = STRATEGIES.get("linear")
         start = time.perf_counter()

@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.search import faiss_rank, numpy_rank, rank
+from harness.runtime import cpu_has_bf16
+from harness.search import bf16_rank, faiss_rank, fp32_rank, numpy_rank, rank
 
 ROUNDS = {"rounds": 3, "iterations": 1, "warmup_rounds": 1}
 
@@ -91,6 +92,35 @@ def test_rank_faiss(benchmark: Any, gallery: tuple[np.ndarray, np.ndarray]) -> N
 def test_rank_numpy_oracle(benchmark: Any, gallery: tuple[np.ndarray, np.ndarray]) -> None:
     queries, items = gallery
     benchmark.pedantic(numpy_rank, args=(queries, items, 1050), **ROUNDS)
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> tuple[np.ndarray, np.ndarray]:
+    """1,000 queries and a 200,000-item gallery of 768, in 10,000 classes (the shape of
+    ``benchmarks/scale.py``'s presets: a shallow ranking of a large gallery)."""
+    from scale import clustered
+
+    rng = np.random.default_rng(0)
+    centres = 0.32 * rng.standard_normal((10_000, 768), dtype=np.float32)
+    return clustered(1000, centres, rng)[0], clustered(200_000, centres, rng)[0]
+
+
+EXACT = "exact search, 1k queries x 200k gallery of 768, top 20"
+
+
+@pytest.mark.benchmark(group=EXACT)
+def test_exact_search_fp32(benchmark: Any, catalogue: tuple[np.ndarray, np.ndarray]) -> None:
+    """The fp32 engine: faiss, or numpy where faiss's BLAS runs a generic kernel."""
+    benchmark.pedantic(fp32_rank, args=(*catalogue, 20), **ROUNDS)
+
+
+@pytest.mark.benchmark(group=EXACT)
+@pytest.mark.skipif(not cpu_has_bf16(), reason="bf16 is not faster on this CPU")
+def test_exact_search_bf16_candidates(
+    benchmark: Any, catalogue: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """bf16 candidates, re-scored in fp32: the same top 20 (tests/test_search.py)."""
+    benchmark.pedantic(bf16_rank, args=(*catalogue, 20), **ROUNDS)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,13 @@ scored as one query × gallery matrix; the blocks' top-k lists are merged. Measu
 2-vCPU machine with its BLAS checked (threadpoolctl) and no ``OPENBLAS_CORETYPE``: faiss
 ranked 2k × 10k × 1280 2.8-4.8x faster than numpy with the same results. But faiss-cpu
 1.15.1 bundles OpenBLAS 0.3.15, which does not know every newer CPU and then runs its
-generic Prescott kernel (2.7x slower than numpy on a 2-vCPU AVX-512 Xeon, 2026-11-28):
+generic Prescott kernel (2.7x slower than numpy on a 2-vCPU AVX-512 Xeon, 2026-11-28),
+or Barcelona on an AMD CPU (slower than numpy on a 2-vCPU AMD EPYC, 2026-12-05):
 ``engine()`` checks which kernel it loaded and ranks with ``numpy_rank`` in that case.
-On a GPU, ``torch_rank`` scores and takes the top k there. ``numpy_rank`` is the oracle the
-tests and benchmarks compare the others with.
+On a GPU, ``torch_rank`` scores and takes the top k there. On a CPU that multiplies bf16
+faster (``runtime.cpu_has_bf16``), ``bf16_rank`` finds candidates with bf16 matmuls and
+scores them again in fp32, with a proven bound on what bf16 can get wrong, for the same
+top k. ``numpy_rank`` is the oracle the tests and benchmarks compare the others with.
 """
 
 from __future__ import annotations
@@ -42,19 +45,29 @@ def _ordered(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarra
 
 
 # The packages each exact ranking engine (``engine()``) computes with.
-ENGINE_DISTRIBUTIONS = {"faiss": ("faiss-cpu",), "torch": ("torch",), "numpy": ("numpy",)}
+ENGINE_DISTRIBUTIONS = {
+    "faiss": ("faiss-cpu",),
+    "torch": ("torch",),
+    "numpy": ("numpy",),
+    "bf16": ("torch", "faiss-cpu"),
+}
 
-# OpenBLAS's fallback kernel for an x86-64 CPU it does not recognise.
-GENERIC_KERNELS = {"Prescott"}
+# OpenBLAS's fallback kernels for an x86-64 CPU it does not recognise: Intel's, and AMD's
+# (faiss's OpenBLAS 0.3.15 on a 2-vCPU AMD EPYC, 2026-12-05: 0.87-0.91 s for 2k x 10k x
+# 1280, top 1050, where numpy's SkylakeX kernel took 0.34-0.77 s).
+GENERIC_KERNELS = {"Prescott", "Barcelona"}
 
 
 def engine() -> str:
     """``torch`` on a GPU (and where ``runtime.torch_paths()`` asks for the GPU's paths);
-    else ``faiss``, or ``numpy`` where faiss's own OpenBLAS runs a generic kernel on this
-    CPU (read with threadpoolctl after faiss is loaded)."""
-    from harness.runtime import torch_paths
+    ``bf16`` (``bf16_rank``) on a CPU that multiplies bf16 faster; else ``faiss``, or
+    ``numpy`` where faiss's own OpenBLAS runs a generic kernel on this CPU (read with
+    threadpoolctl after faiss is loaded)."""
+    from harness.runtime import cpu_has_bf16, torch_paths
 
-    return "torch" if torch_paths() else _host_engine()
+    if torch_paths():
+        return "torch"
+    return "bf16" if cpu_has_bf16() else _host_engine()
 
 
 @functools.cache
@@ -84,9 +97,131 @@ def rank(
         from harness.runtime import device
 
         return torch_rank(queries, gallery, k, device(), block)
-    if chosen == "numpy":
+    if chosen == "bf16":
+        return bf16_rank(queries, gallery, k, block)
+    return fp32_rank(queries, gallery, k, block)
+
+
+def fp32_rank(
+    queries: np.ndarray, gallery: np.ndarray, k: int, block: int = GALLERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rank`` in fp32 on the CPU: faiss, or numpy where faiss's BLAS is generic."""
+    if _host_engine() == "numpy":
         return numpy_rank(queries, gallery, k)
     return faiss_rank(queries, gallery, k, block)
+
+
+# Rounding to bf16 (8 significant bits) moves a value by at most this share of it; fp32's
+# (24 bits) by this one.
+BF16_UNIT, FP32_UNIT = 2.0**-8, 2.0**-24
+# A bf16 score s' is within SCORE_SHARE |s'| + bf16_error(q) of the exact cosine.
+SCORE_SHARE = BF16_UNIT / (1 - BF16_UNIT)
+# bf16_rank keeps this many times k candidates per query, and runs only where the gallery
+# holds SHALLOW times as many items (else re-scoring the candidates costs what it saves).
+CANDIDATES, SHALLOW = 8, 64
+
+
+def bf16_error(queries: np.ndarray, gallery_error: float) -> np.ndarray:
+    """Per L2-normalised query q, the part of the bound on |s' - q.g| that does not scale
+    with s', over every unit (or zero) gallery item g whose bf16 copy g' is at most
+    ``gallery_error`` from g, where s' is q.g as a bf16 matmul returns it: q and g rounded
+    to bf16 (q', g'), products exact in fp32, summed in fp32 in any order (error at most
+    y |q'||g'|, y = d 2^-24 rounded up), the sum x rounded to bf16 (|s' - x| <= u |x| and
+    so <= u / (1 - u) |s'|, u = 2^-8: ``SCORE_SHARE``). By Cauchy-Schwarz on
+    q'.g' - q.g = q'.(g' - g) + (q' - q).g:
+
+        |s' - q.g| <= SCORE_SHARE |s'| + y |q'| (1 + gallery_error)
+                      + |q'| gallery_error + |q' - q|
+
+    This returns all but the first term, with 1e-6 for subnormals, which bf16 hardware
+    may flush to zero."""
+    rounded = _bf16_rounded(queries)
+    norm = np.linalg.norm(rounded, axis=1).astype(np.float64)
+    error = np.linalg.norm(rounded - queries, axis=1).astype(np.float64)
+    summed = 1.01 * queries.shape[1] * FP32_UNIT
+    return summed * norm * (1 + gallery_error) + norm * gallery_error + error + 1e-6
+
+
+def _bf16_rounded(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to bf16 (to nearest, as torch rounds), back in fp32."""
+    import torch
+
+    return torch.from_numpy(x).bfloat16().float().numpy()
+
+
+def bf16_rank(
+    queries: np.ndarray, gallery: np.ndarray, k: int, block: int = GALLERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rank``'s answer from bf16 matmuls, where a CPU multiplies bf16 faster than fp32.
+
+    Each query keeps its ``CANDIDATES * k`` best gallery items by bf16 score s', each
+    within d(s') = ``SCORE_SHARE`` |s'| + ``bf16_error`` of the exact score. The k-th exact
+    score is at least t = s'_k - d(s'_k), the k-th bf16 score's lower bound; a candidate
+    whose upper bound s' + d(s') is below t cannot be in the exact top k, nor can any item
+    left out when the last candidate's is (the bound grows with s'). The rest are scored
+    again in fp32 and ordered as ``rank`` orders. A query whose last candidate could still
+    be in its top k is ranked again in fp32 (``fp32_rank``), as is every query where the
+    gallery holds fewer than ``SHALLOW`` times the candidates."""
+    import torch
+
+    k = min(k, len(gallery))
+    keep = CANDIDATES * k
+    if keep * SHALLOW > len(gallery):
+        return fp32_rank(queries, gallery, k, block)
+    queries = l2_normalise(queries)
+    q = torch.from_numpy(queries).bfloat16()
+    scores = torch.full((len(q), 0), -torch.inf, dtype=torch.bfloat16)
+    indices = torch.zeros((len(q), 0), dtype=torch.int64)
+    for start in range(0, len(gallery), block):
+        raw = torch.from_numpy(np.ascontiguousarray(gallery[start : start + block], np.float32))
+        norms = torch.linalg.vector_norm(raw, dim=1, keepdim=True)
+        part = torch.where(norms > 0, raw / norms, 0.0).bfloat16()  # 6x numpy's speed
+        rows = max(1, 4 * BLOCK_FLOATS // len(part))  # bf16 matmuls run fastest at ~512
+        found = [
+            (q[i : i + rows] @ part.T).topk(min(keep, len(part)), dim=1)
+            for i in range(0, len(q), rows)
+        ]
+        merged_scores = torch.cat([scores, torch.cat([f.values for f in found])], dim=1)
+        merged = torch.cat([indices, torch.cat([f.indices for f in found]) + start], dim=1)
+        scores, at = merged_scores.topk(min(keep, merged.shape[1]), dim=1)
+        indices = merged.gather(1, at)
+    approx = scores.double().numpy()
+    # |g' - g| <= u |g| for a unit g (and 1e-6 for torch's and numpy's norms' difference)
+    error = bf16_error(queries, BF16_UNIT + 1e-6)[:, None]
+    lowest = approx[:, k - 1 : k] - SCORE_SHARE * np.abs(approx[:, k - 1 : k]) - error
+    possible = approx + SCORE_SHARE * np.abs(approx) + error >= lowest
+    return _rescored(queries, gallery, k, block, indices.numpy(), possible)
+
+
+def _rescored(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    block: int,
+    candidates: np.ndarray,
+    possible: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's top ``k`` of its ``possible`` ``candidates`` (a prefix of each row) by
+    fp32 cosine; by ``fp32_rank`` where its last candidate is possible and the gallery
+    holds more."""
+    counts = possible.sum(axis=1)
+    out_scores = np.empty((len(queries), k), dtype=np.float32)
+    out_indices = np.empty((len(queries), k), dtype=np.int64)
+    complete = candidates.shape[1] == len(gallery)
+    proven = np.flatnonzero(complete | (counts < candidates.shape[1]))
+    rows = max(1, BLOCK_FLOATS // (candidates.shape[1] * queries.shape[1]))
+    for start in range(0, len(proven), rows):
+        chunk = proven[start : start + rows]
+        width = int(counts[chunk].max())
+        chosen = candidates[chunk, :width]
+        vectors = l2_normalise(gallery[chosen.ravel()]).reshape(*chosen.shape, -1)
+        exact = np.matmul(vectors, queries[chunk, :, None])[..., 0]
+        exact[np.arange(width) >= counts[chunk, None]] = -np.inf
+        out_scores[chunk], out_indices[chunk] = _ordered(exact, chosen, k)
+    again = np.setdiff1d(np.arange(len(queries)), proven)
+    if len(again):
+        out_scores[again], out_indices[again] = fp32_rank(queries[again], gallery, k, block)
+    return out_scores, out_indices
 
 
 def torch_rank(

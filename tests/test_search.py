@@ -1,5 +1,7 @@
 """Ranking against a brute-force argsort; tie order within the returned list."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness import search
-from harness.search import faiss_rank, l2_normalise, numpy_rank, rank, relevance, torch_rank
+from harness.search import (
+    SCORE_SHARE,
+    bf16_error,
+    bf16_rank,
+    faiss_rank,
+    l2_normalise,
+    numpy_rank,
+    rank,
+    relevance,
+    torch_rank,
+)
 
 
 @given(st.integers(0, 2**31), st.integers(1, 8), st.integers(1, 50), st.integers(1, 60))
@@ -32,7 +44,14 @@ def torch_cuda_rank(queries, gallery, k, block):
     return torch_rank(queries, gallery, k, "cuda", block)
 
 
-RANKERS = [faiss_rank, torch_cpu_rank] + ([torch_cuda_rank] if torch.cuda.is_available() else [])
+def bf16_candidates_rank(queries, gallery, k, block):
+    """``bf16_rank`` with its bf16 candidates, however small the gallery."""
+    with mock.patch.object(search, "SHALLOW", 0), mock.patch.object(search, "CANDIDATES", 2):
+        return bf16_rank(queries, gallery, k, block)
+
+
+RANKERS = [faiss_rank, bf16_candidates_rank, torch_cpu_rank]
+RANKERS += [torch_cuda_rank] if torch.cuda.is_available() else []
 
 
 @pytest.mark.parametrize("ranker", RANKERS)
@@ -72,7 +91,8 @@ def test_faiss_ranks_unless_its_blas_runs_the_generic_kernel(monkeypatch):
         return lambda: [library]
 
     monkeypatch.setattr("harness.runtime.device", lambda: "cpu")
-    for kernel, expected in (("SkylakeX", "faiss"), ("Prescott", "numpy")):
+    monkeypatch.setattr("harness.runtime.cpu_has_bf16", lambda: False)
+    for kernel, expected in (("SkylakeX", "faiss"), ("Prescott", "numpy"), ("Barcelona", "numpy")):
         search._host_engine.cache_clear()
         monkeypatch.setattr(threadpoolctl, "threadpool_info", info(kernel))
         assert search.engine() == expected
@@ -86,3 +106,52 @@ def test_a_gpu_ranks_with_torch_and_so_does_the_cpu_when_asked(monkeypatch):
     assert search.engine() != "torch"
     monkeypatch.setenv("SHELFBENCH_TORCH_PATHS", "1")
     assert search.engine() == "torch"
+
+
+def test_a_cpu_that_multiplies_bf16_faster_ranks_with_bf16_candidates(monkeypatch):
+    monkeypatch.setattr("harness.runtime.device", lambda: "cpu")
+    monkeypatch.setattr("harness.runtime.cpu_has_bf16", lambda: True)
+    assert search.engine() == "bf16"
+
+
+@given(st.integers(0, 2**31), st.integers(2, 300), st.sampled_from([1.0, 1e-3, 1e6]))
+def test_a_bf16_matmul_is_within_its_bound_of_the_exact_cosine(seed, dim, scale):
+    rng = np.random.default_rng(seed)
+    queries = l2_normalise(rng.normal(size=(7, dim)).astype(np.float32) * scale)
+    gallery = l2_normalise(rng.normal(size=(40, dim)).astype(np.float32))
+    gallery[:20] = gallery[0] + 1e-3 * gallery[:20]  # near-duplicates
+    gallery = l2_normalise(gallery)
+    rounded = torch.from_numpy(gallery).bfloat16()
+    error = float((rounded.float() - torch.from_numpy(gallery)).norm(dim=1).max())
+    approx = (torch.from_numpy(queries).bfloat16() @ rounded.T).double().numpy()
+    exact = queries.astype(np.float64) @ gallery.astype(np.float64).T
+    bound = SCORE_SHARE * np.abs(approx) + bf16_error(queries, error)[:, None]
+    assert (np.abs(approx - exact) <= bound).all()
+
+
+def assert_exact_top_k(queries, gallery, k, scores, indices):
+    """``indices`` are a top k by exact (float64) cosine, in order, with their scores."""
+    exact = l2_normalise(queries).astype(np.float64) @ l2_normalise(gallery).astype(np.float64).T
+    kth = -np.sort(-exact, axis=1)[:, k - 1]
+    picked = np.take_along_axis(exact, indices, 1)
+    assert all(len(set(row)) == k for row in indices.tolist())
+    assert (picked >= kth[:, None] - 1e-6).all()
+    np.testing.assert_allclose(scores, picked, atol=1e-6)
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+@pytest.mark.parametrize("spread", [1.0, 1e-4])
+def test_bf16_rank_reranks_in_fp32_and_ranks_again_what_it_cannot_prove(monkeypatch, spread):
+    """Spread-out items: every query's candidates provably hold its top k. Near-duplicates
+    (1e-4 apart, below bf16's resolution): none can be proven, and fp32 ranks them."""
+    monkeypatch.setattr(search, "SHALLOW", 1)
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=(1, 64)).astype(np.float32)
+    gallery = (centre + spread * rng.normal(size=(300, 64))).astype(np.float32)
+    queries = (centre + spread * rng.normal(size=(20, 64))).astype(np.float32)
+    again = []
+    fp32_rank = search.fp32_rank
+    monkeypatch.setattr(search, "fp32_rank", lambda q, *a: again.append(len(q)) or fp32_rank(q, *a))
+    scores, indices = bf16_rank(queries, gallery, 10, block=128)
+    assert_exact_top_k(queries, gallery, 10, scores, indices)
+    assert again == ([] if spread == 1.0 else [20])
