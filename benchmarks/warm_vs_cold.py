@@ -55,13 +55,15 @@ def timed(paths: list[str], cache: Path, reports: Path) -> float:
 
 
 def machine() -> str:
-    """The CPU model, its usable cores and whether it has AMX."""
-    from harness.runtime import cpu_flags
+    """The CPU model, its usable cores, whether it has AMX, and how many times fp32's rate
+    it multiplies at in bf16 (what `precision = "auto"` decides by)."""
+    from harness.runtime import bf16_speedup, cpu_flags
 
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "")
     amx = "AMX" if "amx_bf16" in cpu_flags() else "no AMX"
-    return f"{model or platform.machine()}, {len(os.sched_getaffinity(0))} cores, {amx}"
+    cores = len(os.sched_getaffinity(0))
+    return f"{model or platform.machine()}, {cores} cores, {amx}, bf16 {bf16_speedup()}x fp32"
 
 
 def main() -> None:
