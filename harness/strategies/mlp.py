@@ -114,6 +114,8 @@ class Trial:
         return head.eval()
 
     def log(self) -> dict[str, Any]:
+        """What the row records of the trial: its configuration, best validation
+        accuracy and the epochs it trained."""
         return {**self.config, "validation_accuracy": self.best, "epochs": self.epochs}
 
 
