@@ -157,6 +157,7 @@ class Live:
             data.n_classes,
             data.class_names,
             data.encode_text,
+            precision=data.precision,  # the mlp rung trains its head as the mlp cell does
         )
         self.charged: dict[str, int] = {}  # epochs of each fine-tuning rung already spent
         self.head: Head | None = None  # the linear rung's probe, as a fine-tuning head
@@ -233,28 +234,28 @@ class Live:
 
 
 def mlp_seconds(data: Features, params: Mapping[str, Any]) -> float:
-    """The MLP search's seconds, from one timed epoch of a middle configuration on up to
-    ``MLP_PROBE_ROWS`` rows, scaled to the most epochs its successive halving trains."""
+    """The MLP search's seconds, from one epoch of a middle configuration on up to
+    ``MLP_PROBE_ROWS`` rows, trained as the search trains it (``mlp.Trial``), scaled to
+    the most epochs its successive halving trains."""
     import torch
 
-    from harness.runtime import computing_at, cpu_training, torch_computes
-    from harness.strategies.mlp import build_head, head_precision, trial_epochs
+    from harness.runtime import cpu_training, torch_computes
+    from harness.strategies.mlp import Trial, head_precision, trial_epochs
 
     rows = min(len(data.train), MLP_PROBE_ROWS)
     x = torch.from_numpy(np.ascontiguousarray(data.train[:rows], dtype=np.float32))
     y = torch.from_numpy(data.train_labels[:rows])
-    depth = sorted(params["depth"])[len(params["depth"]) // 2]
-    width = sorted(params["width"])[len(params["width"]) // 2]
+    config = {
+        "lr": params["lr"][0],
+        "weight_decay": params["weight_decay"][0],
+        "depth": sorted(params["depth"])[len(params["depth"]) // 2],
+        "width": sorted(params["width"])[len(params["width"]) // 2],
+    }
+    # validated on one row: the search's validation pass is not what an epoch costs
+    trial = Trial(config, (x, y, x[:1], y[:1]), data.n_classes, params, head_precision(data))
     with cpu_training(), torch_computes():
-        head = build_head(x.shape[1], data.n_classes, depth, width, params["dropout"])
-        opt = torch.optim.AdamW(head.parameters())
         start = time.perf_counter()
-        for batch in torch.arange(rows).split(params["batch_size"]):
-            opt.zero_grad()
-            with computing_at(head_precision(data), "cpu"):
-                scores = head(x[batch])
-            torch.nn.functional.cross_entropy(scores.float(), y[batch]).backward()
-            opt.step()
+        trial.train(1)
         seconds = time.perf_counter() - start
     per_row = seconds / rows
     epochs = trial_epochs(params["trials"], params["halving"], params["search_epochs"])
