@@ -1,5 +1,6 @@
 """The MLP head search on a cell's cached embeddings, as it runs and as it ran before
-2026-12-05 (every trial to ``search_epochs`` in fp32), timed in one run, with accuracy:
+2026-12-05 (every trial to ``search_epochs`` in fp32, torch's ``Dropout``), timed in one
+run, with accuracy:
 
     python benchmarks/mlp.py [--suite suites/default.toml] [--cell ID]
 
@@ -24,16 +25,24 @@ TARGETS = {"search s": 10.0}
 
 
 def timed(data: Any, params: dict[str, Any], before: bool) -> dict[str, Any]:
-    """The search as the cell runs it, or ``before``: no halving, fp32."""
+    """The search as the cell runs it, or ``before``: no halving, fp32, torch's dropout
+    (``bernoulli_``)."""
+    from unittest import mock
+
+    import torch
+
+    from harness import dropout
     from harness.strategies import STRATEGIES
 
     strategy = STRATEGIES.get("mlp")
     params = strategy.params({**params, "halving": 1} if before else params)
     if before:
         data = dataclasses.replace(data, precision="fp32")
-    start = time.perf_counter()
-    outcome = strategy.run(data, params)
-    seconds = time.perf_counter() - start
+    layer = torch.nn.Dropout if before else dropout.Dropout
+    with mock.patch.object(dropout, "Dropout", layer):
+        start = time.perf_counter()
+        outcome = strategy.run(data, params)
+        seconds = time.perf_counter() - start
     validation = [t["validation_accuracy"] for t in outcome.chosen["trials"]]
     return {
         "way": "before" if before else "now",

@@ -1,6 +1,6 @@
 """The default cell's linear probe on its cached embeddings, as it runs and as it ran
 before 2026-12-04 (numpy's BLAS threads free to spin beside torch's, a 10-step L-BFGS
-memory), timed in one run, with their accuracy:
+memory, IEEE fp32 products), timed in one run, with their accuracy:
 
     python benchmarks/probe.py [--suite suites/default.toml] [--cell ID]
 
@@ -11,6 +11,7 @@ then one with the ratio and the accuracy difference. The machine should be other
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -22,7 +23,8 @@ TARGETS = {"probe s": 3.0, "accuracy difference": 0.001}
 
 def timed(data: Any, before: bool) -> dict[str, Any]:
     """The probe as the strategy runs it, or ``before``: numpy's BLAS threads left free to
-    spin beside torch's and an L-BFGS memory of 10 (the torch objective is in both)."""
+    spin beside torch's, an L-BFGS memory of 10 and fp32 products (the torch objective is
+    in both)."""
     from harness.strategies import STRATEGIES, linear
 
     strategy = STRATEGIES.get("linear")
@@ -30,6 +32,7 @@ def timed(data: Any, before: bool) -> dict[str, Any]:
     bounds = linear.HISTORY
     if before:
         linear.HISTORY = (10, 10)
+        data = dataclasses.replace(data, precision="fp32")
     try:
         start = time.perf_counter()
         outcome = linear._linear(data, params) if before else strategy.run(data, params)
@@ -38,7 +41,8 @@ def timed(data: Any, before: bool) -> dict[str, Any]:
         linear.HISTORY = bounds
     accuracy = round(outcome.metrics["accuracy"], 4)
     return {"way": "before" if before else "now", "probe s": round(seconds, 2),
-            "C": outcome.chosen["C"], "accuracy": accuracy}  # fmt: skip
+            "C": outcome.chosen["C"], "precision": outcome.chosen["precision"],
+            "accuracy": accuracy}  # fmt: skip
 
 
 def machine() -> str:
@@ -53,21 +57,18 @@ def machine() -> str:
 
 
 def main() -> None:
-    from harness.cell import cell_embeddings
+    from harness.cell import context, embeddings, features
     from harness.paths import cache_root
-    from harness.strategies import Features
     from harness.suite import load_suite
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--suite", type=Path, default=Path("suites/default.toml"))
     parser.add_argument("--cell", default="fashion-mnist/effnet-lite0/linear")
     args = parser.parse_args()
-    suite = load_suite(args.suite)
-    cell = suite.cell(args.cell)
-    embedded = cell_embeddings(cell, cache_root())
-    train, test = embedded["train"], embedded["test"]
-    classes = cell.dataset_spec.open().classes
-    data = Features(train.vectors, train.labels, test.vectors, test.labels, len(classes))
+    cell = load_suite(args.suite).cell(args.cell)
+    ctx = context(cell, cache_root())
+    embedded = embeddings(ctx)
+    data = features(ctx, embedded["train"], embedded["test"], None)
     start = time.perf_counter()
     import torch  # what a cell whose embeddings were cached imports here first
 

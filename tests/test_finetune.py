@@ -223,6 +223,32 @@ def test_the_linear_probe_counts_its_training():
     assert probe.trainable_params == 8 * 3 + 3 and probe.train_gflops > 0
 
 
+def test_the_linear_probe_shows_its_passes_on_a_bar(monkeypatch):
+    """A long probe (Products-10K) counts its passes over the data on a progress bar."""
+    import io
+
+    from tqdm import tqdm
+
+    from harness.strategies import STRATEGIES, Features, linear
+
+    shown = io.StringIO()
+    bars: list[tqdm] = []
+
+    def bar(n_classes: int) -> tqdm:
+        bars.append(tqdm(desc=f"linear probe, {n_classes} classes", file=shown, mininterval=0))
+        return bars[-1]
+
+    monkeypatch.setattr(linear, "passes_bar", bar)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 8)).astype(np.float32), np.repeat(np.arange(3), 20)
+    probe = STRATEGIES.get("linear")
+    outcome = probe.run(Features(x, y, x[:9], y[:9], 3), probe.defaults)
+    passes = outcome.train_gflops * 1e9 / (6 * 8 * 3)  # passes × items, as the probe counts
+    assert bars[0].n > len(probe.defaults["C"]) and 48 * bars[0].n <= passes <= 60 * bars[0].n
+    assert "linear probe, 3 classes" in shown.getvalue()
+    assert f"refit at C={outcome.chosen['C']:g}" in shown.getvalue()
+
+
 def small_run(norm="batch"):
     """A two-epoch run of the random-init CNN on 32 synthetic items, 8 held out."""
     from harness.datasets import open_dataset

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness import runtime
 from harness.strategies import STRATEGIES, Features, lbfgs
 from harness.strategies import mlp as mlp_search
 from harness.strategies.linear import (
@@ -190,17 +191,35 @@ def test_halving_trains_only_the_best_third_past_each_rung():
 
 
 @pytest.mark.parametrize("fast", [True, False])
-def test_the_head_trains_in_bf16_only_where_the_cell_and_the_cpu_run_it(monkeypatch, fast):
-    monkeypatch.setattr(mlp_search, "cpu_has_bf16", lambda: fast)
+@pytest.mark.parametrize("name", ["mlp", "linear"])
+def test_heads_train_in_bf16_only_where_the_cell_and_the_cpu_run_it(monkeypatch, fast, name):
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: fast)
     train, train_labels = blobs(0)
     test, test_labels = blobs(1)
-    mlp = STRATEGIES.get("mlp")
-    params = mlp.params({"trials": 3, "search_epochs": 5, "max_epochs": 20, "width": (32,)})
+    strategy = STRATEGIES.get(name)
+    small = {"trials": 3, "search_epochs": 5, "max_epochs": 20, "width": (32,)}
+    params = strategy.params(small if name == "mlp" else {})
     for precision in ("fp32", "bf16"):
         data = Features(train, train_labels, test, test_labels, 3, precision=precision)
-        outcome = mlp.run(data, params)
+        outcome = strategy.run(data, params)
         want = "bf16" if fast and precision == "bf16" else "fp32"
         assert outcome.chosen["precision"] == want and outcome.metrics["accuracy"] == 1.0
+
+
+def test_cpu_matmuls_at_bf16_keep_fp32_results_and_restore_the_flag():
+    """oneDNN's bf16 arithmetic for fp32 matmuls: fp32 in and out, errors no larger than
+    rounding the operands to bf16 makes (a 2-vCPU AMD EPYC kept fp32's order, 1e-6), the
+    flag as before."""
+    import torch
+
+    a, b = torch.randn(256, 512, dtype=torch.float64), torch.randn(512, 384, dtype=torch.float64)
+    exact = a @ b
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    with runtime.cpu_matmuls("bf16"):
+        product = a.float() @ b.float()
+    assert torch.backends.mkldnn.matmul.fp32_precision == before
+    assert product.dtype == torch.float32
+    assert float((product - exact).abs().max() / exact.abs().max()) < 2**-7
 
 
 def overlapping(seed, n=400, dim=16, classes=5):

@@ -24,6 +24,7 @@ from harness.strategies.base import (
     Features,
     Head,
     Outcome,
+    head_precision,
     strategy,
 )
 from harness.strategies.knn import retrieval
@@ -189,7 +190,11 @@ class Live:
             start = time.perf_counter()
             view = self.view
             fitted = probe(
-                view.train, view.train_labels, view.n_classes, LinearSettings().model_dump()
+                view.train,
+                view.train_labels,
+                view.n_classes,
+                LinearSettings().model_dump(),
+                head_precision(view),
             )
             predicted = np.argmax(l2_normalise(view.test) @ fitted.weight + fitted.bias, axis=1)
             self.head = self.lp_ft(fitted)
@@ -240,7 +245,7 @@ def mlp_seconds(data: Features, params: Mapping[str, Any]) -> float:
     import torch
 
     from harness.runtime import cpu_training, torch_computes
-    from harness.strategies.mlp import Trial, head_precision, trial_epochs
+    from harness.strategies.mlp import Trial, trial_epochs
 
     rows = min(len(data.train), MLP_PROBE_ROWS)
     x = torch.from_numpy(np.ascontiguousarray(data.train[:rows], dtype=np.float32))

@@ -46,6 +46,15 @@ class Features:
                 )
 
 
+def head_precision(data: Features) -> str:
+    """What a head on cached embeddings trains at: bf16 where the cell runs bf16 and this
+    CPU multiplies bf16 faster (``runtime.cpu_has_bf16``), else fp32 (heads train on the
+    CPU, whatever device embedded)."""
+    from harness.runtime import cpu_has_bf16
+
+    return "bf16" if data.precision == "bf16" and cpu_has_bf16() else "fp32"
+
+
 class Tuner(Protocol):
     """Fine-tuning on request, for a strategy that decides as it goes (``adaptive``): a
     run of ``rung`` (``finetune``, ``partial:N``) on the train items not ``held`` out

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from harness import metrics
 from harness.search import l2_normalise
 from harness.settings import Count, Positives, Seed, Share, Table
 from harness.stats import classification_items
 from harness.strategies import lbfgs
-from harness.strategies.base import CLASSIFICATION, Features, Outcome, strategy
+from harness.strategies.base import CLASSIFICATION, Features, Outcome, head_precision, strategy
 
 # (weights, bias): numpy arrays, or torch tensors while a solve runs on CUDA
 Solution = tuple[Any, Any]
@@ -32,9 +34,11 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     return held
 
 
-# Rows of the features per chunk of the objective: logits are chunk × classes, never N × C
-# (141,931 × 9,691 float32 would be 5.5 GB for Products-10K).
-CHUNK_ROWS = 16384
+# Logits per chunk of the objective: chunk × classes floats, never N × C (141,931 ×
+# 9,691 float32 would be 5.5 GB for Products-10K). 128 MiB of them: a pass over
+# Products-10K's fit split took 16.5-18.1 s in chunks of 432 to 6,924 rows, 18.9 s in
+# chunks of 16,384 (2026-12-05, 2-vCPU AMD EPYC, oneDNN's bf16 arithmetic).
+CHUNK_LOGITS = 2**25
 # What L-BFGS may keep of its past steps (pairs of float64 vectors of θ's size): 100 of
 # them where they fit, which took the default cell's C path from 949 passes over the data
 # to 322 (2026-12-04); 10 for Products-10K, whose θ alone is 99 MB.
@@ -49,24 +53,29 @@ def softmax_objective(x: Any, y: Any, n_classes: int, weight_decay: float) -> lb
     import torch
 
     n, d = x.shape
+    rows_per_chunk = max(1, CHUNK_LOGITS // n_classes)
 
     def objective(theta: Any) -> tuple[float, Any]:
         w64, b64 = unpack(torch.as_tensor(theta, device=x.device), d, n_classes)
         w, b = w64.float(), b64.float()
         loss = torch.zeros((), dtype=torch.float64, device=x.device)
-        grad_w, grad_b = torch.zeros_like(w64), torch.zeros_like(b64)
-        for start in range(0, n, CHUNK_ROWS):
-            xc, yc = x[start : start + CHUNK_ROWS], y[start : start + CHUNK_ROWS]
-            log_p = torch.log_softmax(xc @ w + b, dim=1)
+        # Wᵀ's gradient, summed in the product itself: MKL ran residualᵀ @ x 3x faster
+        # than xᵀ @ residual
+        grad_wt = torch.zeros(n_classes, d, device=x.device)
+        grad_b = torch.zeros_like(b64)
+        for start in range(0, n, rows_per_chunk):
+            xc, yc = x[start : start + rows_per_chunk], y[start : start + rows_per_chunk]
+            log_p = torch.log_softmax(torch.addmm(b, xc, w), dim=1)
             rows = torch.arange(len(yc), device=x.device)
             loss -= log_p[rows, yc].double().sum()
             residual = log_p.exp_()
             residual[rows, yc] -= 1
-            grad_w += (residual.T @ xc).T  # MKL: 3x faster than xc.T @ residual here
-            grad_b += residual.double().sum(0)
+            grad_wt.addmm_(residual.T, xc)
+            grad_b += residual.sum(0)
         flat = w64.reshape(-1)
         value = loss.item() / n + 0.5 * weight_decay * float(flat @ flat)
-        grad = torch.cat([(grad_w / n + weight_decay * w64).reshape(-1), grad_b / n])
+        grad_w = grad_wt.T.double() / n + weight_decay * w64
+        grad = torch.cat([grad_w.reshape(-1), grad_b / n])
         return value, grad.cpu().numpy() if isinstance(theta, np.ndarray) else grad
 
     return objective
@@ -128,10 +137,11 @@ def fit_softmax(
     init: Solution | None = None,
     gtol: float = 1e-6,
     passes: list[int] | None = None,
+    bar: tqdm | None = None,
 ) -> Solution:
     """Multinomial logistic regression by L-BFGS on torch features (``on_device``), from
     ``init`` (a warm start) or zeros; appends to ``passes`` how many times it evaluated
-    the objective over ``x``."""
+    the objective over ``x``, and counts them on ``bar``."""
     d = x.shape[1]
     objective = softmax_objective(x, y, n_classes, weight_decay)
     calls = 0
@@ -139,6 +149,8 @@ def fit_softmax(
     def counted(theta: Any) -> tuple[float, Any]:
         nonlocal calls
         calls += 1
+        if bar is not None:
+            bar.update()
         return objective(theta)
 
     size = d * n_classes + n_classes
@@ -161,7 +173,12 @@ class LinearSettings(Table):
 
 
 def regularisation_path(
-    x: np.ndarray, y: np.ndarray, held: np.ndarray, n_classes: int, params: Mapping[str, Any]
+    x: np.ndarray,
+    y: np.ndarray,
+    held: np.ndarray,
+    n_classes: int,
+    params: Mapping[str, Any],
+    bar: tqdm | None = None,
 ) -> tuple[dict[float, Solution], dict[float, float], float, list[int]]:
     """Fit each C of ``params["C"]`` on the items not ``held`` out, strongest first, each
     from the last solution; return the solutions, their validation accuracies, the
@@ -176,9 +193,11 @@ def regularisation_path(
     gtol = params["tol"] * float(abs(zero_grad).max())
     fit_passes: list[int] = [1]
     for c in sorted(params["C"]):
+        if bar is not None:
+            bar.set_postfix_str(f"C={c:g}", refresh=False)
         decay = 1 / (c * n_fit)
         solution = fit_softmax(
-            fit_x, fit_y, n_classes, decay, params["max_iter"], solution, gtol, fit_passes
+            fit_x, fit_y, n_classes, decay, params["max_iter"], solution, gtol, fit_passes, bar
         )
         path[c] = solution
         w, b = host(solution)
@@ -204,6 +223,10 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     C = 10, and scores 0.8840 (scikit-learn 0.8845) where scikit-learn took 60 s
     (2026-11-28); with torch's BLAS, a 100-step L-BFGS memory and numpy's BLAS threads
     kept off the cores torch computes on, it takes 2.8 s instead of 12 (2026-12-04).
+    Where the cell runs bf16 on a CPU that multiplies bf16 faster, oneDNN computes the
+    objective's products in bf16 arithmetic (``runtime.cpu_matmuls``): 1.7-1.9 s against
+    4.2-4.5 in IEEE fp32 on a 2-vCPU AMD EPYC, the same C, accuracy within 0.001
+    (2026-12-05).
     """
     from harness.runtime import torch_computes
 
@@ -213,7 +236,7 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
 
 def _linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     start = time.perf_counter()
-    fitted = probe(data.train, data.train_labels, data.n_classes, params)
+    fitted = probe(data.train, data.train_labels, data.n_classes, params, head_precision(data))
     trained = time.perf_counter()
     scores = l2_normalise(data.test) @ fitted.weight + fitted.bias
     return Outcome(
@@ -222,6 +245,21 @@ def _linear(data: Features, params: Mapping[str, Any]) -> Outcome:
         fitted.chosen,
         trainable_params=fitted.weight.size + fitted.bias.size,
         train_gflops=fitted.gflops,
+    )
+
+
+def passes_bar(n_classes: int) -> tqdm:
+    """Passes over the data, on stderr, shown once a probe has run 5 s (Products-10K's
+    9,691 classes take minutes: a pass of 112,858 items took 10.6 s on a 2-vCPU AMD EPYC,
+    2026-12-05); sparse (every 15 s) where stderr is not a terminal."""
+    return tqdm(
+        desc=f"linear probe, {n_classes:,} classes",
+        unit="pass",
+        file=sys.stderr,
+        delay=5,
+        mininterval=0.5 if sys.stderr.isatty() else 15,
+        leave=False,
+        dynamic_ncols=True,
     )
 
 
@@ -237,28 +275,50 @@ class Probe:
 
 
 def probe(
-    train: np.ndarray, labels: np.ndarray, n_classes: int, params: Mapping[str, Any]
+    train: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    params: Mapping[str, Any],
+    precision: str = "fp32",
 ) -> Probe:
     """The probe on ``train``'s embeddings: C chosen on the validation split, then refit
-    on all of them from the chosen solution (the strategy's docstring says how)."""
+    on all of them from the chosen solution (the strategy's docstring says how). On the
+    CPU at ``precision = "bf16"``, the objective's products run through oneDNN's bf16
+    arithmetic (``runtime.cpu_matmuls``)."""
+    from harness.runtime import cpu_matmuls, device
+
+    precision = precision if device() == "cpu" else "fp32"
     x, y = l2_normalise(train), labels
     held = stratified_holdout(y, params["validation"], params["seed"])
-    path, val_accuracy, gtol, fit_passes = regularisation_path(x, y, held, n_classes, params)
-    n_fit = int((~held).sum())
-    best = max(val_accuracy, key=lambda c: (val_accuracy[c], -c))
-    refit_passes: list[int] = []
-    decay = 1 / (best * len(y))
-    all_x, all_y = on_device(x, y)
-    w, b = host(
-        fit_softmax(
-            all_x, all_y, n_classes, decay, params["max_iter"], path[best], gtol, refit_passes
+    with cpu_matmuls(precision), passes_bar(n_classes) as bar:
+        path, val_accuracy, gtol, fit_passes = regularisation_path(
+            x, y, held, n_classes, params, bar
         )
-    )
+        n_fit = int((~held).sum())
+        best = max(val_accuracy, key=lambda c: (val_accuracy[c], -c))
+        bar.set_postfix_str(f"refit at C={best:g}", refresh=False)
+        refit_passes: list[int] = []
+        decay = 1 / (best * len(y))
+        all_x, all_y = on_device(x, y)
+        w, b = host(
+            fit_softmax(
+                all_x,
+                all_y,
+                n_classes,
+                decay,
+                params["max_iter"],
+                path[best],
+                gtol,
+                refit_passes,
+                bar,
+            )
+        )
     chosen = {
         "C": best,
         "validation_accuracy": {str(c): a for c, a in val_accuracy.items()},
         "validation": params["validation"],
         "seed": params["seed"],
+        "precision": precision,
     }
     # Each evaluation of the objective is one forward and backward pass (6 FLOPs per
     # weight per item) over the items it fits.

@@ -10,10 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.runtime import computing_at, cpu_has_bf16, cpu_training, torch_computes
+from harness.runtime import computing_at, cpu_training, torch_computes
 from harness.settings import Count, Counts, Depths, PositiveRange, Seed, Share, Table, Tolerance
 from harness.stats import classification_items
-from harness.strategies.base import CLASSIFICATION, RETRIEVAL, Features, Outcome, strategy
+from harness.strategies.base import (
+    CLASSIFICATION,
+    RETRIEVAL,
+    Features,
+    Outcome,
+    head_precision,
+    strategy,
+)
 from harness.strategies.knn import retrieval
 from harness.strategies.linear import stratified_holdout
 
@@ -27,13 +34,15 @@ def build_head(
     """``depth`` blocks of Linear → LayerNorm → GELU → Dropout, then a linear classifier."""
     import torch
 
+    from harness.dropout import Dropout
+
     layers: list[torch.nn.Module] = []
     for i in range(depth):
         layers += [
             torch.nn.Linear(d_in if i == 0 else width, width),
             torch.nn.LayerNorm(width),
             torch.nn.GELU(),
-            torch.nn.Dropout(dropout),
+            Dropout(dropout),
         ]
     return torch.nn.Sequential(*layers, torch.nn.Linear(width if depth else d_in, n_classes))
 
@@ -149,12 +158,6 @@ def search(trials: list[Trial], halving: int, epochs: int) -> Trial:
         ranked = sorted(alive, key=lambda t: -t.best)  # stable: the earlier trial wins ties
         alive = ranked[: math.ceil(len(alive) / halving)]
     return max(trials, key=lambda t: t.best)
-
-
-def head_precision(data: Features) -> str:
-    """bf16 where the cell runs bf16 and this CPU multiplies bf16 faster, else fp32 (heads
-    train on the CPU, whatever device embedded)."""
-    return "bf16" if data.precision == "bf16" and cpu_has_bf16() else "fp32"
 
 
 def sample(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, Any]:
