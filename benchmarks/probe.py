@@ -69,16 +69,13 @@ def main() -> None:
     ctx = context(cell, cache_root())
     embedded = embeddings(ctx)
     data = features(ctx, embedded["train"], embedded["test"], None)
-    start = time.perf_counter()
-    import torch  # what a cell whose embeddings were cached imports here first
+    import torch
 
-    imported = round(time.perf_counter() - start, 2)
     now, before = timed(data, before=False), timed(data, before=True)
     for line in (now, before):
         print(
             json.dumps({**line, "cell": cell.id, "machine": machine(), "torch": torch.__version__})
         )
-    print(json.dumps({"import torch s": imported}))
     print(json.dumps({
         "before / now": round(before["probe s"] / now["probe s"], 2),
         "probe s": now["probe s"],

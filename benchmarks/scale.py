@@ -57,7 +57,8 @@ def clustered(
 
 def synthetic(preset: str, dim: int = 768, spread: float = 0.32) -> Features:
     """The preset's embeddings as a cell's features: seeded class centres, then the
-    gallery and the queries around them (under leave-one-out the queries are the gallery)."""
+    gallery and the queries around them (under leave-one-out the queries are the gallery),
+    at the precision a cell runs at here (``runtime.resolve_precision``)."""
     n_query, n_gallery, n_classes, protocol = PRESETS[preset]
     rng = np.random.default_rng(0)
     centres = spread * rng.standard_normal((n_classes, dim), dtype=np.float32)
@@ -67,7 +68,16 @@ def synthetic(preset: str, dim: int = 768, spread: float = 0.32) -> Features:
     else:
         queries, query_labels = clustered(n_query, centres, rng)
         gallery, gallery_labels = queries, query_labels
-    return Features(gallery, gallery_labels, queries, query_labels, n_classes, protocol=protocol)
+    precision = runtime.resolve_precision("auto")
+    return Features(
+        gallery,
+        gallery_labels,
+        queries,
+        query_labels,
+        n_classes,
+        protocol=protocol,
+        precision=precision,
+    )
 
 
 def peak_rss_mb() -> float:
@@ -148,6 +158,7 @@ def main() -> None:
             "device": device(),
             "accuracy": round(probe.metrics["accuracy"], 4),
             "C": probe.chosen["C"],
+            "precision": probe.chosen["precision"],
             "peak_rss_mb": round(peak_rss_mb()),
         }
     print(json.dumps(result), flush=True)

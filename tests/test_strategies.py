@@ -27,6 +27,44 @@ def test_lbfgs_solves_a_convex_quadratic(seed, dim):
     np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-5)
 
 
+@given(st.floats(0.05, 20), st.floats(0.1, 3), st.floats(1e-3, 1e3))
+def test_the_line_search_meets_the_strong_wolfe_conditions(curve, centre, scale):
+    """Along a quartic valley whose minimum lies anywhere from 1e-3 to 1e3 of the first
+    step: sufficient decrease and a flattened slope at the step it returns."""
+
+    def fun(v):
+        t = v[0] / scale - centre
+        return curve * t**2 + t**4, np.array([(2 * curve * t + 4 * t**3) / scale])
+
+    x = np.array([0.0])
+    f, g = fun(x)
+    direction = -g / abs(g)
+    step, value, slope, _ = lbfgs.wolfe(fun, x, f, g, direction)
+    slope0 = float(g @ direction)
+    assert value <= f + 1e-4 * step * slope0 and abs(slope) <= 0.9 * abs(slope0)
+
+
+def test_lbfgs_takes_no_more_passes_than_scipys_l_bfgs_b_on_a_regularisation_path():
+    """The oracle for the effort: scipy's L-BFGS-B (Moré-Thuente line search) on the same
+    objective, warm starts and tolerance. On a 969-class lookalike of Products-10K an
+    Armijo-only search took 460 passes to its 160 (2026-12-05); on this small path both
+    took about its number."""
+    from scipy.optimize import minimize
+
+    x, y = overlapping(0, n=2000, dim=32, classes=20)
+    fx, fy = on_device(x / np.linalg.norm(x, axis=1, keepdims=True), y)
+    size = 32 * 20 + 20
+    gtol = 1e-3 * float(abs(softmax_objective(fx, fy, 20, 0.0)(np.zeros(size))[1]).max())
+    ours, theirs, theta, init = [], [], np.zeros(size), None
+    for c in (0.1, 1.0, 10.0, 100.0, 1000.0):
+        objective = softmax_objective(fx, fy, 20, 1 / (c * 2000))
+        options = {"maxcor": 10, "gtol": gtol, "ftol": 0, "maxiter": 1000}
+        found = minimize(objective, theta, jac=True, method="L-BFGS-B", options=options)
+        theta, theirs = found.x, [*theirs, found.nfev]
+        init = fit_softmax(fx, fy, 20, 1 / (c * 2000), 1000, init, gtol, ours)
+    assert sum(ours) <= 1.2 * sum(theirs), (ours, theirs)
+
+
 def test_softmax_gradient_matches_finite_differences():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 4)).astype(np.float32)

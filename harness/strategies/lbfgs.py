@@ -16,16 +16,21 @@ Array = Any  # a float64 numpy array or torch tensor
 Objective = Callable[[Array], tuple[float, Array]]
 
 
+# A point on the search line: step length, value, slope along the direction, gradient.
+Point = tuple[float, float, float, Array]
+
+
 def minimize(
     fun: Objective, x0: Array, max_iter: int, history: int = 10, gtol: float = 1e-6
 ) -> Array:
     """Minimise a smooth ``fun`` (returning value and gradient) from ``x0`` (float64).
 
     Search directions come from the two-loop recursion over the last ``history`` steps
-    (Nocedal & Wright, Algorithm 7.4), step lengths from Armijo backtracking from 1. Stops
-    after ``max_iter`` iterations, when the largest gradient entry is below ``gtol`` (as
-    scipy's L-BFGS-B ``pgtol``, which scikit-learn sets to its ``tol``), or when no step
-    along the direction decreases ``fun`` (the objective's rounding is reached).
+    (Nocedal & Wright, Algorithm 7.4), step lengths from a line search that meets the
+    strong Wolfe conditions (``wolfe``). Stops after ``max_iter`` iterations, when the
+    largest gradient entry is below ``gtol`` (as scipy's L-BFGS-B ``pgtol``, which
+    scikit-learn sets to its ``tol``), or when the line search finds no step that
+    decreases ``fun`` enough (the objective's rounding is reached).
     """
     x = x0
     f, g = fun(x)
@@ -43,23 +48,101 @@ def minimize(
             s, y, _ = steps[-1]
             q *= float(s @ y) / float(y @ y)
         else:
-            q /= max(1.0, float(g @ g) ** 0.5)
+            q /= float(g @ g) ** 0.5  # a first step of unit length, as L-BFGS-B takes
         for (s, y, rho), alpha in zip(steps, reversed(alphas), strict=True):
             q += s * (alpha - rho * float(y @ q))
         direction = -q
-        slope = float(g @ direction)
-        step = 1.0
-        while True:
-            x_new = x + step * direction
-            f_new, g_new = fun(x_new)
-            if f_new <= f + 1e-4 * step * slope:
-                break
-            step *= 0.5
-            if step < 1e-10:
-                return x
-        s, y = x_new - x, g_new - g
+        found = wolfe(fun, x, f, g, direction)
+        if found is None:
+            return x
+        step, f_new, _, g_new = found
+        s, y = step * direction, g_new - g
         curvature = float(s @ y)
         if curvature > 1e-12:
             steps = [*steps[-(history - 1) :], (s, y, 1.0 / curvature)]
-        x, f, g = x_new, f_new, g_new
+        x, f, g = x + s, f_new, g_new
     return x
+
+
+def wolfe(
+    fun: Objective,
+    x: Array,
+    f: float,
+    g: Array,
+    direction: Array,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    evaluations: int = 20,
+) -> Point | None:
+    """A step from ``x`` along ``direction`` that meets the strong Wolfe conditions
+    (sufficient decrease ``c1``, curvature ``c2``): from 1, growing 4x while the value
+    falls and the slope stays steep, then zooming into the bracket by safeguarded cubic
+    interpolation (Nocedal & Wright, Algorithms 3.5 and 3.6). Where ``evaluations`` run
+    out, the best step that met sufficient decrease; None where none did.
+
+    An Armijo-only search (step 1, halved until the value fell enough) accepted steps
+    far short of the minimum along the line: a 969-class probe's C path took 460 passes
+    over the data where scipy's L-BFGS-B took 160 (2026-12-05)."""
+    slope0 = float(g @ direction)
+    previous: Point = (0.0, f, slope0, g)
+    step = 1.0
+    for i in range(evaluations):
+        value, grad = fun(x + step * direction)
+        point: Point = (step, value, float(grad @ direction), grad)
+        if value > f + c1 * step * slope0 or (i > 0 and value >= previous[1]):
+            return zoom(fun, x, f, slope0, direction, previous, point, c1, c2, evaluations - i)
+        if abs(point[2]) <= -c2 * slope0:
+            return point
+        if point[2] >= 0:
+            return zoom(fun, x, f, slope0, direction, point, previous, c1, c2, evaluations - i)
+        previous, step = point, 4 * step
+    return previous if previous[0] > 0 else None
+
+
+def zoom(
+    fun: Objective,
+    x: Array,
+    f: float,
+    slope0: float,
+    direction: Array,
+    low: Point,
+    high: Point,
+    c1: float,
+    c2: float,
+    evaluations: int,
+) -> Point | None:
+    """Nocedal & Wright's zoom between ``low`` (the lower value, meeting sufficient
+    decrease) and ``high``."""
+    for _ in range(evaluations):
+        step = cubic_minimum(low, high)
+        value, grad = fun(x + step * direction)
+        point: Point = (step, value, float(grad @ direction), grad)
+        if value > f + c1 * step * slope0 or value >= low[1]:
+            high = point
+        else:
+            if abs(point[2]) <= -c2 * slope0:
+                return point
+            if point[2] * (high[0] - low[0]) >= 0:
+                high = low
+            low = point
+        if abs(high[0] - low[0]) < 1e-10 * max(1.0, low[0]):
+            break
+    return low if low[0] > 0 else None
+
+
+def cubic_minimum(a: Point, b: Point) -> float:
+    """The minimiser of the cubic through two points' values and slopes, kept inside the
+    middle 80% of their interval; its midpoint where the cubic has none."""
+    (t1, f1, d1, _), (t2, f2, d2, _) = a, b
+    lo, hi = min(t1, t2), max(t1, t2)
+    theta = d1 + d2 - 3 * (f1 - f2) / (t1 - t2)
+    radicand = theta * theta - d1 * d2
+    if radicand < 0:
+        return (lo + hi) / 2
+    root = radicand**0.5 * (1 if t2 > t1 else -1)
+    denominator = d2 - d1 + 2 * root
+    if denominator == 0:
+        return (lo + hi) / 2
+    t = t2 - (t2 - t1) * (d2 + root - theta) / denominator
+    margin = 0.1 * (hi - lo)
+    return min(max(t, lo + margin), hi - margin)
