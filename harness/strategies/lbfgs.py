@@ -4,7 +4,8 @@ the features sit on a GPU, torch tensors on that device (the same code: it uses 
 
 Neither scipy's nor torch's: scipy's L-BFGS-B ran 2-3x slower here because its BLAS thread
 pool fought numpy's, and ``torch.optim`` imports torch._dynamo (2.4 s) on first use, which
-would dominate a warm-cache run of a suite.
+would dominate a warm-cache run of a suite. scipy's L-BFGS-B stays the tests' oracle, for
+the optimum and for the passes over the data it takes to get there.
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     (2026-11-28); with torch's BLAS, a 100-step L-BFGS memory and numpy's BLAS threads
     kept off the cores torch computes on, it takes 2.8 s instead of 12 (2026-12-04).
     Where the cell runs bf16 on a CPU that multiplies bf16 faster, oneDNN computes the
-    objective's products in bf16 arithmetic (``runtime.cpu_matmuls``): 1.7-1.9 s against
+    objective's products in bf16 arithmetic (``runtime.cpu_matmuls``): 1.5-1.9 s against
     4.2-4.5 in IEEE fp32 on a 2-vCPU AMD EPYC, the same C, accuracy within 0.001
     (2026-12-05).
     """
