@@ -228,6 +228,24 @@ def test_halving_trains_only_the_best_third_past_each_rung():
     assert [t.epochs for t in everyone] == [9] * 6
 
 
+def test_the_heads_dropout_has_torchs_distribution():
+    """Zero with probability p, the rest scaled by 1/(1 - p), in training only; gradients
+    pass through the kept entries."""
+    import torch
+
+    from harness.dropout import Dropout
+
+    layer = Dropout(0.2)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    out = layer(x)
+    kept = out != 0
+    assert set(out.unique().tolist()) == {0.0, 1.25}
+    assert float(kept.float().mean()) == pytest.approx(0.8, abs=0.002)  # σ = 0.0004
+    out.sum().backward()
+    assert torch.equal(x.grad, kept * 1.25)
+    assert layer.eval()(x) is x and Dropout(0.0)(x) is x
+
+
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("name", ["mlp", "linear"])
 def test_heads_train_in_bf16_only_where_the_cell_and_the_cpu_run_it(monkeypatch, fast, name):
