@@ -81,9 +81,9 @@ def wolfe(
     interpolation (Nocedal & Wright, Algorithms 3.5 and 3.6). Where ``evaluations`` run
     out, the best step that met sufficient decrease; None where none did.
 
-    An Armijo-only search (step 1, halved until the value fell enough) accepted steps
-    far short of the minimum along the line: a 969-class probe's C path took 460 passes
-    over the data where scipy's L-BFGS-B took 160 (2026-12-05)."""
+    On a 969-class probe's C path the Armijo-only search it replaces (step 1, halved
+    until the value fell enough) took 460 passes over the data, this one 210, and 166
+    with ``minimize``'s unit-length first step; scipy's L-BFGS-B took 160 (2026-12-05)."""
     slope0 = float(g @ direction)
     previous: Point = (0.0, f, slope0, g)
     step = 1.0
