@@ -221,9 +221,10 @@ def cpu_matmuls(precision: str) -> Iterator[None]:
     """The block's fp32 matmuls on the CPU through oneDNN, allowed to compute in bf16
     where ``precision`` is bf16 (torch's ``mkldnn.matmul.fp32_precision = "bf16"``,
     oneDNN's fpmath mode), else in IEEE fp32. Inputs and results stay fp32. On a 2-vCPU
-    AMD EPYC (2026-12-05) a 16,384 × 768 × 9,691 product ran 2.3x faster and kept fp32's
-    order of error (largest 9.3e-7 of the largest result against 4.7e-7; float64
-    reference); other CPUs may round the operands to bf16, which a bf16 cell allows."""
+    AMD EPYC (avx512_bf16, no amx_bf16; 2026-12-05) a 16,384 × 768 × 9,691 product ran
+    2.3x faster and kept fp32's order of error (largest 9.3e-7 of the largest result
+    against 4.7e-7; float64 reference); other CPUs may round the operands to bf16, which a
+    bf16 cell allows."""
     import torch
 
     flags = torch.backends.mkldnn.matmul  # type: ignore[attr-defined]  # set at import

@@ -225,8 +225,8 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     kept off the cores torch computes on, it takes 2.8 s instead of 12 (2026-12-04).
     Where the cell runs bf16 on a CPU that multiplies bf16 faster, oneDNN computes the
     objective's products in bf16 arithmetic (``runtime.cpu_matmuls``): 1.5-1.9 s against
-    4.2-4.5 in IEEE fp32 on a 2-vCPU AMD EPYC, the same C, accuracy within 0.001
-    (2026-12-05).
+    4.2-4.5 in IEEE fp32 on a 2-vCPU AMD EPYC (avx512_bf16, no amx_bf16), the same C,
+    accuracy within 0.001 (2026-12-05).
     """
     from harness.runtime import torch_computes
 
@@ -250,8 +250,9 @@ def _linear(data: Features, params: Mapping[str, Any]) -> Outcome:
 
 def passes_bar(n_classes: int) -> tqdm:
     """Passes over the data, on stderr, shown once a probe has run 5 s (Products-10K's
-    9,691 classes take minutes: a pass of 112,858 items took 10.6 s on a 2-vCPU AMD EPYC,
-    2026-12-05); sparse (every 15 s) where stderr is not a terminal."""
+    9,691 classes take minutes: a pass of 112,858 items took 10.6 s on a 2-vCPU AMD EPYC
+    with avx512_bf16 and no amx_bf16, 2026-12-05); sparse (every 15 s) where stderr is not
+    a terminal."""
     return tqdm(
         desc=f"linear probe, {n_classes:,} classes",
         unit="pass",
