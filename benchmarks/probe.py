@@ -1,6 +1,7 @@
 """The default cell's linear probe on its cached embeddings, as it runs and as it ran
 before 2026-12-04 (numpy's BLAS threads free to spin beside torch's, a 10-step L-BFGS
-memory, IEEE fp32 products), timed in one run, with their accuracy:
+memory, IEEE fp32 products, every C of the grid, no ``ftol`` stop), timed in one run,
+with their accuracy:
 
     python benchmarks/probe.py [--suite suites/default.toml] [--cell ID]
 
@@ -15,33 +16,35 @@ import dataclasses
 import json
 import platform
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 TARGETS = {"probe s": 3.0, "accuracy difference": 0.001}
 
 
 def timed(data: Any, before: bool) -> dict[str, Any]:
     """The probe as the strategy runs it, or ``before``: numpy's BLAS threads left free to
-    spin beside torch's, an L-BFGS memory of 10 and fp32 products (the torch objective is
-    in both)."""
+    spin beside torch's, an L-BFGS memory of 10, fp32 products, the whole C grid and no
+    ``ftol`` stop (the torch objective and the Wolfe line search are in both)."""
     from harness.strategies import STRATEGIES, linear
 
     strategy = STRATEGIES.get("linear")
     params = strategy.params({})
-    bounds = linear.HISTORY
-    if before:
-        linear.HISTORY = (10, 10)
-        data = dataclasses.replace(data, precision="fp32")
-    try:
+    with ExitStack() as stack:
+        if before:
+            stack.enter_context(mock.patch.object(linear, "HISTORY", (10, 10)))
+            stack.enter_context(mock.patch.object(linear, "FTOL", 0.0))
+            data = dataclasses.replace(data, precision="fp32")
+            params = {**params, "patience": len(params["C"])}
         start = time.perf_counter()
         outcome = linear._linear(data, params) if before else strategy.run(data, params)
         seconds = time.perf_counter() - start
-    finally:
-        linear.HISTORY = bounds
     accuracy = round(outcome.metrics["accuracy"], 4)
     return {"way": "before" if before else "now", "probe s": round(seconds, 2),
             "C": outcome.chosen["C"], "precision": outcome.chosen["precision"],
+            "validation accuracy": outcome.chosen["validation_accuracy"],
             "accuracy": accuracy}  # fmt: skip
 
 

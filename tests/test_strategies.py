@@ -1,5 +1,7 @@
 """Strategies: the L-BFGS solver, the linear probe's protocol, and kNN on easy data."""
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -9,9 +11,11 @@ from harness import runtime
 from harness.strategies import STRATEGIES, Features, lbfgs
 from harness.strategies import mlp as mlp_search
 from harness.strategies.linear import (
+    FTOL,
     fit_softmax,
     host,
     on_device,
+    regularisation_path,
     softmax_objective,
     stratified_holdout,
 )
@@ -44,9 +48,36 @@ def test_the_line_search_meets_the_strong_wolfe_conditions(curve, centre, scale)
     assert value <= f + 1e-4 * step * slope0 and abs(slope) <= 0.9 * abs(slope0)
 
 
+def test_ftol_ends_a_fit_that_float32_rounding_has_stalled():
+    """A quadratic over 2,000 coordinates, its value summed from float32 terms and its
+    gradient rounded to float32, so a gradient tolerance of 1e-9 cannot be reached: the
+    relative-decrease stop ends it sooner, still within 1e-7 of the optimum."""
+    rng = np.random.default_rng(0)
+    a, b = rng.permutation(np.logspace(0, 3, 2000)), rng.normal(size=2000)
+    optimum = -0.5 * float((b * b / a).sum())
+
+    def exact(v):
+        return 0.5 * float((a * v * v).sum()) - float(b @ v)
+
+    calls = {0.0: 0, FTOL: 0}
+
+    def rounded(v, ftol):
+        calls[ftol] += 1
+        terms = (0.5 * a * v * v - b * v).astype(np.float32)
+        return float(terms.sum(dtype=np.float64)), (a * v - b).astype(np.float32).astype(float)
+
+    found = {}
+    for ftol in calls:
+        fun = functools.partial(rounded, ftol=ftol)
+        x = lbfgs.minimize(fun, np.zeros(2000), 1000, 10, 1e-9, ftol)
+        found[ftol] = calls[ftol], (exact(x) - optimum) / abs(optimum)
+    assert found[FTOL][0] < found[0.0][0], found
+    assert found[FTOL][1] < 1e-7, found
+
+
 def test_lbfgs_takes_no_more_passes_than_scipys_l_bfgs_b_on_a_regularisation_path():
     """The oracle for the effort: scipy's L-BFGS-B (Moré-Thuente line search) on the same
-    objective, warm starts and tolerance. On a 969-class lookalike of Products-10K an
+    objective, warm starts and tolerances. On a 969-class lookalike of Products-10K an
     Armijo-only search took 460 passes to its 160 (2026-12-05); on this small path both
     took about its number."""
     from scipy.optimize import minimize
@@ -58,7 +89,7 @@ def test_lbfgs_takes_no_more_passes_than_scipys_l_bfgs_b_on_a_regularisation_pat
     ours, theirs, theta, init = [], [], np.zeros(size), None
     for c in (0.1, 1.0, 10.0, 100.0, 1000.0):
         objective = softmax_objective(fx, fy, 20, 1 / (c * 2000))
-        options = {"maxcor": 10, "gtol": gtol, "ftol": 0, "maxiter": 1000}
+        options = {"maxcor": 10, "gtol": gtol, "maxiter": 1000}  # and its default ftol
         found = minimize(objective, theta, jac=True, method="L-BFGS-B", options=options)
         theta, theirs = found.x, [*theirs, found.nfev]
         init = fit_softmax(fx, fy, 20, 1 / (c * 2000), 1000, init, gtol, ours)
@@ -228,21 +259,25 @@ def test_halving_trains_only_the_best_third_past_each_rung():
     assert [t.epochs for t in everyone] == [9] * 6
 
 
-def test_the_heads_dropout_has_torchs_distribution():
-    """Zero with probability p, the rest scaled by 1/(1 - p), in training only; gradients
-    pass through the kept entries."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_the_heads_dropout_has_torchs_distribution(dtype, p):
+    """Zero with probability p, the rest scaled by 1/(1 - p), in training only, in the
+    dtypes a head trains in; gradients pass through the kept entries; masks of an odd
+    size, and each of the four int16 lanes of a draw, keep their share."""
     import torch
 
     from harness.dropout import Dropout
 
-    layer = Dropout(0.2)
-    x = torch.ones(1000, 1000, requires_grad=True)
+    layer = Dropout(p)
+    x = torch.ones(999, 1001, dtype=getattr(torch, dtype), requires_grad=True)
     out = layer(x)
     kept = out != 0
-    assert set(out.unique().tolist()) == {0.0, 1.25}
-    assert float(kept.float().mean()) == pytest.approx(0.8, abs=0.002)  # σ = 0.0004
-    out.sum().backward()
-    assert torch.equal(x.grad, kept * 1.25)
+    assert set(out.unique().tolist()) == {0.0, float(x.new_tensor(1 / (1 - p)))}
+    for lane in [kept.flatten()[i::4] for i in range(4)]:  # σ ≤ 0.001
+        assert float(lane.float().mean()) == pytest.approx(1 - p, abs=0.005)
+    out.float().sum().backward()
+    assert torch.equal(x.grad, kept * x.new_tensor(1 / (1 - p)))
     assert layer.eval()(x) is x and Dropout(0.0)(x) is x
 
 
@@ -314,6 +349,26 @@ def test_linear_probe_is_scikit_learns_logistic_regression():
     assert outcome.metrics["accuracy"] == pytest.approx(
         reference.score(x_test, test_labels), abs=0.01
     )
+
+
+def test_the_c_path_stops_after_patience_cs_no_better_on_validation():
+    """Walking C upwards, the path ends at the ``patience``-th C in a row that scores no
+    better than the best before it; what it walked is the full path's beginning."""
+    x, y = overlapping(0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    held = stratified_holdout(y, 0.2, seed=0)
+    params = STRATEGIES.get("linear").params({"C": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)})
+    full = regularisation_path(x, y, held, 5, {**params, "patience": 6})[1]
+    for patience in (1, 2):
+        walked = regularisation_path(x, y, held, 5, {**params, "patience": patience})[1]
+        best, stale, expected = -1.0, 0, {}
+        for c, accuracy in full.items():
+            expected[c] = accuracy
+            stale, best = (stale + 1, best) if accuracy <= best else (0, accuracy)
+            if stale == patience:
+                break
+        assert walked == pytest.approx(expected)
+        assert len(walked) < len(full), full
 
 
 def test_the_objective_gives_the_same_with_theta_as_numpy_or_as_a_tensor():
