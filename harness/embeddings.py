@@ -96,11 +96,18 @@ def embedding_key(
     }
 
 
-@lru_cache(maxsize=2)
 def load_model(
     spec: BackboneSpec, weights: ResolvedWeights, checkpoint: Checkpoint | None = None
 ) -> torch.nn.Module:
-    """The backbone, with fine-tuned weights from ``checkpoint`` if given."""
+    """The backbone, with fine-tuned weights from ``checkpoint`` if given; the last two
+    built are kept, so a zero-shot cell's image and text towers are one model."""
+    return _load_model(spec, weights, checkpoint)  # one key, however it was called
+
+
+@lru_cache(maxsize=2)
+def _load_model(
+    spec: BackboneSpec, weights: ResolvedWeights, checkpoint: Checkpoint | None
+) -> torch.nn.Module:
     from harness.backbones.build import build_model
 
     model = build_model(spec, weights)

@@ -31,6 +31,27 @@ def test_a_cache_hit_never_loads_the_model(setup, monkeypatch):
     np.testing.assert_array_equal(again.labels, dataset.split("test").labels[:10])
 
 
+def test_image_and_text_embeddings_build_the_model_once(tmp_path, monkeypatch):
+    """A zero-shot cell embeds images, then prompts, with the same open_clip model."""
+    from harness.backbones import build
+
+    spec = BACKBONES.get("test-clip")
+    built = []
+
+    def counted(*args):
+        built.append(args)
+        return build_model(*args)
+
+    build_model = build.build_model
+    monkeypatch.setattr(build, "build_model", counted)
+    embeddings._load_model.cache_clear()
+    embeddings.embed(
+        open_dataset("synthetic-products"), "test", np.arange(2), spec, spec.preprocess, 2, tmp_path
+    )
+    embeddings.embed_texts(spec, ["a photo of a shoe."], tmp_path)
+    assert len(built) == 1
+
+
 def test_batching_does_not_change_embeddings(setup):
     dataset, spec, pre, cache = setup
     one = embeddings.embed(dataset, "test", np.arange(6), spec, pre, 1, cache / "a")
