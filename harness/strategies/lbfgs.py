@@ -71,9 +71,9 @@ def minimize(
         curvature = float(s @ y)
         if curvature > 1e-12:
             steps = [*steps[-(history - 1) :], (s, y, 1.0 / curvature)]
-        decrease = f - f_new
+        f_old = f
         x, f, g = x + s, f_new, g_new
-        if decrease <= ftol * max(abs(f), abs(f + decrease), 1.0):
+        if f_old - f <= ftol * max(abs(f_old), abs(f), 1.0):
             break
     return x
 
