@@ -321,7 +321,7 @@ def features(ctx: CellContext, train: Embedded, test: Embedded, tuned: Tuned | N
     backbones), the fine-tuned head where it classifies the cell's classes, how the
     dataset's protocol ranks, and fine-tuning on request."""
     own_head = tuned is not None and ctx.tuning is not None and ctx.tuning.own_head
-    encode = partial(embed_texts, ctx.spec, cache_root=ctx.cache_root)
+    encode = partial(embed_texts, ctx.spec, cache_root=ctx.cache_root, precision=ctx.precision)
     on_request = tuner(ctx, train, test)
     data = Features(
         train.vectors,

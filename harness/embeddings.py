@@ -204,14 +204,17 @@ def embed_vectors(
     )
 
 
-def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.ndarray:
+def embed_texts(
+    spec: BackboneSpec, prompts: list[str], cache_root: Path, precision: str = "fp32"
+) -> np.ndarray:
     """Normalised text-tower embeddings of ``prompts`` (backbones whose adapter has a text
-    encoder), cached like images under a key of the backbone, its weights and the exact
-    prompts."""
+    encoder) at ``precision``, as the cell's images, cached like them under a key of the
+    backbone, its weights, the precision and the exact prompts."""
     weights = resolve(spec)
     key = {
         **model_key(spec, weights, device()),
         "kind": "text",
+        "precision": precision,
         "prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
     }
     entry = CacheEntry(cache_root, key, len(prompts))
@@ -223,6 +226,6 @@ def embed_texts(spec: BackboneSpec, prompts: list[str], cache_root: Path) -> np.
         desc = f"embed prompts with {spec.name}"
         with blame(f"the text tower of {spec.name} ({spec.identifier})", WeightsError):
             encoder = encode(model, spec, weights, device())
-        return text_batches(encoder, prompts, rows, desc)
+        return text_batches(encoder, prompts, rows, desc, precision)
 
     return entry.get(np.arange(len(prompts)), produce).vectors

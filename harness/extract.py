@@ -17,7 +17,7 @@ from harness.backbones.base import Preprocess
 from harness.backbones.build import width
 from harness.datasets.base import ArraySplit, Split
 from harness.errors import DatasetError, EmbeddingError
-from harness.runtime import computing_at, cpu_threads, device, grad_off, loader_workers
+from harness.runtime import cpu_threads, device, extracting, loader_workers
 
 if TYPE_CHECKING:
     import torch
@@ -211,8 +211,8 @@ def embed_batches(
     desc: str,
     precision: str = "fp32",
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(indices, float32 embeddings)`` per batch, without autograd (``grad_off``)
-    at ``precision`` (``resolve_precision``'s answer). An item that cannot be read gets a row
+    """Yield ``(indices, float32 embeddings)`` per batch, as ``extracting`` runs a forward
+    pass, at ``precision`` (``resolve_precision``'s answer). An item that cannot be read gets a row
     of NaN (the cache then knows it was tried), and a warning with its path. A batch's
     embeddings are read back once ``IN_FLIGHT`` later batches are queued, so that the
     device computes while this process prepares batches and writes the cache (on one
@@ -225,7 +225,7 @@ def embed_batches(
     buffer = batch_buffer(batch_size, pre, dev)
     bar = progress(len(indices), desc)
     pending: collections.deque[tuple[np.ndarray, torch.Tensor]] = collections.deque()
-    with grad_off(precision), computing_at(precision, dev), bar:
+    with extracting(precision, dev), bar:
         for batch in load_batches(split, indices, pre, batch_size):
             for message in batch.bad.values():
                 bar.write(f"shelfbench: skipped {message}", file=sys.stderr)
@@ -270,13 +270,13 @@ def text_batches(
     prompts: list[str],
     rows: np.ndarray,
     desc: str,
+    precision: str,
     batch_size: int = 256,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(rows, text embeddings)``: ``encode`` (an adapter's text encoder) of the
-    prompts ``rows``, under inference mode."""
-    import torch
-
-    with torch.inference_mode():
+    prompts ``rows``, as ``extracting`` runs a forward pass at ``precision``, as the
+    images are."""
+    with extracting(precision, device()):
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             text = encode([prompts[i] for i in chunk]).float().cpu().numpy()

@@ -52,6 +52,17 @@ def test_image_and_text_embeddings_build_the_model_once(tmp_path, monkeypatch):
     assert len(built) == 1
 
 
+def test_prompts_are_embedded_at_the_cells_precision(tmp_path):
+    """A bf16 cell's prompts go through the text tower in bf16, as its images go through
+    the image tower (CLIP_benchmark's ``amp`` does both), each precision cached apart."""
+    spec, prompts = BACKBONES.get("test-clip"), ["a photo of a shoe.", "a photo of a bag."]
+    fp32 = embeddings.embed_texts(spec, prompts, tmp_path, "fp32")
+    bf16 = embeddings.embed_texts(spec, prompts, tmp_path, "bf16")
+    assert not np.array_equal(fp32, bf16)
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+    np.testing.assert_array_equal(embeddings.embed_texts(spec, prompts, tmp_path, "fp32"), fp32)
+
+
 def test_batching_does_not_change_embeddings(setup):
     dataset, spec, pre, cache = setup
     one = embeddings.embed(dataset, "test", np.arange(6), spec, pre, 1, cache / "a")
