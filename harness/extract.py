@@ -211,12 +211,13 @@ def embed_batches(
     desc: str,
     precision: str = "fp32",
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(indices, float32 embeddings)`` per batch, as ``extracting`` runs a forward
-    pass, at ``precision`` (``resolve_precision``'s answer). An item that cannot be read gets a row
-    of NaN (the cache then knows it was tried), and a warning with its path. A batch's
-    embeddings are read back once ``IN_FLIGHT`` later batches are queued, so that the
-    device computes while this process prepares batches and writes the cache (on one
-    stream, a batch's input buffer is overwritten only after its forward has run)."""
+    """Yield ``(indices, float32 embeddings)`` per batch, each forward pass run as
+    ``extracting`` says at ``precision`` (``resolve_precision``'s answer). An item that
+    cannot be read gets a row of NaN (the cache then knows it was tried), and a warning with
+    its path. A batch's embeddings are read back once ``IN_FLIGHT`` later batches are
+    queued, so that the device computes while this process prepares batches and writes the
+    cache (on one stream, a batch's input buffer is overwritten only after its forward has
+    run)."""
     import torch
 
     torch.set_num_threads(cpu_threads())
