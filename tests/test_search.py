@@ -129,6 +129,18 @@ def test_a_bf16_matmul_is_within_its_bound_of_the_exact_cosine(seed, dim, scale)
     assert (np.abs(approx - exact) <= bound).all()
 
 
+def test_the_bf16_gallery_is_each_fp32_unit_vector_rounded_once():
+    rng = np.random.default_rng(0)
+    vectors = (rng.normal(size=(50, 33)) * rng.lognormal(size=(50, 1))).astype(np.float32)
+    vectors[7] = 0
+    x = torch.from_numpy(vectors)
+    norms = x.norm(dim=1, keepdim=True)
+    expected = torch.where(norms > 0, x / norms, 0.0).bfloat16()
+    got = search._bf16_unit(vectors)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+    assert not got[7].any()
+
+
 def assert_exact_top_k(queries, gallery, k, scores, indices):
     """``indices`` are a top k by exact (float64) cosine, in order, with their scores."""
     exact = l2_normalise(queries).astype(np.float64) @ l2_normalise(gallery).astype(np.float64).T
