@@ -48,6 +48,30 @@ def test_products_give_torchs_results_through_onednn(unfused):
     torch.testing.assert_close(redirected, plain, rtol=1e-5, atol=1e-5)
 
 
+LAYOUTS = {
+    "empty": lambda: (torch.randn(0, 8), torch.randn(8, 4)),
+    "one row": lambda: (torch.randn(1, 8), torch.randn(8, 4)),
+    "x transposed": lambda: (torch.randn(8, 5).t(), torch.randn(8, 4)),
+    "x strided": lambda: (torch.randn(5, 16)[:, ::2], torch.randn(8, 4)),
+    "weight transposed": lambda: (torch.randn(5, 8), torch.randn(4, 8).t()),
+    "k = 1": lambda: (torch.randn(5, 1), torch.randn(1, 4)),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_products_of_any_shape_and_layout_equal_torchs(layout):
+    torch.manual_seed(0)
+    x, w = LAYOUTS[layout]()
+    bias = torch.randn(w.shape[1])
+    with torch.no_grad():
+        expected = x @ w, torch.addmm(bias, x, w)
+        with onednn.Products() as products:
+            got = torch.mm(x, w), torch.addmm(bias, x, w)
+    assert products.sent == 2
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
 def test_products_leave_autograd_other_dtypes_and_scaled_sums_alone():
     a, b, bias = torch.randn(6, 8), torch.randn(8, 4), torch.randn(4)
     with onednn.Products() as products:
