@@ -38,7 +38,7 @@ from harness.datasets.base import Split
 from harness.embeddings import embed, load_model
 from harness.extract import load_batches, to_tensor
 from harness.finetune import finetune
-from harness.runtime import computing_at, cpu_has_bf16, device, resolve_precision
+from harness.runtime import cpu_has_bf16, device, extracting, resolve_precision
 from harness.training import TRAIN_DEFAULTS, Run
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
@@ -85,7 +85,7 @@ def model_only(model: torch.nn.Module, px: int, precision: str) -> float:
     x = torch.randn(BATCH, 3, px, px, device=DEV).contiguous(memory_format=torch.channels_last)
     model = model.to(DEV, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     reps = max(3, min(30, N // BATCH))
-    with torch.inference_mode(), computing_at(precision, DEV):
+    with extracting(precision, DEV):  # as extraction runs a forward pass
         for _ in range(2):
             model(x)
         sync()
