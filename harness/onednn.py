@@ -12,7 +12,6 @@ Imported only where torch already is.
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import torch
@@ -36,23 +35,21 @@ def kernel() -> Any:
 
 @functools.cache
 def speedup() -> float:
-    """How many times the default fp32 product's rate oneDNN's kernel reaches here: the
-    fastest of four 512x1024x1024 products each (the first warms up), interleaved, once per
-    process (about 60 ms); 0 without the kernel."""
+    """How many times the default fp32 product's rate oneDNN's kernel reaches here
+    (``runtime.fastest`` of four 512x1024x1024 products each), once per process (about
+    60 ms); 0 without the kernel."""
+    from harness.runtime import fastest
+
     linear = kernel()
     if linear is None:
         return 0.0
     x, w, b = torch.randn(512, 1024), torch.randn(1024, 1024), torch.randn(1024)
-    ways = {
-        "default": lambda: torch.addmm(b, x, w.t()),
-        "onednn": lambda: linear(x, w, b, "none", [], ""),
-    }
-    best = dict.fromkeys(ways, float("inf"))
-    for _ in range(4):
-        for name, product in ways.items():
-            start = time.perf_counter()
-            product()
-            best[name] = min(best[name], time.perf_counter() - start)
+    best = fastest(
+        {
+            "default": lambda: torch.addmm(b, x, w.t()),
+            "onednn": lambda: linear(x, w, b, "none", [], ""),
+        }
+    )
     return round(best["default"] / best["onednn"], 2)
 
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -140,22 +140,39 @@ def cpu_has_bf16() -> bool:
 
 @functools.cache
 def bf16_speedup() -> float:
-    """How many times fp32's rate this CPU multiplies at in bf16: the fastest of four
-    512x1024x1024 matmuls each (the first warms up), interleaved, once per process (about
-    30 ms); 0 without bf16 instructions, where it is not worth timing."""
+    """How many times fp32's rate this CPU multiplies at in bf16 (``fastest`` of four
+    512x1024x1024 matmuls each), once per process (about 50 ms); 0 without bf16
+    instructions, where it is not worth timing."""
     if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
         return 0.0
     import torch
 
     a, b = torch.randn(512, 1024), torch.randn(1024, 1024)
-    pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
-    best = dict.fromkeys(pairs, float("inf"))
-    for _ in range(4):
-        for dtype, (x, y) in pairs.items():
-            start = time.perf_counter()
-            x @ y
-            best[dtype] = min(best[dtype], time.perf_counter() - start)
-    return round(best[torch.float32] / best[torch.bfloat16], 2)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    best = fastest({"fp32": lambda: a @ b, "bf16": lambda: a16 @ b16})
+    return round(best["fp32"] / best["bf16"], 2)
+
+
+def fastest(runs: dict[str, Callable[[], object]], rounds: int = 4) -> dict[str, float]:
+    """Each run's fastest time over ``rounds`` interleaved rounds (the first warms up), on
+    one torch thread timed by that thread's CPU clock, so that other processes on the cores
+    do not count. With three busy processes on a 2-vCPU AMD EPYC (2026-12-05) the wall
+    clock put bf16's ratio anywhere from 2.2 to 17, this clock at 3.9-4.2; a ratio near a
+    threshold could send one pytest-xdist worker to the other precision."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(rounds):
+            for name, run in runs.items():
+                start = time.thread_time()
+                run()
+                best[name] = min(best[name], time.thread_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return best
 
 
 @functools.cache

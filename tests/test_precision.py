@@ -74,6 +74,22 @@ def test_bf16_is_timed_only_where_the_cpu_has_bf16_instructions(monkeypatch, fre
     assert runtime.bf16_speedup() > 0  # measured: slower or faster, depending on the CPU
 
 
+def test_speed_checks_count_their_own_cpu_time_not_the_wall_clocks():
+    """Time spent off the CPU (here asleep, on a loaded machine preempted) does not count,
+    so other processes cannot flip a precision decision; torch's threads are restored."""
+    import time
+
+    def spin() -> None:
+        end = time.thread_time() + 0.02
+        while time.thread_time() < end:
+            pass
+
+    threads = torch.get_num_threads()
+    best = runtime.fastest({"asleep": lambda: time.sleep(0.02), "busy": spin}, rounds=2)
+    assert best["asleep"] < 0.005 <= 0.02 <= best["busy"]
+    assert torch.get_num_threads() == threads
+
+
 def test_auto_is_bf16_only_where_it_multiplies_faster(monkeypatch):
     monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)
     monkeypatch.setattr(runtime, "device", lambda: "cpu")
