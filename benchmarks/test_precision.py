@@ -71,11 +71,11 @@ def test_embed_32_images_at_224_px_in_fp32(
 ) -> None:
     import torch
 
-    from harness import onednn
+    from harness.runtime import onednn_speedup
 
     name, net = model
     benchmark.group = f"embed {name}, 32 images at 224 px, fp32"
-    benchmark.extra_info["onednn_speedup"] = onednn.speedup()
+    benchmark.extra_info["onednn_speedup"] = onednn_speedup()
     x = torch.rand(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
     def run() -> Any:

@@ -5,19 +5,16 @@ amx_bf16; 2026-12-05) MKL ran the 3,200-row products of a ViT-B-32 batch at 190-
 GFLOP/s and oneDNN's linear kernel (the one torch.compile's CPU code calls) at 360-470, both
 in IEEE fp32 (largest error 8.7e-7 of the largest result against MKL's 4.1e-7; float64
 reference): the open_clip ViT-B-32 embedded 1.8x faster. ``Products`` sends a forward
-pass's fp32 products there; ``speedup`` says, by timing them here, whether it pays.
-Imported only where torch already is.
+pass's fp32 products there; ``runtime.onednn_pays`` says, by timing them here, whether
+it pays. Imported only where torch already is.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-
-GAIN = 1.2  # oneDNN's products where they run at least this many times the default's rate
 
 aten = torch.ops.aten
 
@@ -31,31 +28,6 @@ def kernel() -> Any:
         return torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError):
         return None
-
-
-@functools.cache
-def speedup() -> float:
-    """How many times the default fp32 product's rate oneDNN's kernel reaches here
-    (``runtime.fastest`` of four 512x1024x1024 products each), once per process (about
-    60 ms); 0 without the kernel."""
-    from harness.runtime import fastest
-
-    linear = kernel()
-    if linear is None:
-        return 0.0
-    x, w, b = torch.randn(512, 1024), torch.randn(1024, 1024), torch.randn(1024)
-    best = fastest(
-        {
-            "default": lambda: torch.addmm(b, x, w.t()),
-            "onednn": lambda: linear(x, w, b, "none", [], ""),
-        }
-    )
-    return round(best["default"] / best["onednn"], 2)
-
-
-def pays() -> bool:
-    """Whether fp32 products run at least ``GAIN`` times faster through oneDNN here."""
-    return speedup() >= GAIN
 
 
 class Products(TorchDispatchMode):

@@ -175,6 +175,37 @@ def fastest(runs: dict[str, Callable[[], object]], rounds: int = 4) -> dict[str,
     return best
 
 
+ONEDNN_GAIN = 1.2  # fp32 products through oneDNN where they run this many times faster
+
+
+def onednn_pays() -> bool:
+    """Whether fp32 products run at least ``ONEDNN_GAIN`` times faster through oneDNN's
+    linear kernel than through torch's own BLAS here (``harness.onednn``)."""
+    return onednn_speedup() >= ONEDNN_GAIN
+
+
+@functools.cache
+def onednn_speedup() -> float:
+    """How many times the default fp32 product's rate oneDNN's linear kernel reaches here
+    (``fastest`` of four 512x1024x1024 products each), once per process (about 60 ms); 0
+    where torch has no such kernel."""
+    import torch
+
+    from harness.onednn import kernel
+
+    linear = kernel()
+    if linear is None:
+        return 0.0
+    x, w, b = torch.randn(512, 1024), torch.randn(1024, 1024), torch.randn(1024)
+    best = fastest(
+        {
+            "default": lambda: torch.addmm(b, x, w.t()),
+            "onednn": lambda: linear(x, w, b, "none", [], ""),
+        }
+    )
+    return round(best["default"] / best["onednn"], 2)
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (``/proc/cpuinfo``; none where it cannot be read)."""
@@ -220,7 +251,8 @@ def extracting(precision: str, dev: str) -> Iterator[None]:
     """How a forward pass for embeddings runs: without autograd (``grad_off``), at
     ``precision`` (``computing_at``); on the CPU also without torch's fused
     MultiheadAttention kernel, and at fp32 with the products through oneDNN where they run
-    faster here (``harness.onednn``; under ``no_grad``, which lets them be seen). Unfused,
+    faster here (``onednn_pays``, ``harness.onednn``; under ``no_grad``, which lets them be
+    seen). Unfused,
     an open_clip ViT-B-32 embedded 10% faster in bf16 (84 against 76 images/s on a 2-vCPU
     AMD EPYC, 2026-12-05), and its attention's products can go to oneDNN."""
     import torch
@@ -233,7 +265,7 @@ def extracting(precision: str, dev: str) -> Iterator[None]:
             fast = torch.backends.mha.get_fastpath_enabled()
             torch.backends.mha.set_fastpath_enabled(False)
             stack.callback(torch.backends.mha.set_fastpath_enabled, fast)
-        redirect = cpu and precision == "fp32" and onednn.pays()
+        redirect = cpu and precision == "fp32" and onednn_pays()
         stack.enter_context(torch.no_grad() if redirect else grad_off(precision))
         stack.enter_context(computing_at(precision, dev))
         if redirect:
