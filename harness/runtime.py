@@ -257,8 +257,6 @@ def extracting(precision: str, dev: str) -> Iterator[None]:
     oneDNN."""
     import torch
 
-    from harness import onednn
-
     with contextlib.ExitStack() as stack:
         cpu = dev == "cpu"
         if cpu:
@@ -269,7 +267,9 @@ def extracting(precision: str, dev: str) -> Iterator[None]:
         stack.enter_context(torch.no_grad() if redirect else grad_off(precision))
         stack.enter_context(computing_at(precision, dev))
         if redirect:
-            stack.enter_context(onednn.Products())
+            from harness.onednn import Products
+
+            stack.enter_context(Products())
         yield
 
 
