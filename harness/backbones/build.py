@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from harness.backbones.base import BackboneSpec
 from harness.backbones.files import ResolvedWeights
-from harness.backbones.libraries import library
+from harness.backbones.libraries import load
 from harness.errors import WeightsError, blame
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def build_model(
         else f"weights for {spec.name} ({weights.path}) do not load into {spec.identifier}"
     )
     with blame(where, WeightsError):  # a factory's TypeError, a loader's own errors
-        model = library(spec).build(spec, weights, head)  # type: ignore[misc]
+        model = load(spec).build(spec, weights, head)  # type: ignore[misc]
     if spec.embed_dim and model.num_features != spec.embed_dim:
         raise WeightsError(
             f"{spec.name}: the model gives {model.num_features}-d embeddings but the registry "

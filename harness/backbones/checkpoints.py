@@ -3,6 +3,8 @@ torch file), training wrappers unwrapped, every key fitting or the first misfit 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,29 @@ def load_state(path: Path) -> dict[str, Any]:
             f"{path} is not a weights-only checkpoint ({type(exc).__name__}); "
             "shelfbench loads only tensors, never arbitrary pickled objects"
         ) from None
+
+
+@contextlib.contextmanager
+def uninitialised() -> Iterator[None]:
+    """torch.nn.init's in-place initialisers do nothing inside: for building a model whose
+    every parameter and buffer a strict load then overwrites (as transformers'
+    ``no_init_weights``). open_clip's ViT-B-32 built in 0.11-0.14 s against 0.55-0.69 s
+    (2-vCPU AMD EPYC, 2026-12-05). Not thread-safe: nothing else may initialise meanwhile."""
+    from torch.nn import init
+
+    names = [n for n in vars(init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(init, n) for n in names}
+    for name in names:
+        setattr(init, name, _unchanged)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
+
+
+def _unchanged(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
 
 
 def strict(model: torch.nn.Module, state: dict[str, Any], spec: BackboneSpec, path: Path) -> None:

@@ -33,7 +33,7 @@ from harness.backbones.base import (
     Preprocess,
     Weights,
 )
-from harness.backbones.libraries import LIBRARIES, library
+from harness.backbones.libraries import LIBRARIES, library, load
 from harness.cache import digest, keep
 from harness.errors import SuiteError
 from harness.paths import cache_root, regular_file
@@ -280,6 +280,7 @@ def library_preprocess(spec: BackboneSpec) -> Preprocess:
             return Preprocess(**fields)
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    load(spec)  # its modules, frozen
     pre = lib.preprocess(spec)
     text = json.dumps({"key": key, "preprocess": pre.as_dict()}, indent=1)
     keep(path, lambda p: p.write_text(text))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from harness.backbones.base import BackboneSpec, Preprocess
 from harness.backbones.files import ResolvedWeights
 from harness.errors import SuiteError
+from harness.imports import import_frozen
 from harness.registry import Registry, import_modules
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ class Library:
     ``preprocess_key(spec)``: what else that preprocessing depends on (a config file);
     ``hub_files``: the weight files its hub repos hold, in the order tried;
     ``distributions``: the packages whose versions change what its models compute (they
-    key every embedding it makes; the first keys its preprocessing); ``image_model``:
+    key every embedding it makes; the first keys its preprocessing); ``modules``: what
+    ``build`` and ``preprocess`` import (``load`` imports them frozen); ``image_model``:
     the module that embeds images (the one fine-tuning trains); ``unfreeze``: its last N
     blocks and what follows them (None where blocks are unknown); ``text``: its text
     tower's encoder (zero-shot); ``pooling``: a declared entry's default; ``runs_model``:
@@ -54,6 +56,7 @@ class Library:
     )
     hub_files: tuple[str, ...] = ()
     distributions: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
     image_model: Callable[[Any], Any] = field(default=_itself, repr=False)
     unfreeze: Callable[[Any, BackboneSpec, int], None] | None = field(default=None, repr=False)
     text: TextEncoder | None = field(default=None, repr=False)
@@ -66,6 +69,14 @@ LIBRARIES: Registry[Library] = Registry("model library", SuiteError)
 
 def library(spec: BackboneSpec) -> Library:
     return LIBRARIES.get(spec.source)
+
+
+def load(spec: BackboneSpec) -> Library:
+    """The backbone's library, its modules imported (``harness.imports``): for calling
+    ``build`` or ``preprocess``."""
+    lib = library(spec)
+    import_frozen(*lib.modules)
+    return lib
 
 
 def has_text(spec: BackboneSpec) -> bool:

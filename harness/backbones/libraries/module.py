@@ -48,4 +48,4 @@ def build(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.
     return model
 
 
-LIBRARIES.add(Library("module", build))
+LIBRARIES.add(Library("module", build, modules=("torch",)))

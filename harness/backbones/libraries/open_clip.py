@@ -4,6 +4,7 @@ own configs (tiny test models) registered with open_clip when used."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backbones.base import BackboneSpec, Preprocess
+from harness.backbones.checkpoints import uninitialised
 from harness.backbones.files import OPEN_CLIP_CONFIG, ResolvedWeights, file_sha256
 from harness.backbones.libraries import LIBRARIES, Library, check_blocks
 from harness.errors import SuiteError, WeightsError
@@ -61,12 +63,15 @@ def open_clip_model(spec: BackboneSpec, weights: ResolvedWeights) -> Any:
         return open_clip.create_model(f"local-dir:{weights.path}")
     torch.manual_seed(spec.weights.seed)
     # open_clip's own file loader (weights-only torch.load or safetensors, strict), as
-    # for a download; QuickGELU must be forced, a file does not carry the tag's flag.
-    return open_clip.create_model(
-        spec.model,
-        pretrained=None if weights.path is None else str(weights.path),
-        force_quick_gelu=spec.quick_gelu,
-    )
+    # for a download; QuickGELU must be forced, a file does not carry the tag's flag. A
+    # strict load overwrites every initial value; big_vision .npz files load their own way.
+    loads_all = weights.path is not None and weights.path.suffix not in (".npz", ".npy")
+    with uninitialised() if loads_all else contextlib.nullcontext():
+        return open_clip.create_model(
+            spec.model,
+            pretrained=None if weights.path is None else str(weights.path),
+            force_quick_gelu=spec.quick_gelu,
+        )
 
 
 def _check_hf_preprocess(spec: BackboneSpec, config_path: Path) -> None:
@@ -161,6 +166,7 @@ LIBRARIES.add(
         preprocess_key,
         hub_files=("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
         distributions=("open_clip_torch", "timm", "torchvision"),  # timm: its timm towers
+        modules=("torch", "open_clip"),
         image_model=lambda tower: tower.clip.visual,
         unfreeze=unfreeze,
         text=text,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backbones.base import INTERPOLATIONS, BackboneSpec, Preprocess, channels
-from harness.backbones.checkpoints import load_state, strict, unwrapped
+from harness.backbones.checkpoints import load_state, strict, uninitialised, unwrapped
 from harness.backbones.convert import CONVERTERS
 from harness.backbones.files import ResolvedWeights
 from harness.backbones.libraries import LIBRARIES, Library, check_blocks
@@ -33,7 +33,8 @@ def build(spec: BackboneSpec, weights: ResolvedWeights, head: bool) -> torch.nn.
     if spec.weights.source == "file":
         return team_checkpoint(spec, weights.path, classes)
     if spec.weights.convert:
-        model: Any = timm.create_model(spec.model, pretrained=False)
+        with uninitialised():  # the strict load below overwrites every value
+            model: Any = timm.create_model(spec.model, pretrained=False)
         state = CONVERTERS[spec.weights.convert](load_state(weights.path), list(model.state_dict()))
         strict(model, state, spec, weights.path)
         if not head:
@@ -53,7 +54,8 @@ def team_checkpoint(spec: BackboneSpec, path: Path, classes: dict[str, Any]) -> 
     pretrained head; a headless checkpoint loads as it is."""
     import timm
 
-    model: Any = timm.create_model(spec.model, pretrained=False, **classes)
+    with uninitialised():  # the strict load below overwrites every value
+        model: Any = timm.create_model(spec.model, pretrained=False, **classes)
     state = unwrapped(load_state(path))
     heads = model.pretrained_cfg.get("classifier") or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
@@ -105,6 +107,7 @@ LIBRARIES.add(
         preprocess,
         hub_files=("model.safetensors", "pytorch_model.bin"),
         distributions=("timm", "torchvision"),
+        modules=("torch", "timm"),
         unfreeze=unfreeze,
     )
 )

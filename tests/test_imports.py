@@ -1,0 +1,50 @@
+"""Heavy imports frozen once (``harness.imports``) and builds that skip initialisation a
+strict load overwrites (``checkpoints.uninitialised``)."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from harness.backbones.checkpoints import uninitialised
+
+FROZEN_ONCE = """
+import gc
+from harness.imports import import_frozen
+
+assert gc.get_freeze_count() == 0
+import_frozen("fractions", "json")  # json: already imported by harness, skipped
+frozen = gc.get_freeze_count()
+assert frozen > 0 and gc.isenabled(), (frozen, gc.isenabled())
+import_frozen("decimal")  # a second call imports without freezing again
+import decimal
+assert gc.get_freeze_count() == frozen
+class Cycle:
+    pass
+a, b = Cycle(), Cycle()
+a.other, b.other = b, a
+del a, b
+assert gc.collect() >= 2  # objects made after the freeze are still collected
+print("ok")
+"""
+
+
+def test_the_first_heavy_import_freezes_the_heap_once_and_collection_goes_on():
+    done = subprocess.run([sys.executable, "-c", FROZEN_ONCE], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_uninitialised_skips_initialisers_and_restores_them_even_after_an_error():
+    original = torch.nn.init.kaiming_uniform_
+    torch.manual_seed(0)
+    with uninitialised():
+        torch.nn.Linear(64, 64)  # its reset_parameters draws nothing
+    drawn_after_skip = torch.rand(1)
+    torch.manual_seed(0)
+    torch.nn.Linear(64, 64)
+    assert not torch.equal(torch.rand(1), drawn_after_skip)  # an initialised one drew
+    with pytest.raises(ValueError), uninitialised():
+        raise ValueError
+    assert torch.nn.init.kaiming_uniform_ is original
