@@ -142,3 +142,30 @@ def test_xdist_workers_share_the_outcome_cache(pytester, write_suite, tmp_path):
     rows = json.loads((pytester.path / "reports" / "latest.json").read_text())["cells"]
     assert {row["result_cache"] for row in rows} == {"hit"}
     assert len(list((cache / "outcomes").glob("*/*.json"))) == 4
+
+
+def test_setting_up_a_cell_is_not_counted_as_tuning(tmp_path, monkeypatch):
+    """The context (dataset, the library's first import) has its own seconds; a cell that
+    trains nothing reports no tuning, whether its outcome is computed or read."""
+    import time
+
+    from harness import cell as cell_module
+    from harness.report import table
+
+    slow = cell_module.context
+
+    def context(*args):
+        time.sleep(0.3)
+        return slow(*args)
+
+    monkeypatch.setattr(cell_module, "context", context)
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE.format(**DEFAULTS))
+    knn = next(c for c in load_suite(path).cells if c.id.endswith("test-efficientnet/knn"))
+    computed, read = run_cell(knn, tmp_path / "cache"), run_cell(knn, tmp_path / "cache")
+    assert read.result_cache == "hit"
+    for row in (computed, read):
+        assert row.seconds["setup"] >= 0.3 > row.seconds["tune"]
+        assert row.seconds["total"] >= row.seconds["setup"] + row.seconds["embed"]
+    train_s = table([computed], ["accuracy"]).rows[0][-2]  # fitting knn's index: little
+    assert float(train_s) < 0.3
