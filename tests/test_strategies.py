@@ -400,3 +400,21 @@ def test_the_probe_with_its_state_on_the_device_takes_the_host_paths_steps(monke
     tw, tb = host(fitted)
     np.testing.assert_allclose(tw, w, atol=1e-6)
     np.testing.assert_allclose(tb, b, atol=1e-6)
+
+
+def test_a_loose_c_path_ends_with_the_model_a_tight_one_does_in_fewer_passes():
+    """The path's fits stop at ``PATH_FTOL``, the refit at ``FTOL``: the same C and the
+    same probe (to the refit's own tolerance) as with every fit at ``FTOL``."""
+    from harness.strategies import linear as module
+
+    x, y = overlapping(0, n=3000, dim=32, classes=60)
+    params = module.LinearSettings().model_dump()
+    loose = module.probe(x, y, 60, params)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "PATH_FTOL", module.FTOL)
+        tight = module.probe(x, y, 60, params)
+    assert loose.chosen["C"] == tight.chosen["C"]
+    assert loose.gflops < 0.9 * tight.gflops, (loose.gflops, tight.gflops)
+    scores = [x @ p.weight + p.bias for p in (loose, tight)]
+    np.testing.assert_array_equal(scores[0].argmax(1), scores[1].argmax(1))
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-3 * abs(scores[1]).max())
