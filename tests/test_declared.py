@@ -362,6 +362,34 @@ strategies = ["knn"]
         run_cell(broken, tmp_path / "cache")
 
 
+def test_a_cells_context_hashes_its_weights_and_leaves_a_missing_file_to_embed(
+    tmp_path, monkeypatch
+):
+    """The context hashes the weight file beside the library import, into the memo embed
+    reads; a weights file that is not there fails the cell where it always did, in embed,
+    with the line that says where it was looked for."""
+    from harness.cell import context, run_cell
+
+    monkeypatch.setenv("SHELFBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "team_encoders.py").write_text(ENCODER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(importlib.import_module("team_encoders").Encoder().state_dict(), tmp_path / "e.pt")
+    table = 'module = "team_encoders:build"\nimage_size = 32\nmean = [0.5, 0.5, 0.5]\n'
+    table += "std = [0.5, 0.5, 0.5]\n"
+    (tmp_path / "s.toml").write_text(
+        f'[backbones.there]\n{table}weights = "e.pt"\n[backbones.gone]\n{table}'
+        'weights = "gone.pt"\n[[cells]]\ndatasets = ["synthetic-products"]\n'
+        'backbones = ["there", "gone"]\nstrategies = ["knn"]\n'
+    )
+    there, gone = load_suite(tmp_path / "s.toml").cells
+    context(there, tmp_path / "cache")
+    memo = json.loads((tmp_path / "cache" / "weights-sha256.json").read_text())
+    assert memo[str((tmp_path / "e.pt").resolve())][2] == resolve(there.backbone_spec).sha256
+    context(gone, tmp_path / "cache")
+    with pytest.raises(WeightsUnavailable, match=r"gone\.pt does not exist"):
+        run_cell(gone, tmp_path / "cache")
+
+
 def test_a_factory_that_raises_is_one_line_and_a_parameter_free_encoder_runs(tmp_path, monkeypatch):
     from harness.cell import run_cell
 

@@ -56,7 +56,8 @@ FTOL = 1e7 * float(np.finfo(np.float64).eps)
 # from the chosen one, so they stop at a relative decrease of 1e-5. On the 969-class
 # lookalike the probe took 5,370 GFLOP against 8,507 with every fit at ``FTOL``: the same
 # C, validation accuracies within 0.0007, test accuracy 0.5296 both; on the default cell
-# 174 against 184, the same C, accuracy 0.8830 both (2026-12-05, 2-vCPU AMD EPYC).
+# 174 against 184, the same C, accuracy 0.8830 both (2026-12-05, 2-vCPU AMD EPYC,
+# avx512_bf16, no amx_bf16).
 PATH_FTOL = 1e-5
 
 
