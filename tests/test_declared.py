@@ -110,12 +110,14 @@ def test_the_librarys_preprocessing_is_remembered_per_library_version(
     assert module.library_preprocess(spec) == first and len(computed) == 2
 
 
-def test_an_open_clip_checkpoint_declared_in_a_suite_embeds_as_the_registry_entry(tmp_path):
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip-format", "legacy-format"])
+def test_an_open_clip_checkpoint_declared_in_a_suite_embeds_as_the_registry_entry(tmp_path, zipped):
     """The tiny open_clip config, its weights saved to a file: the declared entry gets
-    open_clip's preprocessing for the config and the same embeddings as the entry."""
+    open_clip's preprocessing for the config and the same embeddings as the entry, built
+    uninitialised and the file mapped (zip format) or read (legacy format)."""
     entry = BACKBONES.get("test-clip")
     tower = build_model(entry, resolve(entry))
-    torch.save(tower.clip.state_dict(), tmp_path / "clip.pt")
+    torch.save(tower.clip.state_dict(), tmp_path / "clip.pt", _use_new_zipfile_serialization=zipped)
     spec = complete(declared("t-clip", tmp_path, open_clip=entry.model, weights="clip.pt"))
     assert (spec.preprocess.size, spec.preprocess.mean) == (32, entry.preprocess.mean)
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -1,5 +1,6 @@
-"""Heavy imports frozen once (``harness.imports``) and builds that skip initialisation a
-strict load overwrites (``checkpoints.uninitialised``)."""
+"""Heavy imports frozen once (``harness.imports``), builds that skip initialisation a
+strict load overwrites (``checkpoints.uninitialised``) and checkpoint files mapped
+rather than read (``checkpoints.mapped_loads``)."""
 
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from harness.backbones.checkpoints import uninitialised
+from harness.backbones.checkpoints import mapped_loads, uninitialised
 
 FROZEN_ONCE = """
 import gc
@@ -48,3 +49,14 @@ def test_uninitialised_skips_initialisers_and_restores_them_even_after_an_error(
     with pytest.raises(ValueError), uninitialised():
         raise ValueError
     assert torch.nn.init.kaiming_uniform_ is original
+
+
+def test_mapped_loads_map_only_inside(tmp_path):
+    from torch.utils.serialization import config
+
+    torch.save({"w": torch.arange(4.0)}, tmp_path / "w.pt")
+    with mapped_loads():
+        assert config.load.mmap
+        state = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert not config.load.mmap
+    assert torch.equal(state["w"], torch.arange(4.0))

@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backbones.base import BackboneSpec, Preprocess
-from harness.backbones.checkpoints import uninitialised
+from harness.backbones.checkpoints import mapped_loads, uninitialised
 from harness.backbones.files import OPEN_CLIP_CONFIG, ResolvedWeights, file_sha256
 from harness.backbones.libraries import LIBRARIES, Library, check_blocks
 from harness.errors import SuiteError, WeightsError
@@ -66,7 +67,11 @@ def open_clip_model(spec: BackboneSpec, weights: ResolvedWeights) -> Any:
     # for a download; QuickGELU must be forced, a file does not carry the tag's flag. A
     # strict load overwrites every initial value; big_vision .npz files load their own way.
     loads_all = weights.path is not None and weights.path.suffix not in (".npz", ".npy")
-    with uninitialised() if loads_all else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if loads_all:
+            stack.enter_context(uninitialised())
+        if weights.path is not None and zipfile.is_zipfile(weights.path):
+            stack.enter_context(mapped_loads())
         return open_clip.create_model(
             spec.model,
             pretrained=None if weights.path is None else str(weights.path),
