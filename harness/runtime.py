@@ -253,8 +253,8 @@ def extracting(precision: str, dev: str) -> Iterator[None]:
     MultiheadAttention kernel, and at fp32 with the products through oneDNN where they run
     faster here (``onednn_pays``, ``harness.onednn``; under ``no_grad``, which lets them be
     seen). Unfused, an open_clip ViT-B-32 embedded 10% faster in bf16 (84 against 76
-    images/s on a 2-vCPU AMD EPYC, 2026-12-05), and its attention's products can go to
-    oneDNN."""
+    images/s on a 2-vCPU AMD EPYC, avx512_bf16, no amx_bf16, 2026-12-05), and its
+    attention's products can go to oneDNN."""
     import torch
 
     with contextlib.ExitStack() as stack:

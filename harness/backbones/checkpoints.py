@@ -37,7 +37,8 @@ def uninitialised() -> Iterator[None]:
     """torch.nn.init's in-place initialisers do nothing inside: for building a model whose
     every parameter and buffer a strict load then overwrites (as transformers'
     ``no_init_weights``). open_clip's ViT-B-32 built in 0.11-0.14 s against 0.55-0.69 s
-    (2-vCPU AMD EPYC, 2026-12-05). Not thread-safe: nothing else may initialise meanwhile."""
+    (2-vCPU AMD EPYC, avx512_bf16, no amx_bf16, 2026-12-05). Not thread-safe: nothing else
+    may initialise meanwhile."""
     from torch.nn import init
 
     names = [n for n in vars(init) if n.endswith("_") and not n.startswith("_")]
@@ -56,8 +57,8 @@ def mapped_loads() -> Iterator[None]:
     """``torch.load`` maps its file (torch's ``load.mmap``) rather than reading it into
     new tensors, for a load whose tensors are copied straight into a model: one copy
     instead of two. open_clip's ViT-B-32 file (600 MB, in the page cache) built in 0.23 s
-    against 0.47 (2-vCPU AMD EPYC, 2026-12-05). Only torch's zip format maps; the legacy
-    format must be read."""
+    against 0.47 (2-vCPU AMD EPYC, avx512_bf16, no amx_bf16, 2026-12-05). Only torch's zip
+    format maps; the legacy format must be read."""
     from torch.utils.serialization import config
 
     with config.patch({"load.mmap": True}):  # type: ignore[attr-defined]  # made at import
