@@ -28,7 +28,7 @@ from harness.strategies.base import (
     strategy,
 )
 from harness.strategies.knn import retrieval
-from harness.strategies.linear import LinearSettings, Probe, probe, stratified_holdout
+from harness.strategies.linear import LinearSettings, Probe, probe, scores, stratified_holdout
 from harness.strategies.tuned import evaluate_tuned
 from harness.training import TrainSettings
 
@@ -196,7 +196,8 @@ class Live:
                 LinearSettings().model_dump(),
                 head_precision(view),
             )
-            predicted = np.argmax(l2_normalise(view.test) @ fitted.weight + fitted.bias, axis=1)
+            test_scores = scores(l2_normalise(view.test), fitted.weight, fitted.bias)
+            predicted = np.argmax(test_scores, axis=1)
             self.head = self.lp_ft(fitted)
             accuracy = float((predicted == view.test_labels).mean())
             return Trained(accuracy, time.perf_counter() - start)

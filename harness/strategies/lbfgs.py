@@ -28,6 +28,7 @@ def minimize(
     history: int = 10,
     gtol: float = 1e-6,
     ftol: float = 0.0,
+    scale: Array | float = 1.0,
 ) -> Array:
     """Minimise a smooth ``fun`` (returning value and gradient) from ``x0`` (float64).
 
@@ -42,12 +43,21 @@ def minimize(
     An objective computed in float32 needs ``ftol``: its gradient can stop shrinking
     above ``gtol`` while the search spends passes on changes below its rounding
     (``linear.FTOL`` says how many).
+
+    ``scale`` (a number, or one per coordinate) preconditions by a change of variables:
+    the search runs over ``x / scale``, where a coordinate's curvature is its curvature in
+    ``x`` times its scale squared; ``gtol`` still tests ``fun``'s own gradient.
     """
-    x = x0
-    f, g = fun(x)
+
+    def scaled(u: Array) -> tuple[float, Array]:
+        value, grad = fun(u * scale)
+        return value, grad * scale
+
+    f, g = fun(x0)
+    x, g = x0 / scale, g * scale
     steps: list[tuple[Array, Array, float]] = []
     for _ in range(max_iter):
-        if float(abs(g).max()) < gtol:
+        if float(abs(g / scale).max()) < gtol:
             break
         q = 1.0 * g
         alphas = []
@@ -63,9 +73,9 @@ def minimize(
         for (s, y, rho), alpha in zip(steps, reversed(alphas), strict=True):
             q += s * (alpha - rho * float(y @ q))
         direction = -q
-        found = wolfe(fun, x, f, g, direction, ftol=ftol)
+        found = wolfe(scaled, x, f, g, direction, ftol=ftol)
         if found is None:
-            return x
+            break
         step, f_new, _, g_new = found
         s, y = step * direction, g_new - g
         curvature = float(s @ y)
@@ -75,7 +85,7 @@ def minimize(
         x, f, g = x + s, f_new, g_new
         if f_old - f <= ftol * max(abs(f_old), abs(f), 1.0):
             break
-    return x
+    return x * scale
 
 
 def wolfe(

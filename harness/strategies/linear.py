@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,16 +62,44 @@ FTOL = 1e7 * float(np.finfo(np.float64).eps)
 PATH_FTOL = 1e-5
 
 
-def softmax_objective(x: Any, y: Any, n_classes: int, weight_decay: float) -> lbfgs.Objective:
-    """θ = (W, b) ↦ mean_n CE(x_n W + b, y_n) + (λ/2)·‖W‖², and its gradient, over row
-    chunks of the float32 features ``x`` (a torch tensor, on a GPU or the CPU); θ and the
-    gradient are float64, numpy arrays or tensors on ``x``'s device as θ is given."""
-    import torch
+# How many of its last evaluations ``CrossEntropy`` keeps. A fit ends at the last point it
+# evaluated, or, where its last line search found no step, at the point that search set
+# out from, as many evaluations back as it tried (two, on the lookalikes of
+# ``benchmarks/scale.py``).
+REMEMBERED = 4
 
-    n, d = x.shape
-    rows_per_chunk = max(1, CHUNK_LOGITS // n_classes)
 
-    def objective(theta: Any) -> tuple[float, Any]:
+class CrossEntropy:
+    """θ = (W, b) ↦ mean_n CE(x_n W + b, y_n) and its gradient, over row chunks of the
+    float32 features ``x`` (a torch tensor, on a GPU or the CPU); θ and the gradient are
+    float64, numpy arrays or tensors on ``x``'s device as θ is given.
+
+    It keeps its last ``REMEMBERED`` θs and their answers, so a fit that starts where the
+    one before it ended costs no pass: the C path's warm starts, and its first fit, at
+    the zero weights ``gtol`` was computed at (each θ and gradient: 119 MB of float64s
+    for Products-10K at 768-d).
+    ``passes`` counts the passes it made."""
+
+    def __init__(self, x: Any, y: Any, n_classes: int) -> None:
+        self.x, self.y, self.n_classes = x, y, n_classes
+        self.passes = 0
+        self.kept: deque[tuple[Any, float, Any]] = deque(maxlen=REMEMBERED)
+
+    def __call__(self, theta: Any) -> tuple[float, Any]:
+        for kept, value, grad in self.kept:
+            if same(kept, theta):
+                return value, grad
+        value, grad = self.compute(theta)
+        self.kept.append((1.0 * theta, value, grad))
+        self.passes += 1
+        return value, grad
+
+    def compute(self, theta: Any) -> tuple[float, Any]:
+        import torch
+
+        x, y, n_classes = self.x, self.y, self.n_classes
+        n, d = x.shape
+        rows_per_chunk = max(1, CHUNK_LOGITS // n_classes)
         w64, b64 = unpack(torch.as_tensor(theta, device=x.device), d, n_classes)
         w, b = w64.float(), b64.float()
         loss = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -92,13 +121,62 @@ def softmax_objective(x: Any, y: Any, n_classes: int, weight_decay: float) -> lb
             residual[rows, yc] -= 1
             grad_wt.addmm_(residual.T, xc)
             grad_b += residual.sum(0)
-        flat = w64.reshape(-1)
-        value = loss.item() / n + 0.5 * weight_decay * float(flat @ flat)
-        grad_w = grad_wt.T.double() / n + weight_decay * w64
-        grad = torch.cat([grad_w.reshape(-1), grad_b / n])
-        return value, grad.cpu().numpy() if isinstance(theta, np.ndarray) else grad
+        grad = torch.cat([(grad_wt.T.double() / n).reshape(-1), grad_b / n])
+        return loss.item() / n, grad.cpu().numpy() if isinstance(theta, np.ndarray) else grad
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two θs, numpy arrays or torch tensors, are equal to the bit."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    import torch
+
+    return a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b))
+
+
+def softmax_objective(
+    x: Any, y: Any, n_classes: int, weight_decay: float, data: CrossEntropy | None = None
+) -> lbfgs.Objective:
+    """θ = (W, b) ↦ mean_n CE(x_n W + b, y_n) + (λ/2)·‖W‖², and its gradient: ``data``'s
+    cross-entropy (``CrossEntropy`` over ``x`` and ``y`` where none is given) plus the
+    weight decay."""
+    data = CrossEntropy(x, y, n_classes) if data is None else data
+    weights = x.shape[1] * n_classes
+
+    def objective(theta: Any) -> tuple[float, Any]:
+        value, grad = data(theta)
+        w = theta[:weights]
+        decayed = 1.0 * grad  # the cross-entropy keeps its own
+        decayed[:weights] += weight_decay * w
+        return value + 0.5 * weight_decay * float(w @ w), decayed
 
     return objective
+
+
+def predict(x: Any, solution: Solution) -> np.ndarray:
+    """The class each row of the torch features ``x`` scores highest under ``solution``,
+    in chunks of ``CHUNK_LOGITS`` logits, by torch at the caller's precision: numpy, on
+    the one BLAS thread ``runtime.torch_computes`` leaves it, took 5.4 s for Products-10K's
+    validation split, torch 1.3 s (2026-12-05, 2-vCPU AMD EPYC, avx512_bf16, no
+    amx_bf16)."""
+    import torch
+
+    w, b = (torch.as_tensor(part, device=x.device).float() for part in solution)
+    rows = max(1, CHUNK_LOGITS // w.shape[1])
+    chunks = [torch.addmm(b, x[i : i + rows], w).argmax(1) for i in range(0, len(x), rows)]
+    return torch.cat(chunks).cpu().numpy()
+
+
+def scores(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``x @ weight + bias`` in IEEE fp32, by torch on the run's device: Products-10K's
+    test split (55,375 × 768 × 9,691) took 4.5 s against 10.9 s in numpy on one BLAS
+    thread (2026-12-05, 2-vCPU AMD EPYC)."""
+    import torch
+
+    from harness.runtime import cpu_matmuls
+
+    with cpu_matmuls("fp32"):
+        return torch.addmm(*on_device(bias, x, weight)).cpu().numpy()
 
 
 def unpack(theta: Any, d: int, n_classes: int) -> Solution:
@@ -148,6 +226,35 @@ def flat(like: Any, init: Solution | None, size: int) -> Any:
     return torch.cat([w.reshape(-1), b])
 
 
+# Rows the weights' scale against the bias is estimated from (``balance``): 3.6 ms for
+# 1,280-d features, 86 ms for 8,192 rows, whose float32s overflow the cache (2026-12-05,
+# 2-vCPU AMD EPYC).
+BALANCE_ROWS = 2048
+
+
+def balance(x: Any, n_classes: int, weight_decay: float) -> float:
+    """How much L-BFGS scales the weights against the bias (``lbfgs.minimize``'s
+    ``scale``): 1 / sqrt(σ + λK), σ the largest eigenvalue of the features' second moment
+    xᵀx / n, λ the weight decay, K the classes.
+
+    At zero weights the mean cross-entropy's Hessian is (xᵀx / n) ⊗ A in the weights, plus
+    λ, and A in the bias (a feature that is always 1), A the softmax's covariance, whose
+    eigenvalues are 1/K. L2-normalised features spread xᵀx / n's unit trace over their
+    dimensions: where they are spread evenly, classes many and λ small, the bias's
+    curvature is up to hundreds of times the weights', and L-BFGS's steps, sized to the
+    stiffest direction, crawl in the others. This scale makes the two blocks' largest
+    curvatures equal. Where embeddings share a strong common direction (σ near 1, as
+    the default cell's: 0.36) it is near 1. σ comes from ten steps of power iteration,
+    from the features' mean, on ``BALANCE_ROWS`` evenly spaced rows."""
+    rows = x[:: max(1, len(x) // BALANCE_ROWS)].contiguous()
+    v = rows.mean(0) + 1 / rows.shape[1] ** 0.5  # never zero
+    for _ in range(10):
+        v = rows.T @ (rows @ v)
+        v /= v.norm()
+    sigma = float((rows @ v).square().mean())
+    return 1 / (sigma + weight_decay * n_classes) ** 0.5
+
+
 def fit_softmax(
     x: Any,
     y: Any,
@@ -159,27 +266,32 @@ def fit_softmax(
     passes: list[int] | None = None,
     bar: tqdm | None = None,
     ftol: float = FTOL,
+    data: CrossEntropy | None = None,
 ) -> Solution:
     """Multinomial logistic regression by L-BFGS on torch features (``on_device``), from
-    ``init`` (a warm start) or zeros, until ``gtol`` or ``ftol`` (``lbfgs.minimize``);
-    appends to ``passes`` how many times it evaluated the objective over ``x``, and counts
-    them on ``bar``."""
+    ``init`` (a warm start) or zeros, until ``gtol`` or ``ftol`` (``lbfgs.minimize``),
+    with the weights balanced against the bias (``balance``); appends to ``passes`` how
+    many passes over ``x`` it made, and counts them on ``bar``. ``data`` is the
+    cross-entropy over ``x`` and ``y`` where the caller keeps one across fits."""
     d = x.shape[1]
-    objective = softmax_objective(x, y, n_classes, weight_decay)
-    calls = 0
+    data = CrossEntropy(x, y, n_classes) if data is None else data
+    objective = softmax_objective(x, y, n_classes, weight_decay, data)
+    before = data.passes
 
     def counted(theta: Any) -> tuple[float, Any]:
-        nonlocal calls
-        calls += 1
+        made = data.passes
+        found = objective(theta)
         if bar is not None:
-            bar.update()
-        return objective(theta)
+            bar.update(data.passes - made)
+        return found
 
     size = d * n_classes + n_classes
     history = min(max(HISTORY_BYTES // (16 * size), HISTORY[0]), HISTORY[1])
-    theta = lbfgs.minimize(counted, flat(x, init, size), max_iter, history, gtol, ftol)
+    weights = np.full((d, n_classes), balance(x, n_classes, weight_decay))
+    scale = flat(x, (weights, np.ones(n_classes)), size)
+    theta = lbfgs.minimize(counted, flat(x, init, size), max_iter, history, gtol, ftol, scale)
     if passes is not None:
-        passes.append(calls)
+        passes.append(data.passes - before)
     return unpack(theta, d, n_classes)
 
 
@@ -206,15 +318,16 @@ def regularisation_path(
     """Fit each C of ``params["C"]`` on the items not ``held`` out, strongest first, each
     from the last solution, until ``params["patience"]`` Cs in a row score no better on
     validation than the best before them; return the solutions, their validation
-    accuracies, the gradient tolerance every fit used, and the objective's evaluations
-    per fit."""
+    accuracies, the gradient tolerance every fit used, and the passes over the data:
+    the one at zero weights that sets that tolerance, then each fit's."""
     path: dict[float, Solution] = {}
     val_accuracy: dict[float, float] = {}
     solution = None
-    fit_x, fit_y = on_device(x[~held], y[~held])
+    fit_x, fit_y, held_x = on_device(x[~held], y[~held], x[held])
     n_fit = len(fit_y)
     size = x.shape[1] * n_classes + n_classes
-    zero_grad = softmax_objective(fit_x, fit_y, n_classes, 0.0)(flat(fit_x, None, size))[1]
+    data = CrossEntropy(fit_x, fit_y, n_classes)  # one for the path: warm starts are free
+    zero_grad = data(flat(fit_x, None, size))[1]
     gtol = params["tol"] * float(abs(zero_grad).max())
     fit_passes: list[int] = [1]
     stale = 0
@@ -224,11 +337,10 @@ def regularisation_path(
         decay = 1 / (c * n_fit)
         solution = fit_softmax(
             fit_x, fit_y, n_classes, decay, params["max_iter"], solution, gtol, fit_passes, bar,
-            PATH_FTOL,
+            PATH_FTOL, data,
         )  # fmt: skip
         path[c] = solution
-        w, b = host(solution)
-        predicted = np.argmax(x[held] @ w.astype(np.float32) + b.astype(np.float32), axis=1)
+        predicted = predict(held_x, solution)
         accuracy = float(metrics.correct(y[held], predicted).mean())
         stale = stale + 1 if val_accuracy and accuracy <= max(val_accuracy.values()) else 0
         val_accuracy[c] = accuracy
@@ -252,11 +364,13 @@ def linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     with the number of classes (about 1e-2 at 10 classes, 1e-6 at 9,691, where an
     absolute tolerance such as scikit-learn's stops before the first step); or until a
     step lowers the objective by less than ``FTOL`` of its value (``PATH_FTOL`` on the
-    path, which only ranks the Cs). On the
-    default cell's embeddings it chooses what scikit-learn chooses on the same split,
-    C = 10, and scores 0.8840 (scikit-learn 0.8845) where scikit-learn took 60 s
-    (2026-11-28); with torch's BLAS, a 100-step L-BFGS memory and numpy's BLAS threads
-    kept off the cores torch computes on, it takes 2.8 s instead of 12 (2026-12-04).
+    path, which only ranks the Cs). L-BFGS searches with the weights scaled against the
+    bias (``balance``): on a tenth-size lookalike of Products-10K that took path and refit
+    from 93 passes over the data to 50, the same C (2026-12-05). On the default cell's
+    embeddings it chooses what scikit-learn chooses on the same split, C = 10, and scores
+    0.8840 (scikit-learn 0.8845) where scikit-learn took 60 s (2026-11-28); with torch's
+    BLAS, a 100-step L-BFGS memory and numpy's BLAS threads kept off the cores torch
+    computes on, it takes 2.8 s instead of 12 (2026-12-04).
     Where the cell runs bf16 on a CPU that multiplies bf16 faster, oneDNN computes the
     objective's products in bf16 arithmetic (``runtime.cpu_matmuls``): 1.5-1.9 s against
     4.2-4.5 in IEEE fp32 on a 2-vCPU AMD EPYC (avx512_bf16, no amx_bf16), the same C,
@@ -272,9 +386,9 @@ def _linear(data: Features, params: Mapping[str, Any]) -> Outcome:
     start = time.perf_counter()
     fitted = probe(data.train, data.train_labels, data.n_classes, params, head_precision(data))
     trained = time.perf_counter()
-    scores = l2_normalise(data.test) @ fitted.weight + fitted.bias
+    test_scores = scores(l2_normalise(data.test), fitted.weight, fitted.bias)
     return Outcome(
-        classification_items(data.test_labels, scores),
+        classification_items(data.test_labels, test_scores),
         {"fit": trained - start, "eval": time.perf_counter() - trained},
         fitted.chosen,
         trainable_params=fitted.weight.size + fitted.bias.size,
