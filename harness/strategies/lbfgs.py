@@ -11,6 +11,7 @@ the optimum and for the passes over the data it takes to get there.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 Array = Any  # a float64 numpy array or torch tensor
@@ -21,6 +22,22 @@ Objective = Callable[[Array], tuple[float, Array]]
 Point = tuple[float, float, float, Array]
 
 
+@dataclass
+class Warm:
+    """What a search tells the next one on a like objective (the next C of a path, or its
+    refit): the inverse curvature s·y / y·y of its last step, in ``x``'s coordinates (the
+    scaled coordinates' times their mean squared scale). The next search's first step
+    takes it where it would otherwise take a step of unit length."""
+
+    gamma: float | None = None
+
+
+def mean_square(scale: Array | float) -> float:
+    """The mean of ``scale`` squared: what turns an inverse curvature in the scaled
+    coordinates into one in ``x``'s (``Warm``)."""
+    return float(scale) ** 2 if isinstance(scale, int | float) else float((scale * scale).mean())
+
+
 def minimize(
     fun: Objective,
     x0: Array,
@@ -29,6 +46,7 @@ def minimize(
     gtol: float = 1e-6,
     ftol: float = 0.0,
     scale: Array | float = 1.0,
+    warm: Warm | None = None,
 ) -> Array:
     """Minimise a smooth ``fun`` (returning value and gradient) from ``x0`` (float64).
 
@@ -46,7 +64,8 @@ def minimize(
 
     ``scale`` (a number, or one per coordinate) preconditions by a change of variables:
     the search runs over ``x / scale``, where a coordinate's curvature is its curvature in
-    ``x`` times its scale squared; ``gtol`` still tests ``fun``'s own gradient.
+    ``x`` times its scale squared; ``gtol`` still tests ``fun``'s own gradient. ``warm``
+    sizes the first step from the search before (``Warm``) and keeps this one's.
     """
 
     def scaled(u: Array) -> tuple[float, Array]:
@@ -55,6 +74,7 @@ def minimize(
 
     f, g = fun(x0)
     x, g = x0 / scale, g * scale
+    squared = mean_square(scale)
     steps: list[tuple[Array, Array, float]] = []
     for _ in range(max_iter):
         if float(abs(g / scale).max()) < gtol:
@@ -68,6 +88,8 @@ def minimize(
         if steps:
             s, y, _ = steps[-1]
             q *= float(s @ y) / float(y @ y)
+        elif warm is not None and warm.gamma is not None:
+            q *= warm.gamma / squared
         else:
             q /= float(g @ g) ** 0.5  # a first step of unit length, as L-BFGS-B takes
         for (s, y, rho), alpha in zip(steps, reversed(alphas), strict=True):
@@ -85,6 +107,9 @@ def minimize(
         x, f, g = x + s, f_new, g_new
         if f_old - f <= ftol * max(abs(f_old), abs(f), 1.0):
             break
+    if warm is not None and steps:
+        s, y, _ = steps[-1]
+        warm.gamma = float(s @ y) / float(y @ y) * squared
     return x * scale
 
 
