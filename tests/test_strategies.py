@@ -498,7 +498,7 @@ def test_balance_is_one_over_the_root_of_the_top_curvature():
         features = torch.from_numpy(x.astype(np.float32))
         for decay, classes in ((0.0, 10), (1e-3, 1000)):
             expected = 1 / np.sqrt(sigma + decay * classes)
-            # power iteration from below, on a sample: within 10% where σ stands out;
+            # power iteration from below, on a sample: within 1% where σ stands out;
             # spread evenly, a 2,048-row sample's largest eigenvalue sits above the whole's
             tolerance = 0.01 if shift else 0.25
             assert balance(features, classes, decay) == pytest.approx(expected, rel=tolerance)

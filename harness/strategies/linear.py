@@ -77,8 +77,7 @@ class CrossEntropy:
     It keeps its last ``REMEMBERED`` θs and their answers, so a fit that starts where the
     one before it ended costs no pass: the C path's warm starts, and its first fit, at
     the zero weights ``gtol`` was computed at (each θ and gradient: 119 MB of float64s
-    for Products-10K at 768-d).
-    ``passes`` counts the passes it made."""
+    for Products-10K at 768-d). ``passes`` counts the passes it made."""
 
     def __init__(self, x: Any, y: Any, n_classes: int) -> None:
         self.x, self.y, self.n_classes = x, y, n_classes
@@ -170,7 +169,7 @@ def predict(x: Any, solution: Solution) -> np.ndarray:
 def scores(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """``x @ weight + bias`` in IEEE fp32, by torch on the run's device: Products-10K's
     test split (55,375 × 768 × 9,691) took 4.5 s against 10.9 s in numpy on one BLAS
-    thread (2026-12-05, 2-vCPU AMD EPYC)."""
+    thread (2026-12-05, 2-vCPU AMD EPYC, avx512_bf16, no amx_bf16)."""
     import torch
 
     from harness.runtime import cpu_matmuls
@@ -228,7 +227,7 @@ def flat(like: Any, init: Solution | None, size: int) -> Any:
 
 # Rows the weights' scale against the bias is estimated from (``balance``): 3.6 ms for
 # 1,280-d features, 86 ms for 8,192 rows, whose float32s overflow the cache (2026-12-05,
-# 2-vCPU AMD EPYC).
+# 2-vCPU AMD EPYC, avx512_bf16, no amx_bf16).
 BALANCE_ROWS = 2048
 
 
