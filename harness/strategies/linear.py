@@ -321,8 +321,9 @@ def regularisation_path(
     from the last solution, until ``params["patience"]`` Cs in a row score no better on
     validation than the best before them; return the solutions, their validation
     accuracies, the gradient tolerance every fit used, and the passes over the data:
-    the one at zero weights that sets that tolerance, then each fit's. Each fit's first
-    step is sized by the fit before it (``warm``, kept for the caller's refit)."""
+    the one at zero weights that sets that tolerance, then each fit's. Where ``warm`` is
+    given, each fit's first step is sized by the fit before it, and the last fit's is
+    left there for the caller's refit."""
     path: dict[float, Solution] = {}
     val_accuracy: dict[float, float] = {}
     solution = None
