@@ -208,7 +208,7 @@ def mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     retrieval use the fp32 weights. Retrieval uses the head's penultimate layer as the
     embedding.
     """
-    with cpu_training(), torch_computes():
+    with cpu_training():
         return _mlp(data, params)
 
 
@@ -229,9 +229,10 @@ def _mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
         Trial(sample(rng, params), split, data.n_classes, params, precision)
         for _ in range(params["trials"])
     ]
-    best = search(trials, params["halving"], params["search_epochs"])
-    if best.epochs >= params["search_epochs"] and not best.stopped:
-        best.train(params["max_epochs"])  # still improving when its search ended: train on
+    with torch_computes():
+        best = search(trials, params["halving"], params["search_epochs"])
+        if best.epochs >= params["search_epochs"] and not best.stopped:
+            best.train(params["max_epochs"])  # still improving when its search ended
     head = best.best_head()
     # 6 FLOPs per weight per training item (forward and backward)
     flops = sum(
@@ -244,7 +245,7 @@ def _mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     with torch.inference_mode():
         scores = head(test).numpy()
         gallery, queries = penultimate(x).numpy(), penultimate(test).numpy()
-    ranked = retrieval(data, gallery, queries, 10).items
+    ranked = retrieval(data, gallery, queries, 10).items  # numpy's BLAS on every core
     chosen = {
         **best.log(),
         "rungs": rungs(len(trials), params["halving"], params["search_epochs"]),
