@@ -241,10 +241,11 @@ def _mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     fitted = time.perf_counter()
 
     test = torch.from_numpy(((data.test - mean) / std).astype(np.float32))
-    penultimate = head[:-1]
+    penultimate, classifier = head[:-1], head[-1]
     with torch.inference_mode():
-        scores = head(test).numpy()
-        gallery, queries = penultimate(x).numpy(), penultimate(test).numpy()
+        gallery, queries = penultimate(x), penultimate(test)
+        scores = classifier(queries).numpy()
+        gallery, queries = gallery.numpy(), queries.numpy()
     ranked = retrieval(data, gallery, queries, 10).items  # numpy's BLAS on every core
     chosen = {
         **best.log(),
