@@ -129,7 +129,9 @@ def test_a_bf16_matmul_is_within_its_bound_of_the_exact_cosine(seed, dim, scale)
     assert (np.abs(approx - exact) <= bound).all()
 
 
-def test_the_bf16_gallery_is_each_fp32_unit_vector_rounded_once():
+@pytest.mark.parametrize("rows", [8, search.UNIT_ROWS])  # 50 items: 7 chunks, or one
+def test_the_bf16_gallery_is_each_fp32_unit_vector_rounded_once(monkeypatch, rows):
+    monkeypatch.setattr(search, "UNIT_ROWS", rows)
     rng = np.random.default_rng(0)
     vectors = (rng.normal(size=(50, 33)) * rng.lognormal(size=(50, 1))).astype(np.float32)
     vectors[7] = 0
@@ -152,11 +154,15 @@ def assert_exact_top_k(queries, gallery, k, scores, indices):
     assert (np.diff(scores, axis=1) <= 0).all()
 
 
+@pytest.mark.parametrize("rescore_floats", [1, search.RESCORE_FLOATS])  # a query at a time
 @pytest.mark.parametrize("spread", [1.0, 1e-4])
-def test_bf16_rank_reranks_in_fp32_and_ranks_again_what_it_cannot_prove(monkeypatch, spread):
+def test_bf16_rank_reranks_in_fp32_and_ranks_again_what_it_cannot_prove(
+    monkeypatch, spread, rescore_floats
+):
     """Spread-out items: every query's candidates provably hold its top k. Near-duplicates
     (1e-4 apart, below bf16's resolution): none can be proven, and fp32 ranks them."""
     monkeypatch.setattr(search, "SHALLOW", 1)
+    monkeypatch.setattr(search, "RESCORE_FLOATS", rescore_floats)
     rng = np.random.default_rng(0)
     centre = rng.normal(size=(1, 64)).astype(np.float32)
     gallery = (centre + spread * rng.normal(size=(300, 64))).astype(np.float32)
