@@ -9,7 +9,8 @@ CPU). Each side runs in its own process from an empty cache, timed from start to
 shelfbench as ``pytest SUITE.toml``, CLIP_benchmark 1.6.2 as
 ``zeroshot_classification.evaluate`` (batch 64, 4 loader workers). shelfbench then runs
 again warm. Prints one JSON line per run and one with the ratio; accuracy must agree at
-fp32. Needs ``pip install clip_benchmark==1.6.2 --no-deps`` beside the test extra.
+fp32. Needs ``pip install clip_benchmark==1.6.2 --no-deps`` beside the test extra. bf16
+on a CPU that multiplies it slower than fp32 prints why it is skipped and runs nothing.
 """
 
 from __future__ import annotations
@@ -141,6 +142,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child is not None:
         clip_benchmark_child(args.child, args.n, args.precision)
+        return
+    from harness.runtime import cpu_has_bf16, device
+
+    if args.precision == "bf16" and device() == "cpu" and not cpu_has_bf16():
+        why = "this CPU multiplies bf16 slower than fp32 (runtime.cpu_has_bf16)"
+        print(json.dumps({"precision": "bf16", "skipped": why}))
         return
     with tempfile.TemporaryDirectory() as name:
         scratch = Path(name)
