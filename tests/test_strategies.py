@@ -264,6 +264,34 @@ def test_mlp_searches_logs_every_trial_and_retrieves_with_its_penultimate_layer(
     assert outcome.trainable_params > 0 and outcome.train_gflops > 0
 
 
+def test_the_mlp_search_counts_its_trial_epochs_on_a_bar(monkeypatch):
+    """A long search (thousands of classes) counts trial-epochs on a progress bar, the
+    training on past the search's end included."""
+    import io
+
+    from tqdm import tqdm
+
+    shown = io.StringIO()
+    bars: list[tqdm] = []
+
+    def bar(trials: int, epochs: int) -> tqdm:
+        bars.append(tqdm(desc=f"mlp, {trials} trials", total=epochs, file=shown, mininterval=0))
+        return bars[-1]
+
+    monkeypatch.setattr(mlp_search, "epochs_bar", bar)
+    train, train_labels = blobs(0)
+    test, test_labels = blobs(1)
+    mlp = STRATEGIES.get("mlp")
+    params = mlp.params({"trials": 3, "search_epochs": 2, "max_epochs": 6, "width": (32,)})
+    params = {**params, "patience": 100}  # the best trains on to max_epochs
+    chosen = mlp.run(Features(train, train_labels, test, test_labels, 3), params).chosen
+    epochs = sum(t["epochs"] for t in chosen["trials"])
+    assert chosen["epochs"] == 6 and bars[0].n == bars[0].total == epochs == 3 * 1 + 6 - 1
+    assert "mlp, 3 trials" in shown.getvalue() and "training on the best" in shown.getvalue()
+    shape = f"{chosen['depth']} × {chosen['width']}"
+    assert f"{shape}, best {chosen['validation_accuracy']:.4f}" in shown.getvalue()
+
+
 def test_mlp_never_looks_at_test_labels():
     train, train_labels = blobs(2, dim=30)
     test, test_labels = blobs(3, dim=30)

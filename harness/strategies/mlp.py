@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from harness.runtime import computing_at, cpu_training, torch_computes
 from harness.settings import Count, Counts, Depths, PositiveRange, Seed, Share, Table, Tolerance
@@ -88,8 +90,9 @@ class Trial:
         """Early-stopped: ``patience`` epochs without a better validation accuracy."""
         return self.stale >= self.params["patience"]
 
-    def train(self, until: int) -> None:
-        """Train on to epoch ``until``, or until early stopping."""
+    def train(self, until: int, bar: tqdm | None = None) -> None:
+        """Train on to epoch ``until``, or until early stopping, each epoch counted on
+        ``bar``."""
         import torch
         import torch.nn.functional as F
 
@@ -114,6 +117,10 @@ class Trial:
                     self.best_state = {k: v.clone() for k, v in self.head.state_dict().items()}
                 else:
                     self.stale += 1
+                if bar is not None:
+                    width = f"{self.config['depth']} × {self.config['width']}"
+                    bar.set_postfix_str(f"{width}, best {self.best:.4f}", refresh=False)
+                    bar.update()
             self.rng_state = torch.get_rng_state()
 
     def best_head(self) -> torch.nn.Sequential:
@@ -147,17 +154,33 @@ def trial_epochs(trials: int, halving: int, epochs: int) -> int:
     return total
 
 
-def search(trials: list[Trial], halving: int, epochs: int) -> Trial:
+def search(trials: list[Trial], halving: int, epochs: int, bar: tqdm | None = None) -> Trial:
     """Successive halving (Jamieson and Talwalkar, 2016): every trial trains to the first
     rung, the best 1/``halving`` by validation accuracy go on to the next, and so on to
     ``epochs``; ``halving = 1`` trains every trial to ``epochs``. The best trial."""
     alive = list(trials)
     for rung in rungs(len(trials), halving, epochs):
         for trial in alive:
-            trial.train(rung)
+            trial.train(rung, bar)
         ranked = sorted(alive, key=lambda t: -t.best)  # stable: the earlier trial wins ties
         alive = ranked[: math.ceil(len(alive) / halving)]
     return max(trials, key=lambda t: t.best)
+
+
+def epochs_bar(trials: int, epochs: int) -> tqdm:
+    """Trial-epochs out of the search's most (``trial_epochs``; early stops end it short,
+    training on past the search adds to it), on stderr, shown once a search has run 5 s;
+    sparse (every 15 s) where stderr is not a terminal."""
+    return tqdm(
+        desc=f"mlp head search, {trials} trials",
+        total=epochs,
+        unit="epoch",
+        file=sys.stderr,
+        delay=5,
+        mininterval=0.5 if sys.stderr.isatty() else 15,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def sample(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,10 +252,14 @@ def _mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
         Trial(sample(rng, params), split, data.n_classes, params, precision)
         for _ in range(params["trials"])
     ]
-    with torch_computes():
-        best = search(trials, params["halving"], params["search_epochs"])
+    most = trial_epochs(len(trials), params["halving"], params["search_epochs"])
+    with torch_computes(), epochs_bar(len(trials), most) as bar:
+        best = search(trials, params["halving"], params["search_epochs"], bar)
         if best.epochs >= params["search_epochs"] and not best.stopped:
-            best.train(params["max_epochs"])  # still improving when its search ended
+            # still improving when its search ended: train on
+            bar.total = bar.n + params["max_epochs"] - best.epochs
+            bar.set_description_str("mlp head, training on the best trial", refresh=False)
+            best.train(params["max_epochs"], bar)
     head = best.best_head()
     # 6 FLOPs per weight per training item (forward and backward)
     flops = sum(
