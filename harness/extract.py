@@ -17,6 +17,7 @@ from harness.backbones.base import Preprocess
 from harness.backbones.build import width
 from harness.datasets.base import ArraySplit, Split
 from harness.errors import DatasetError, EmbeddingError
+from harness.progress import progress_bar
 from harness.runtime import cpu_threads, device, extracting, loader_workers
 
 if TYPE_CHECKING:
@@ -66,15 +67,8 @@ def batch_buffer(batch_size: int, pre: Preprocess, dev: str) -> torch.Tensor:
 
 
 def progress(total: int, desc: str) -> tqdm:
-    """A progress bar over images on stderr; sparse (every 15 s) when it is not a terminal."""
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit="img",
-        file=sys.stderr,
-        mininterval=0.5 if sys.stderr.isatty() else 15,
-        dynamic_ncols=True,
-    )
+    """A progress bar over images (``harness.progress.progress_bar``)."""
+    return progress_bar(desc, "img", total)
 
 
 class Loaded:

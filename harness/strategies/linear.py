@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from harness import metrics
+from harness.progress import progress_bar
 from harness.search import l2_normalise
 from harness.settings import Count, Positives, Seed, Share, Table
 from harness.stats import classification_items
@@ -406,15 +406,7 @@ def passes_bar(n_classes: int) -> tqdm:
     9,691 classes take minutes: a pass of 112,858 items took 9.3-9.5 s on a 2-vCPU AMD
     EPYC with avx512_bf16 and no amx_bf16, 2026-12-05); sparse (every 15 s) where stderr
     is not a terminal."""
-    return tqdm(
-        desc=f"linear probe, {n_classes:,} classes",
-        unit="pass",
-        file=sys.stderr,
-        delay=5,
-        mininterval=0.5 if sys.stderr.isatty() else 15,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    return progress_bar(f"linear probe, {n_classes:,} classes", "pass", quiet_for=5)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from harness.progress import progress_bar
 from harness.runtime import computing_at, cpu_training, torch_computes
 from harness.settings import Count, Counts, Depths, PositiveRange, Seed, Share, Table, Tolerance
 from harness.stats import classification_items
@@ -171,16 +171,7 @@ def epochs_bar(trials: int, epochs: int) -> tqdm:
     """Trial-epochs out of the search's most (``trial_epochs``; early stops end it short,
     training on past the search adds to it), on stderr, shown once a search has run 5 s;
     sparse (every 15 s) where stderr is not a terminal."""
-    return tqdm(
-        desc=f"mlp head search, {trials} trials",
-        total=epochs,
-        unit="epoch",
-        file=sys.stderr,
-        delay=5,
-        mininterval=0.5 if sys.stderr.isatty() else 15,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    return progress_bar(f"mlp head search, {trials} trials", "epoch", epochs, quiet_for=5)
 
 
 def sample(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, Any]:
