@@ -118,8 +118,8 @@ class Trial:
                 else:
                     self.stale += 1
                 if bar is not None:
-                    width = f"{self.config['depth']} × {self.config['width']}"
-                    bar.set_postfix_str(f"{width}, best {self.best:.4f}", refresh=False)
+                    shape = f"{self.config['depth']} × {self.config['width']}"
+                    bar.set_postfix_str(f"{shape}, best {self.best:.4f}", refresh=False)
                     bar.update()
             self.rng_state = torch.get_rng_state()
 
@@ -169,8 +169,7 @@ def search(trials: list[Trial], halving: int, epochs: int, bar: tqdm | None = No
 
 def epochs_bar(trials: int, epochs: int) -> tqdm:
     """Trial-epochs out of the search's most (``trial_epochs``; early stops end it short,
-    training on past the search adds to it), on stderr, shown once a search has run 5 s;
-    sparse (every 15 s) where stderr is not a terminal."""
+    training on past the search adds to it), shown once a search has run 5 s."""
     return progress_bar(f"mlp head search, {trials} trials", "epoch", epochs, quiet_for=5)
 
 
