@@ -260,10 +260,10 @@ def _mlp(data: Features, params: Mapping[str, Any]) -> Outcome:
     test = torch.from_numpy(((data.test - mean) / std).astype(np.float32))
     penultimate, classifier = head[:-1], head[-1]
     with torch.inference_mode():
-        gallery, queries = penultimate(x), penultimate(test)
+        gallery, queries = penultimate(x).numpy(), penultimate(test)
         scores = classifier(queries).numpy()
-        gallery, queries = gallery.numpy(), queries.numpy()
-    ranked = retrieval(data, gallery, queries, 10).items  # numpy's BLAS on every core
+    # numpy's BLAS on every core
+    ranked = retrieval(data, gallery, queries.numpy(), 10).items
     chosen = {
         **best.log(),
         "rungs": rungs(len(trials), params["halving"], params["search_epochs"]),
