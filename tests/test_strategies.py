@@ -70,7 +70,10 @@ def test_scaling_a_quadratic_to_unit_curvature_solves_it_at_once():
 def test_a_warm_search_sizes_its_first_step_by_the_last_searchs_curvature():
     """Started near the minimum of a like objective, a first step of unit length
     overshoots and the line search zooms back; ``Warm`` carries the last search's inverse
-    curvature, and the search reaches the same minimum in fewer evaluations."""
+    curvature: its first iteration takes fewer evaluations, and so does the whole search
+    to the same minimum. (At a gtol of 1e-8 the last iterations' count turns on rounding:
+    warm 82 against cold 77 with OpenBLAS's SkylakeX dot kernel, 81 against 85 with
+    Haswell's; at 1e-6 it is 45 against 48 with each of nine kernels, 2026-12-06.)"""
     a, b = np.logspace(0, 2, 30), np.ones(30)
 
     def quadratic(v, shift=0.0):
@@ -80,17 +83,21 @@ def test_a_warm_search_sizes_its_first_step_by_the_last_searchs_curvature():
     start = lbfgs.minimize(quadratic, np.zeros(30), 500, gtol=1e-8, warm=warm)
     assert warm.gamma is not None
     counts = {}
-    for name, carried in (("cold", None), ("warm", warm)):
-        calls = []
+    for name, gamma in (("cold", None), ("warm", warm.gamma)):
+        for iterations in (1, 500):
+            calls = []
 
-        def fun(v, calls=calls):
-            calls.append(1)
-            return quadratic(v, shift=1e-3)
+            def fun(v, calls=calls):
+                calls.append(1)
+                return quadratic(v, shift=1e-3)
 
-        x = lbfgs.minimize(fun, start, 500, gtol=1e-8, scale=2.0, warm=carried)
+            carried = lbfgs.Warm(gamma)  # each search its own: a search updates it
+            x = lbfgs.minimize(fun, start, iterations, gtol=1e-6, scale=2.0, warm=carried)
+            counts[name, iterations] = len(calls)
+        # a gradient a (x - x*) within 1e-6, for a >= 1 and x* = 1.001 / a
         np.testing.assert_allclose(x, (b + 1e-3) / a, rtol=1e-6)
-        counts[name] = len(calls)
-    assert counts["warm"] < counts["cold"], counts
+    assert counts["warm", 1] < counts["cold", 1], counts
+    assert counts["warm", 500] < counts["cold", 500], counts
 
 
 @given(st.floats(0.05, 20), st.floats(0.1, 3), st.floats(1e-3, 1e3))
