@@ -218,12 +218,20 @@ def _blockwise_top(
 
     scores = torch.full((len(q), 0), -torch.inf, dtype=q.dtype, device=q.device)
     indices = torch.zeros((len(q), 0), dtype=torch.int64, device=q.device)
+    # One buffer takes every tile of scores: a fresh tile each time (256 MB of bf16) is
+    # fresh memory to fault in. catalogue-1m: 0.63 M page faults and 10 s of system time
+    # against 5.4 M and 20 s, 53-54 s against 60.5 s (2-vCPU AMD EPYC, 2026-12-06).
+    tiles = torch.empty(0, dtype=q.dtype, device=q.device)
     for start, part in parts:
         rows = max(1, floats // len(part))
-        found = [
-            (q[i : i + rows] @ part.T).topk(min(keep, len(part)), dim=1)
-            for i in range(0, len(q), rows)
-        ]
+        if len(tiles) < min(rows, len(q)) * len(part):
+            tiles = torch.empty(min(rows, len(q)) * len(part), dtype=q.dtype, device=q.device)
+        found = []
+        for i in range(0, len(q), rows):
+            chunk = q[i : i + rows]
+            tile = tiles[: len(chunk) * len(part)].view(len(chunk), len(part))
+            torch.matmul(chunk, part.T, out=tile)
+            found.append(tile.topk(min(keep, len(part)), dim=1))
         merged_scores = torch.cat([scores, torch.cat([f.values for f in found])], dim=1)
         merged = torch.cat([indices, torch.cat([f.indices for f in found]) + start], dim=1)
         scores, at = merged_scores.topk(min(keep, merged.shape[1]), dim=1)

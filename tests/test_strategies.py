@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from harness import runtime
 from harness.strategies import STRATEGIES, Features, lbfgs
+from harness.strategies import linear as linear_probe
 from harness.strategies import mlp as mlp_search
 from harness.strategies.linear import (
     FTOL,
@@ -165,7 +166,10 @@ def test_lbfgs_takes_no_more_passes_than_scipys_l_bfgs_b_on_a_regularisation_pat
     assert sum(ours) <= 1.2 * sum(theirs), (ours, theirs)
 
 
-def test_softmax_gradient_matches_finite_differences():
+# 21 logits at a time: chunks of 7, 7 and 6 rows, through one buffer
+@pytest.mark.parametrize("chunk_logits", [linear_probe.CHUNK_LOGITS, 21])
+def test_softmax_gradient_matches_finite_differences(monkeypatch, chunk_logits):
+    monkeypatch.setattr(linear_probe, "CHUNK_LOGITS", chunk_logits)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 4)).astype(np.float32)
     y = rng.integers(0, 3, 20)

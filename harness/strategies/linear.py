@@ -106,9 +106,13 @@ class CrossEntropy:
         # than xᵀ @ residual
         grad_wt = torch.zeros(n_classes, d, device=x.device)
         grad_b = torch.zeros_like(b64)
+        # one buffer for every chunk's logits, not fresh memory to fault in for each:
+        # 0.09 M page faults a pass at Products-10K's size against 0.59 M, 2-3% faster
+        # (2-vCPU AMD EPYC, 2026-12-06)
+        tiles = torch.empty(min(rows_per_chunk, n) * n_classes, device=x.device)
         for start in range(0, n, rows_per_chunk):
             xc, yc = x[start : start + rows_per_chunk], y[start : start + rows_per_chunk]
-            logits = torch.addmm(b, xc, w)
+            logits = torch.addmm(b, xc, w, out=tiles[: len(xc) * n_classes].view(-1, n_classes))
             rows = torch.arange(len(yc), device=x.device)
             target = logits[rows, yc]
             # softmax in place with one exp: cross-entropy is log Σ exp(z - m) + m - z_y
