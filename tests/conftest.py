@@ -29,6 +29,16 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 
 @pytest.fixture
+def real_fashion_mnist() -> None:
+    """Skips the test where Debian's Fashion-MNIST, the one dataset the tests read as
+    shipped, is not installed (CI installs it)."""
+    from harness.datasets import fashion_mnist
+
+    if not all((fashion_mnist.DEBIAN_DIR / f).is_file() for f in fashion_mnist.FILES):
+        pytest.skip("apt-get install dataset-fashion-mnist")
+
+
+@pytest.fixture
 def extend() -> Iterator[Callable[..., None]]:
     """``extend(DATASETS, spec, ...)``: entries in a frozen registry for this test only."""
     with contextlib.ExitStack() as stack:

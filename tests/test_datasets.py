@@ -11,9 +11,6 @@ from harness.datasets.download import download
 from harness.datasets.idx import read_idx
 from harness.errors import DatasetError, DatasetUnavailable
 
-HAS_FASHION = all((fashion_mnist.DEBIAN_DIR / f).is_file() for f in fashion_mnist.FILES)
-needs_fashion = pytest.mark.skipif(not HAS_FASHION, reason="apt-get install dataset-fashion-mnist")
-
 
 def idx_bytes(array: np.ndarray) -> bytes:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
@@ -74,7 +71,7 @@ def test_shelfbench_data_takes_precedence_and_is_verified(tmp_path, monkeypatch)
         open_dataset("fashion-mnist")
 
 
-@needs_fashion
+@pytest.mark.usefixtures("real_fashion_mnist")
 def test_real_fashion_mnist_has_the_published_splits(monkeypatch):
     monkeypatch.delenv("SHELFBENCH_DATA", raising=False)
     dataset = open_dataset("fashion-mnist")

@@ -243,6 +243,7 @@ max_drop = 0.01
 """
 
 
+@pytest.mark.usefixtures("real_fashion_mnist")
 def test_the_upgrade_gate_fails_a_noisy_candidate_and_passes_an_identical_one(
     pytester, write_suite, checkpoints
 ):
