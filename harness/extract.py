@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from harness import resize
 from harness.backbones.base import Preprocess
@@ -64,11 +63,6 @@ def batch_buffer(batch_size: int, pre: Preprocess, dev: str) -> torch.Tensor:
 
     shape = (batch_size, 3, pre.size, pre.size)
     return torch.empty(shape, device=dev).contiguous(memory_format=torch.channels_last)
-
-
-def progress(total: int, desc: str) -> tqdm:
-    """A progress bar over images (``harness.progress.progress_bar``)."""
-    return progress_bar(desc, "img", total)
 
 
 class Loaded:
@@ -218,7 +212,7 @@ def embed_batches(
     dev = device()
     model = model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
     buffer = batch_buffer(batch_size, pre, dev)
-    bar = progress(len(indices), desc)
+    bar = progress_bar(desc, "img", len(indices))
     pending: collections.deque[tuple[np.ndarray, torch.Tensor]] = collections.deque()
     with extracting(precision, dev), bar:
         for batch in load_batches(split, indices, pre, batch_size):

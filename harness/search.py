@@ -224,8 +224,9 @@ def _blockwise_top(
     tiles = torch.empty(0, dtype=q.dtype, device=q.device)
     for start, part in parts:
         rows = max(1, floats // len(part))
-        if len(tiles) < min(rows, len(q)) * len(part):
-            tiles = torch.empty(min(rows, len(q)) * len(part), dtype=q.dtype, device=q.device)
+        size = min(rows, len(q)) * len(part)
+        if len(tiles) < size:
+            tiles = torch.empty(size, dtype=q.dtype, device=q.device)
         found = []
         for i in range(0, len(q), rows):
             chunk = q[i : i + rows]

@@ -23,7 +23,8 @@ from harness.backbones.libraries import library
 from harness.cache import atomic_write
 from harness.datasets.base import Dataset
 from harness.errors import DatasetError, SuiteError, TrainingError
-from harness.extract import Loaded, load_batches, progress, to_tensor
+from harness.extract import Loaded, load_batches, to_tensor
+from harness.progress import progress_bar
 from harness.runtime import device, torch_paths
 from harness.settings import Count, CropRange, Positive, Seed, Table, Tolerance, Unit
 
@@ -284,7 +285,8 @@ def epoch(t: Trainer, number: int, unreadable: set[int]) -> tuple[Tally, float]:
     for m in t.frozen_norms:  # frozen blocks keep their running statistics
         m.eval()
     tally = Tally(device())
-    bar = progress(len(order), f"{describe(run)}, epoch {number + 1}/{settings['epochs']}")
+    desc = f"{describe(run)}, epoch {number + 1}/{settings['epochs']}"
+    bar = progress_bar(desc, "img", len(order))
     with bar:
         batches = train_batches(data, run.indices, run.pre, settings, order, number)
         for i, loaded in enumerate(batches):
