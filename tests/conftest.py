@@ -34,7 +34,7 @@ def real_fashion_mnist() -> None:
     shipped, is not installed (CI installs it)."""
     from harness.datasets import fashion_mnist
 
-    if not all((fashion_mnist.DEBIAN_DIR / f).is_file() for f in fashion_mnist.FILES):
+    if not fashion_mnist.complete(fashion_mnist.DEBIAN_DIR):
         pytest.skip("apt-get install dataset-fashion-mnist")
 
 

@@ -55,9 +55,14 @@ def candidate_dirs() -> list[Path]:
     return [root / NAME for root in data_roots()] + [DEBIAN_DIR]
 
 
+def complete(directory: Path) -> bool:
+    """Whether ``directory`` holds all four idx files."""
+    return all((directory / name).is_file() for name in FILES)
+
+
 def find_dir() -> Path:
     for directory in candidate_dirs():
-        if all((directory / name).is_file() for name in FILES):
+        if complete(directory):
             return directory
     raise DatasetUnavailable(
         f"{NAME} is not on this machine (looked in {', '.join(map(str, candidate_dirs()))}); "
